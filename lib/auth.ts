@@ -1,0 +1,130 @@
+// Registration and login: bcrypt hashing off the event loop, constant-shape failures, throttling.
+// Imports errors, protocol, rate_limit, session, log and db (its interface and errors only).
+
+import bcryptModule from "bcrypt";
+import { ChatError, unavailable } from "./errors.ts";
+import type { Database } from "./db.ts";
+import { DatabaseError } from "./db.ts";
+import type { Logger } from "./log.ts";
+import { checkPassword, checkUsername, isValidPassword, isValidUsername } from "./protocol.ts";
+import { TokenBuckets } from "./rate_limit.ts";
+import type { User } from "./session.ts";
+
+/** npm:bcrypt's promise API runs the hash on a worker thread, so delivery never waits for it. */
+const bcrypt = bcryptModule as unknown as {
+  hash(password: string, cost: number): Promise<string>;
+  compare(password: string, hash: string): Promise<boolean>;
+};
+
+/** Failed logins allowed per username before throttling, then one more every 12 s. */
+const USERNAME_FAILURE_BURST = 5;
+const USERNAME_FAILURES_PER_SEC = 1 / 12;
+/** Failed logins allowed per address (NAT can put many users behind one), then one every 3 s. */
+const ADDRESS_FAILURE_BURST = 20;
+const ADDRESS_FAILURES_PER_SEC = 1 / 3;
+
+const FIND_USER_SQL = `SELECT id, username, password_hash FROM users
+  WHERE lower(username) = lower($1::text) ORDER BY (username = $1::text) DESC, id LIMIT 1`;
+const NAME_TAKEN_SQL = `SELECT 1 AS taken FROM users WHERE lower(username) = lower($1::text) LIMIT 1`;
+const INSERT_USER_SQL = `INSERT INTO users (username, password_hash)
+  SELECT $1::text, $2::text WHERE NOT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($1::text))
+  RETURNING id`;
+
+export interface AuthOptions {
+  bcryptCost: number;
+}
+
+export class AuthService {
+  readonly #db: Database;
+  readonly #log: Logger;
+  readonly #cost: number;
+  readonly #usernameFailures = new TokenBuckets(USERNAME_FAILURES_PER_SEC, USERNAME_FAILURE_BURST);
+  readonly #addressFailures = new TokenBuckets(ADDRESS_FAILURES_PER_SEC, ADDRESS_FAILURE_BURST);
+  #dummyHash: Promise<string> | undefined;
+
+  constructor(db: Database, log: Logger, options: AuthOptions) {
+    this.#db = db;
+    this.#log = log;
+    this.#cost = options.bcryptCost;
+  }
+
+  /** Creates a user; does not log anyone in. */
+  async register(usernameValue: unknown, passwordValue: unknown): Promise<void> {
+    const username = checkUsername(usernameValue);
+    const password = checkPassword(passwordValue);
+    // Checked before hashing, so that taken names cost no bcrypt work; the insert checks again.
+    if ((await this.#query(NAME_TAKEN_SQL, [username])).length > 0) throw usernameTaken();
+    const hash = await bcrypt.hash(password, this.#cost);
+    let inserted: unknown[];
+    try {
+      inserted = await this.#db.query(INSERT_USER_SQL, [username, hash]);
+    } catch (err) {
+      if (err instanceof DatabaseError && err.isUniqueViolation) throw usernameTaken();
+      throw this.#unavailable(err);
+    }
+    if (inserted.length === 0) throw usernameTaken();
+    this.#log.info("user registered", { username });
+  }
+
+  /** Verifies credentials. Unknown user and wrong password fail alike, after the same bcrypt work. */
+  async login(usernameValue: unknown, passwordValue: unknown, address: string): Promise<User> {
+    const usernameKey = typeof usernameValue === "string" ? usernameValue.toLowerCase().slice(0, 64) : "";
+    const waitMs = Math.max(this.#usernameFailures.peek(usernameKey), this.#addressFailures.peek(address));
+    if (waitMs > 0) {
+      this.#log.warn("login throttled", { username: usernameKey, address, retry_after_ms: waitMs });
+      throw new ChatError("too_many_attempts", "Too many failed logins, try again later", { retryAfterMs: waitMs });
+    }
+
+    const row = isValidUsername(usernameValue)
+      ? (await this.#query<{ id: number; username: string; password_hash: string }>(FIND_USER_SQL, [usernameValue]))[0]
+      : undefined;
+    const password = isValidPassword(passwordValue) ? passwordValue : "";
+    const hash = row?.password_hash ?? await this.#dummy();
+    let matches = false;
+    try {
+      matches = (await bcrypt.compare(password, hash)) && row !== undefined && password !== "";
+    } catch (err) {
+      // A stored hash bcrypt cannot read is a failed login, not a crash.
+      this.#log.warn("unreadable password hash", { user_id: row?.id, error: String(err) });
+    }
+    if (!matches || !row) {
+      this.#usernameFailures.take(usernameKey);
+      this.#addressFailures.take(address);
+      this.#log.info("login failed", { username: usernameKey, address });
+      throw new ChatError("invalid_credentials", "Invalid username or password");
+    }
+    this.#usernameFailures.reset(usernameKey);
+    this.#log.info("user logged in", { username: row.username, user_id: row.id, address });
+    return { id: row.id, username: row.username };
+  }
+
+  /** Starts computing the hash that unknown users are checked against, so the first miss is not faster. */
+  warmUp(): void {
+    void this.#dummy().catch(() => {});
+  }
+
+  #dummy(): Promise<string> {
+    this.#dummyHash ??= bcrypt.hash("not-a-real-password", this.#cost);
+    return this.#dummyHash;
+  }
+
+  async #query<T extends Record<string, unknown>>(text: string, params: unknown[]): Promise<T[]> {
+    try {
+      return await this.#db.query<T>(text, params);
+    } catch (err) {
+      throw this.#unavailable(err);
+    }
+  }
+
+  #unavailable(err: unknown): ChatError {
+    this.#log.error("database error during authentication", {
+      sql_state: err instanceof DatabaseError ? err.sqlState : undefined,
+      error: err instanceof Error ? err.message : String(err),
+    });
+    return unavailable(err);
+  }
+}
+
+function usernameTaken(): ChatError {
+  return new ChatError("username_taken", "Username already exists");
+}

@@ -1,0 +1,155 @@
+// Configuration: the environment, over a `.env` file in the working directory, validated once.
+// The only module that reads the environment. Imports only log (for its level names).
+
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
+
+export interface Config {
+  readonly host: string;
+  readonly port: number;
+  /** Unset: the embedded PGlite database under `dataDir`. */
+  readonly databaseUrl: string | undefined;
+  readonly dataDir: string;
+  readonly dbPoolSize: number;
+  readonly bcryptCost: number;
+  readonly maxLineBytes: number;
+  readonly maxMessageLength: number;
+  readonly maxHistoryLimit: number;
+  /** 0 turns the send rate limit off. */
+  readonly rateLimitPerSec: number;
+  readonly rateLimitBurst: number;
+  readonly maxConnections: number;
+  readonly maxConnectionsPerIp: number;
+  /** 0 turns the idle timeout for connections that are not logged in off. */
+  readonly loginIdleTimeoutSec: number;
+  readonly maxOutboundBytes: number;
+  readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
+}
+
+export type Environment = Record<string, string | undefined>;
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n  ${problems.join("\n  ")}`);
+  }
+}
+
+interface IntRule {
+  min: number;
+  max: number;
+}
+
+/** Each variable with its default, in the order of `.env.example`. */
+export const DEFAULTS = {
+  HOST: "0.0.0.0",
+  PORT: "5555",
+  DATABASE_URL: "",
+  DATA_DIR: "./data",
+  DB_POOL_SIZE: "10",
+  BCRYPT_COST: "12",
+  MAX_LINE_BYTES: "65536",
+  MAX_MESSAGE_LENGTH: "4000",
+  MAX_HISTORY_LIMIT: "500",
+  RATE_LIMIT_PER_SEC: "10",
+  RATE_LIMIT_BURST: "20",
+  MAX_CONNECTIONS: "10000",
+  MAX_CONNECTIONS_PER_IP: "200",
+  LOGIN_IDLE_TIMEOUT_SEC: "120",
+  MAX_OUTBOUND_BYTES: "1048576",
+  LOG_LEVEL: "info",
+  LOG_FORMAT: "text",
+} as const;
+
+export type ConfigVariable = keyof typeof DEFAULTS;
+
+/** Validates `env` (missing or empty variables take their defaults); throws one ConfigError naming every bad variable. */
+export function parseConfig(env: Environment): Config {
+  const problems: string[] = [];
+  const raw = (name: ConfigVariable): string => {
+    const value = env[name]?.trim();
+    return value === undefined || value === "" ? DEFAULTS[name] : value;
+  };
+  const int = (name: ConfigVariable, rule: IntRule): number => {
+    const text = raw(name);
+    const value = /^\d+$/.test(text) ? Number(text) : NaN;
+    if (!Number.isSafeInteger(value) || value < rule.min || value > rule.max) {
+      problems.push(`${name}=${JSON.stringify(text)}: must be a whole number from ${rule.min} to ${rule.max}`);
+      return Number(DEFAULTS[name]);
+    }
+    return value;
+  };
+  const oneOf = <T extends string>(name: ConfigVariable, allowed: readonly T[]): T => {
+    const text = raw(name).toLowerCase();
+    if (!(allowed as readonly string[]).includes(text)) {
+      problems.push(`${name}=${JSON.stringify(text)}: must be one of ${allowed.join(", ")}`);
+      return DEFAULTS[name] as T;
+    }
+    return text as T;
+  };
+
+  const databaseUrl = raw("DATABASE_URL") || undefined;
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    problems.push("DATABASE_URL: must start with postgres:// or postgresql://");
+  }
+  const host = raw("HOST");
+  if (!/^[A-Za-z0-9.:_-]+$/.test(host)) problems.push(`HOST=${JSON.stringify(host)}: not a host name or address`);
+
+  const config: Config = {
+    host,
+    port: int("PORT", { min: 0, max: 65535 }),
+    databaseUrl,
+    dataDir: raw("DATA_DIR"),
+    dbPoolSize: int("DB_POOL_SIZE", { min: 1, max: 1000 }),
+    bcryptCost: int("BCRYPT_COST", { min: 4, max: 20 }),
+    maxLineBytes: int("MAX_LINE_BYTES", { min: 1024, max: 16 * 1024 * 1024 }),
+    maxMessageLength: int("MAX_MESSAGE_LENGTH", { min: 1, max: 1_000_000 }),
+    maxHistoryLimit: int("MAX_HISTORY_LIMIT", { min: 1, max: 100_000 }),
+    rateLimitPerSec: int("RATE_LIMIT_PER_SEC", { min: 0, max: 1_000_000 }),
+    rateLimitBurst: int("RATE_LIMIT_BURST", { min: 1, max: 1_000_000 }),
+    maxConnections: int("MAX_CONNECTIONS", { min: 1, max: 1_000_000 }),
+    maxConnectionsPerIp: int("MAX_CONNECTIONS_PER_IP", { min: 1, max: 1_000_000 }),
+    loginIdleTimeoutSec: int("LOGIN_IDLE_TIMEOUT_SEC", { min: 0, max: 86_400 }),
+    maxOutboundBytes: int("MAX_OUTBOUND_BYTES", { min: 4096, max: 1024 * 1024 * 1024 }),
+    logLevel: oneOf("LOG_LEVEL", LOG_LEVELS),
+    logFormat: oneOf("LOG_FORMAT", LOG_FORMATS),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
+}
+
+/** Parses a `.env` file: `KEY=value` lines, `#` comments, optional `export`, single or double quotes. */
+export function parseDotEnv(text: string): Environment {
+  const env: Environment = {};
+  for (const line of text.split(/\r?\n/)) {
+    const match = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/.exec(line);
+    if (!match) continue;
+    const [, key, rawValue] = match;
+    let value = rawValue;
+    const quote = value[0];
+    if ((quote === '"' || quote === "'") && value.endsWith(quote) && value.length >= 2) {
+      value = value.slice(1, -1);
+      if (quote === '"') value = value.replaceAll("\\n", "\n").replaceAll('\\"', '"');
+    } else {
+      value = value.replace(/\s+#.*$/, "");
+    }
+    env[key] = value;
+  }
+  return env;
+}
+
+/** The process environment over `.env` in the working directory (real variables win, as with dotenv). */
+export function readEnvironment(dotEnvPath = ".env"): Environment {
+  let fileEnv: Environment = {};
+  try {
+    fileEnv = parseDotEnv(Deno.readTextFileSync(dotEnvPath));
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  return { ...fileEnv, ...Deno.env.toObject() };
+}
+
+/** The validated configuration of this process. */
+export function loadConfig(): Config {
+  return parseConfig(readEnvironment());
+}

@@ -1,0 +1,126 @@
+// The database: one postgres.js pool (DATABASE_URL) or embedded PGlite, behind one small interface.
+// The only module that imports the drivers; their errors become DatabaseError here.
+
+import postgres from "postgres";
+import { PGlite } from "@electric-sql/pglite";
+import type { Logger } from "./log.ts";
+
+export type Row = Record<string, unknown>;
+
+export interface Database {
+  /** "postgres" for a server, "embedded" for PGlite. */
+  readonly kind: "postgres" | "embedded";
+  /** A parameterized query ($1, $2, …); rejects with DatabaseError. */
+  query<T extends Row = Row>(text: string, params?: unknown[]): Promise<T[]>;
+  /** Runs several statements without parameters (the schema). */
+  execScript(text: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A driver error at the boundary: `sqlState` is PostgreSQL's code when the server gave one. */
+export class DatabaseError extends Error {
+  override readonly name = "DatabaseError";
+  readonly sqlState: string | undefined;
+  constructor(message: string, sqlState: string | undefined, cause: unknown) {
+    super(message, { cause });
+    this.sqlState = sqlState;
+  }
+  get isUniqueViolation(): boolean {
+    return this.sqlState === "23505";
+  }
+}
+
+function translate(err: unknown): DatabaseError {
+  if (err instanceof DatabaseError) return err;
+  const sqlState = typeof err === "object" && err !== null && "code" in err && typeof err.code === "string" &&
+      /^[0-9A-Z]{5}$/.test(err.code)
+    ? err.code
+    : undefined;
+  const message = err instanceof Error ? err.message : String(err);
+  return new DatabaseError(message, sqlState, err);
+}
+
+export interface DatabaseOptions {
+  databaseUrl: string | undefined;
+  dataDir: string;
+  poolSize: number;
+  log: Logger;
+}
+
+export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  return options.databaseUrl
+    ? openPostgres(options.databaseUrl, options.poolSize, options.log)
+    : await openEmbedded(options.dataDir);
+}
+
+function openPostgres(url: string, poolSize: number, log: Logger): Database {
+  const sql = postgres(url, {
+    max: poolSize,
+    prepare: true,
+    connect_timeout: 5,
+    idle_timeout: 60,
+    // postgres.js reconnects on the next query after a connection is lost; nothing to do here.
+    onnotice: (notice) => log.debug("database notice", { message: notice.message }),
+    connection: { application_name: "chat-server" },
+  });
+  return {
+    kind: "postgres",
+    async query<T extends Row>(text: string, params: unknown[] = []): Promise<T[]> {
+      try {
+        // deno-lint-ignore no-explicit-any
+        return await sql.unsafe<T[]>(text, params as any[], { prepare: true });
+      } catch (err) {
+        throw translate(err);
+      }
+    },
+    async execScript(text: string): Promise<void> {
+      try {
+        await sql.unsafe(text).simple();
+      } catch (err) {
+        throw translate(err);
+      }
+    },
+    async close(): Promise<void> {
+      await sql.end({ timeout: 5 });
+    },
+  };
+}
+
+async function openEmbedded(dataDir: string): Promise<Database> {
+  let pg: PGlite;
+  try {
+    pg = await PGlite.create(dataDir === "memory://" ? undefined : dataDir);
+  } catch (err) {
+    throw translate(err);
+  }
+  return {
+    kind: "embedded",
+    async query<T extends Row>(text: string, params: unknown[] = []): Promise<T[]> {
+      try {
+        return (await pg.query<T>(text, params)).rows;
+      } catch (err) {
+        throw translate(err);
+      }
+    },
+    async execScript(text: string): Promise<void> {
+      try {
+        await pg.exec(text);
+      } catch (err) {
+        throw translate(err);
+      }
+    },
+    async close(): Promise<void> {
+      await pg.close();
+    },
+  };
+}
+
+/** The schema file, read from beside main.ts (it is included in the compiled binary). */
+export async function readSchema(): Promise<string> {
+  return await Deno.readTextFile(new URL("../schema.sql", import.meta.url));
+}
+
+/** Applies schema.sql; idempotent, and safe when several servers start at once. */
+export async function applySchema(db: Database): Promise<void> {
+  await db.execScript(await readSchema());
+}

@@ -1,0 +1,90 @@
+// Bounded line framing over a byte stream: newline-delimited frames, "\r\n" accepted, empty lines
+// skipped, and memory per connection capped at the line limit. Imports nothing from lib/.
+
+/** What the splitter reads from: a Deno.Conn, or anything with the same `read`. */
+export interface ByteReader {
+  read(buffer: Uint8Array): Promise<number | null>;
+}
+
+export class LineTooLongError extends Error {
+  override readonly name = "LineTooLongError";
+  constructor(readonly maxLineBytes: number) {
+    super(`Line longer than ${maxLineBytes} bytes`);
+  }
+}
+
+const NEWLINE = 0x0a;
+const CARRIAGE_RETURN = 0x0d;
+/** Idle connections hold only this much; a read that fills the buffer doubles it, up to MAX_READ_BUFFER. */
+export const MIN_READ_BUFFER = 1024;
+export const MAX_READ_BUFFER = 64 * 1024;
+
+/**
+ * Yields each non-empty line of `reader`, without its line end, and returns at end of stream
+ * (a final line without "\n" is yielded too). Throws LineTooLongError as soon as a line passes
+ * `maxLineBytes`, without buffering more than that.
+ *
+ * The yielded bytes may be a view of a reused read buffer: the consumer MUST NOT keep them after
+ * asking for the next line.
+ */
+export async function* readLines(
+  reader: ByteReader,
+  maxLineBytes: number,
+): AsyncGenerator<Uint8Array, void, undefined> {
+  let buffer: Uint8Array = new Uint8Array(MIN_READ_BUFFER);
+  // Bytes of a line that began in an earlier read, copied out of the reused buffer.
+  let partial: Uint8Array[] = [];
+  let partialBytes = 0;
+
+  while (true) {
+    const n = await reader.read(buffer);
+    if (n === null) break;
+    const chunk = buffer.subarray(0, n);
+    let start = 0;
+    while (start < n) {
+      const end = chunk.indexOf(NEWLINE, start);
+      if (end === -1) {
+        // A "\r" may still be dropped from the end of the line, hence the one extra byte.
+        partialBytes += n - start;
+        if (partialBytes > maxLineBytes + 1) throw new LineTooLongError(maxLineBytes);
+        partial.push(chunk.slice(start));
+        break;
+      }
+      let line: Uint8Array = chunk.subarray(start, end);
+      if (partialBytes > 0) {
+        line = concat(partial, partialBytes, line);
+        partial = [];
+        partialBytes = 0;
+      }
+      start = end + 1;
+      const length = line.length > 0 && line[line.length - 1] === CARRIAGE_RETURN ? line.length - 1 : line.length;
+      if (length > maxLineBytes) throw new LineTooLongError(maxLineBytes);
+      if (length > 0) yield line.subarray(0, length);
+    }
+    buffer = nextBufferSize(buffer, n);
+  }
+  if (partialBytes > 0) {
+    const line = concat(partial, partialBytes, new Uint8Array(0));
+    const length = line[line.length - 1] === CARRIAGE_RETURN ? line.length - 1 : line.length;
+    if (length > maxLineBytes) throw new LineTooLongError(maxLineBytes);
+    if (length > 0) yield line.subarray(0, length);
+  }
+}
+
+/** Grows the read buffer for bulk senders and gives the memory back once traffic is small again. */
+function nextBufferSize(buffer: Uint8Array, bytesRead: number): Uint8Array {
+  if (bytesRead === buffer.length && buffer.length < MAX_READ_BUFFER) return new Uint8Array(buffer.length * 2);
+  if (bytesRead < MIN_READ_BUFFER && buffer.length > MIN_READ_BUFFER) return new Uint8Array(MIN_READ_BUFFER);
+  return buffer;
+}
+
+function concat(parts: Uint8Array[], partsBytes: number, tail: Uint8Array): Uint8Array {
+  const out = new Uint8Array(partsBytes + tail.length);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  out.set(tail, offset);
+  return out;
+}

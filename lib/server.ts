@@ -1,0 +1,174 @@
+// The TCP listener: accepts connections within the limits, keeps the registry of connections,
+// closes idle unauthenticated ones, and shuts down in order. Imports connection, dispatcher,
+// hub, messages, errors, protocol, session, log.
+
+import { ClientConnection, type ConnectionHost } from "./connection.ts";
+import type { Dispatcher } from "./dispatcher.ts";
+import { ChatError } from "./errors.ts";
+import type { Hub } from "./hub.ts";
+import type { Logger } from "./log.ts";
+import type { MessageService } from "./messages.ts";
+import { encodeLine, errorReply } from "./protocol.ts";
+import type { Session } from "./session.ts";
+
+export interface ServerOptions {
+  host: string;
+  port: number;
+  maxLineBytes: number;
+  maxOutboundBytes: number;
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  loginIdleTimeoutSec: number;
+}
+
+/** How long shutdown waits for in-flight sends and for output to drain. */
+const SHUTDOWN_GRACE_MS = 5000;
+
+export class ChatServer implements ConnectionHost {
+  readonly log: Logger;
+  readonly maxLineBytes: number;
+  readonly maxOutboundBytes: number;
+  readonly #options: ServerOptions;
+  readonly #dispatcher: Dispatcher;
+  readonly #hub: Hub;
+  readonly #messages: MessageService;
+  readonly #listener: Deno.TcpListener;
+  readonly #connections = new Set<ClientConnection>();
+  readonly #connectionsPerIp = new Map<string, number>();
+  readonly #running = new Set<Promise<void>>();
+  #nextId = 1;
+  #idleTimer: ReturnType<typeof setInterval> | undefined;
+  #acceptLoop: Promise<void>;
+  #closing: Promise<void> | undefined;
+  #connectionsClosed: () => void = () => {};
+
+  constructor(options: ServerOptions, dispatcher: Dispatcher, hub: Hub, messages: MessageService, log: Logger) {
+    this.#options = options;
+    this.#dispatcher = dispatcher;
+    this.#hub = hub;
+    this.#messages = messages;
+    this.log = log;
+    this.maxLineBytes = options.maxLineBytes;
+    this.maxOutboundBytes = options.maxOutboundBytes;
+    this.#listener = Deno.listen({ hostname: options.host, port: options.port, transport: "tcp" });
+    this.#acceptLoop = this.#accept();
+    if (options.loginIdleTimeoutSec > 0) {
+      const everyMs = Math.min(1000, options.loginIdleTimeoutSec * 250);
+      this.#idleTimer = setInterval(() => this.#closeIdle(), everyMs);
+    }
+  }
+
+  get port(): number {
+    return (this.#listener.addr as Deno.NetAddr).port;
+  }
+
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  handleLine(session: Session, line: Uint8Array): Promise<void> | void {
+    if (this.#closing) {
+      // Shutting down: in-flight sends finish, new requests are refused rather than half-served.
+      session.send(encodeLine(errorReply(new ChatError("unavailable", "Server is shutting down"))));
+      return;
+    }
+    return this.#dispatcher.handleLine(session, line);
+  }
+
+  closed(connection: ClientConnection, reason: string): void {
+    if (!this.#connections.delete(connection)) return;
+    this.#hub.leave(connection);
+    const left = (this.#connectionsPerIp.get(connection.remoteAddress) ?? 1) - 1;
+    if (left <= 0) this.#connectionsPerIp.delete(connection.remoteAddress);
+    else this.#connectionsPerIp.set(connection.remoteAddress, left);
+    this.log.info("client disconnected", { session: connection.id, address: connection.remoteAddress, reason });
+    if (this.#connections.size === 0) this.#connectionsClosed();
+  }
+
+  async #accept(): Promise<void> {
+    while (true) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (err) {
+        if (this.#closing) return;
+        // Out of file descriptors and the like: log, breathe, and keep serving.
+        this.log.error("accept failed", { error: err instanceof Error ? err.message : String(err) });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+      this.#admit(conn);
+    }
+  }
+
+  #admit(conn: Deno.TcpConn): void {
+    const connection = new ClientConnection(this.#nextId++, conn, this);
+    const address = connection.remoteAddress;
+    const fromAddress = this.#connectionsPerIp.get(address) ?? 0;
+    const refusal = this.#connections.size >= this.#options.maxConnections
+      ? "Server is at its connection limit"
+      : fromAddress >= this.#options.maxConnectionsPerIp
+      ? "Too many connections from your address"
+      : undefined;
+    this.#connections.add(connection);
+    this.#connectionsPerIp.set(address, fromAddress + 1);
+    if (refusal) {
+      this.log.warn("connection refused", { address, reason: refusal });
+      connection.close("too_many_connections", encodeLine(errorReply(new ChatError("too_many_connections", refusal))));
+      return;
+    }
+    try {
+      conn.setNoDelay(true);
+      conn.setKeepAlive(true);
+    } catch {
+      // The peer may already be gone; the read loop will notice.
+    }
+    this.log.info("client connected", { session: connection.id, address });
+    const running = connection.run();
+    this.#running.add(running);
+    running.finally(() => this.#running.delete(running));
+  }
+
+  #closeIdle(): void {
+    const deadline = performance.now() - this.#options.loginIdleTimeoutSec * 1000;
+    for (const connection of this.#connections) {
+      if (connection.user === null && connection.lastActivity < deadline && !connection.closed) {
+        const error = new ChatError("idle_timeout", "Closed after no login and no request in time");
+        connection.close("idle_timeout", encodeLine(errorReply(error)));
+      }
+    }
+  }
+
+  /**
+   * Stops accepting, lets in-flight sends commit and broadcast, lets output drain (bounded), then
+   * closes every connection. Safe to call more than once.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  async #shutdown(): Promise<void> {
+    if (this.#idleTimer !== undefined) clearInterval(this.#idleTimer);
+    try {
+      this.#listener.close();
+    } catch {
+      // Already closed.
+    }
+    await this.#acceptLoop;
+    await withTimeout(this.#messages.drained(), SHUTDOWN_GRACE_MS);
+    const allClosed = new Promise<void>((resolve) => this.#connectionsClosed = resolve);
+    for (const connection of this.#connections) connection.close("server_shutdown");
+    if (this.#connections.size > 0) await withTimeout(allClosed, SHUTDOWN_GRACE_MS);
+    await withTimeout(Promise.allSettled([...this.#running]).then(() => {}), SHUTDOWN_GRACE_MS);
+  }
+}
+
+async function withTimeout(promise: Promise<void>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([promise, new Promise<void>((resolve) => timer = setTimeout(resolve, ms))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,28 @@
+// What the dispatcher and services know of a client: its identity and a way to send it bytes.
+// No sockets here, so the dispatcher can be driven without TCP. Imports nothing from lib/.
+
+export interface User {
+  readonly id: number;
+  /** As stored, which may differ in case from what the client typed. */
+  readonly username: string;
+}
+
+export interface Session {
+  readonly id: number;
+  /** The peer's IP address. */
+  readonly remoteAddress: string;
+  /** The logged-in user, or null. */
+  user: User | null;
+  readonly closed: boolean;
+  /**
+   * Queues complete lines for the client. MUST NOT block and MUST NOT reorder: bytes go out in
+   * the order of the calls. A client whose backlog passes the outbound bound is disconnected.
+   */
+  send(bytes: Uint8Array): void;
+  /** Sends `finalBytes` (if any), then closes, recording `reason` once. */
+  close(reason: string, finalBytes?: Uint8Array): void;
+  /** Accepted send_message frames not yet committed and broadcast (or failed). */
+  pendingSends: number;
+  /** Settles once the latest accepted send_message has been broadcast or answered with an error. */
+  lastSend: Promise<void> | null;
+}

@@ -1,0 +1,90 @@
+// Entry point: wires configuration, database, server and signals together.
+//   chat-server            run the server
+//   chat-server db:setup   apply schema.sql to the configured database and exit
+
+import { startChatService } from "./lib/app.ts";
+import { ConfigError, loadConfig } from "./lib/config.ts";
+import { applySchema, openDatabase } from "./lib/db.ts";
+import { Logger } from "./lib/log.ts";
+
+/** The process exits by then even if a peer or the database hangs the shutdown. */
+const SHUTDOWN_DEADLINE_MS = 10_000;
+
+async function main(args: string[]): Promise<number> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    new Logger("error").error(err.message);
+    return 2;
+  }
+  const log = new Logger(config.logLevel, config.logFormat);
+  const storage = config.databaseUrl
+    ? `PostgreSQL at ${redactUrl(config.databaseUrl)}`
+    : `embedded PostgreSQL (PGlite) in ${config.dataDir}: a development database, single connection, no fsync`;
+
+  if (args[0] === "db:setup") {
+    const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: 1, log });
+    try {
+      await applySchema(db);
+    } finally {
+      await db.close();
+    }
+    log.info("schema applied", { storage });
+    return 0;
+  }
+  if (args.length > 0) {
+    log.error(`Unknown command: ${args[0]} (expected no argument or db:setup)`);
+    return 2;
+  }
+
+  const service = await startChatService(config, log);
+  log.info("chat server listening", {
+    address: `${config.host}:${service.port}`,
+    storage,
+    kind: service.db.kind,
+  });
+  if (service.db.kind === "embedded") {
+    log.warn("using the embedded development database; set DATABASE_URL to use a PostgreSQL server in production");
+  }
+  for (const address of lanAddresses()) {
+    log.info(`clients on your network can connect to ${address}:${service.port}`);
+  }
+
+  const stopped = Promise.withResolvers<void>();
+  const onSignal = (signal: Deno.Signal) => () => {
+    log.info("shutting down", { signal });
+    stopped.resolve();
+  };
+  const signals: [Deno.Signal, () => void][] = [["SIGINT", onSignal("SIGINT")], ["SIGTERM", onSignal("SIGTERM")]];
+  for (const [signal, handler] of signals) Deno.addSignalListener(signal, handler);
+  await stopped.promise;
+  const deadline = setTimeout(() => {
+    log.error("shutdown took too long; exiting");
+    Deno.exit(1);
+  }, SHUTDOWN_DEADLINE_MS);
+  await service.close();
+  clearTimeout(deadline);
+  for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
+  log.info("stopped");
+  return 0;
+}
+
+function lanAddresses(): string[] {
+  try {
+    return Deno.networkInterfaces()
+      .filter((i) => i.family === "IPv4" && !i.address.startsWith("127."))
+      .map((i) => i.address);
+  } catch {
+    return [];
+  }
+}
+
+function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]+):[^@/]*@/, "//$1:***@");
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
