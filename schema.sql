@@ -1,9 +1,7 @@
 -- The chat server's schema. The two tables are the seed design's, unchanged, so a database made
 -- by it works as is; everything after them is additive. Applied at start-up and by
--- `deno task db:setup`; safe to run again, and safe when several servers start at once.
-
-BEGIN;
-SELECT pg_advisory_xact_lock(5555);
+-- `deno task db:setup`, in one transaction (on a PostgreSQL server under an advisory lock, so that
+-- several servers starting at once do not race); safe to run again.
 
 CREATE TABLE IF NOT EXISTS users (
     id SERIAL PRIMARY KEY,
@@ -29,5 +27,3 @@ EXCEPTION WHEN unique_violation THEN
     RAISE WARNING 'users_username_lower_key not created: usernames differing only in case exist';
 END
 $$;
-
-COMMIT;

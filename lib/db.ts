@@ -7,12 +7,15 @@ import type { Logger } from "./log.ts";
 
 export type Row = Record<string, unknown>;
 
+/** Advisory lock key held while the schema is applied to a PostgreSQL server. */
+const SCHEMA_LOCK_KEY = 5555;
+
 export interface Database {
   /** "postgres" for a server, "embedded" for PGlite. */
   readonly kind: "postgres" | "embedded";
   /** A parameterized query ($1, $2, …); rejects with DatabaseError. */
   query<T extends Row = Row>(text: string, params?: unknown[]): Promise<T[]>;
-  /** Runs several statements without parameters (the schema). */
+  /** Runs several statements without parameters (the schema) in one transaction. */
   execScript(text: string): Promise<void>;
   close(): Promise<void>;
 }
@@ -75,7 +78,11 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
     },
     async execScript(text: string): Promise<void> {
       try {
-        await sql.unsafe(text).simple();
+        await sql.begin(async (tx) => {
+          // Serialises servers that start at once: CREATE … IF NOT EXISTS can race otherwise.
+          await tx.unsafe("SELECT pg_advisory_xact_lock($1)", [SCHEMA_LOCK_KEY]);
+          await tx.unsafe(text).simple();
+        });
       } catch (err) {
         throw translate(err);
       }
@@ -104,7 +111,7 @@ async function openEmbedded(dataDir: string): Promise<Database> {
     },
     async execScript(text: string): Promise<void> {
       try {
-        await pg.exec(text);
+        await pg.transaction((tx) => tx.exec(text));
       } catch (err) {
         throw translate(err);
       }
