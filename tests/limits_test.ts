@@ -1,0 +1,190 @@
+// Connection limits: MAX_CONNECTIONS and MAX_CONNECTIONS_PER_IP. The refused connection gets
+// too_many_connections and is closed; the admitted ones keep working; a freed slot is reused.
+
+import net from "node:net";
+import { assert, assertEquals, fail } from "./_assert.ts";
+import { backends, type Frame, sanitized, startTestServer, type TestClient, type TestServer } from "./_helpers.ts";
+
+for (const backend of backends) {
+  Deno.test({
+    name: `limits: a connection over MAX_CONNECTIONS gets too_many_connections and is closed [${backend.name}]`,
+    ...sanitized,
+    async fn() {
+      await using server = await startTestServer(backend, { MAX_CONNECTIONS: "3", MAX_CONNECTIONS_PER_IP: "100" });
+      await using a = await admitted(server);
+      await using b = await admitted(server);
+      await using c = await admitted(server);
+      await a.registerAndLogin();
+      await b.registerAndLogin();
+
+      await using d = await server.connect();
+      await expectRefused(d);
+
+      for (const client of [a, b, c]) assertEquals(await client.request({ type: "ping" }), { type: "pong" });
+      await a.send({ type: "send_message", message: "still here" });
+      const mine = await a.expect("new_message");
+      assertEquals(mine.message, "still here");
+      assertEquals(await b.expect("new_message"), mine);
+      assert(!a.ended && !b.ended && !c.ended, "an admitted connection was closed");
+    },
+  });
+}
+
+Deno.test({
+  name: "limits: a connection is admitted again once one below MAX_CONNECTIONS closes",
+  ...sanitized,
+  async fn() {
+    await using server = await startTestServer(backends[0], { MAX_CONNECTIONS: "2" });
+    await using a = await admitted(server);
+    await using b = await admitted(server);
+    await using refused = await server.connect();
+    await expectRefused(refused);
+
+    await b.close();
+    await waitUntil(() => server.service.server.connectionCount === 1, "the server still counts the closed connection");
+    await using c = await server.connect();
+    assertEquals(await c.request({ type: "ping" }), { type: "pong" });
+    assertEquals(await a.request({ type: "ping" }), { type: "pong" });
+  },
+});
+
+Deno.test({
+  name: "limits: MAX_CONNECTIONS_PER_IP counts each address apart",
+  ...sanitized,
+  async fn() {
+    await using server = await startTestServer(backends[0], { MAX_CONNECTIONS: "100", MAX_CONNECTIONS_PER_IP: "2" });
+    await using a = await admitted(server);
+    await using b = await admitted(server);
+    await a.registerAndLogin();
+    await using refused = await server.connect();
+    await expectRefused(refused);
+
+    // 127.0.0.2 is another loopback address: its own two connections are admitted, its third is not.
+    await using x = await NodeLineClient.connect(server.port, "127.0.0.2");
+    assertEquals(await x.request({ type: "ping" }), { type: "pong" });
+    await using y = await NodeLineClient.connect(server.port, "127.0.0.2");
+    assertEquals(await y.request({ type: "ping" }), { type: "pong" });
+    await using z = await NodeLineClient.connect(server.port, "127.0.0.2");
+    const refusal = await z.next();
+    assertEquals([refusal.type, refusal.code], ["error", "too_many_connections"], JSON.stringify(refusal));
+    await z.closed();
+
+    assertEquals(await a.request({ type: "ping" }), { type: "pong" });
+    await a.send({ type: "send_message", message: "from 127.0.0.1" });
+    assertEquals((await a.expect("new_message")).message, "from 127.0.0.1");
+    assertEquals(await x.request({ type: "ping" }), { type: "pong" });
+
+    await b.close();
+    await waitUntil(() => server.service.server.connectionCount === 3, "the server still counts the closed connection");
+    await using c = await server.connect();
+    assertEquals(await c.request({ type: "ping" }), { type: "pong" });
+  },
+});
+
+/** Connects and waits for a pong, so the server has admitted this connection before the next. */
+async function admitted(server: TestServer): Promise<TestClient> {
+  const client = await server.connect();
+  try {
+    assertEquals(await client.request({ type: "ping" }), { type: "pong" });
+  } catch (err) {
+    await client.close();
+    throw err;
+  }
+  return client;
+}
+
+async function expectRefused(client: TestClient): Promise<void> {
+  const frame = await client.next();
+  assertEquals(frame.type, "error", JSON.stringify(frame));
+  assertEquals(frame.code, "too_many_connections");
+  assertEquals(typeof frame.message, "string");
+  assertEquals(await client.expectClosed(), []);
+}
+
+async function waitUntil(condition: () => boolean, message: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) fail(`${message} after ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** A line client on node:net, which (unlike Deno.connect) can choose its local address. */
+class NodeLineClient implements AsyncDisposable {
+  readonly #socket: net.Socket;
+  readonly #lines: string[] = [];
+  readonly #closed: Promise<void>;
+  #pending = "";
+  #wake: (() => void) | undefined;
+  #ended = false;
+
+  private constructor(socket: net.Socket) {
+    this.#socket = socket;
+    socket.setEncoding("utf8");
+    socket.on("data", (text: string) => {
+      this.#pending += text;
+      let newline;
+      while ((newline = this.#pending.indexOf("\n")) >= 0) {
+        this.#lines.push(this.#pending.slice(0, newline));
+        this.#pending = this.#pending.slice(newline + 1);
+      }
+      this.#wake?.();
+    });
+    this.#closed = new Promise((resolve) =>
+      socket.once("close", () => {
+        this.#ended = true;
+        this.#wake?.();
+        resolve();
+      })
+    );
+    // Errors (a reset) end the socket and are followed by "close".
+    socket.on("error", () => {});
+  }
+
+  static connect(port: number, localAddress: string): Promise<NodeLineClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: "127.0.0.1", port, localAddress });
+      socket.once("connect", () => resolve(new NodeLineClient(socket)));
+      socket.once("error", reject);
+    });
+  }
+
+  async request(frame: Frame): Promise<Frame> {
+    this.#socket.write(JSON.stringify(frame) + "\n");
+    return await this.next();
+  }
+
+  async next(ms = 5000): Promise<Frame> {
+    const deadline = Date.now() + ms;
+    while (this.#lines.length === 0) {
+      if (this.#ended || Date.now() >= deadline) fail(`no frame within ${ms} ms${this.#ended ? " (closed)" : ""}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+        this.#wake = () => {
+          clearTimeout(timer);
+          this.#wake = undefined;
+          resolve();
+        };
+      });
+    }
+    return JSON.parse(this.#lines.shift()!);
+  }
+
+  /** Waits until the server closes the connection. */
+  async closed(ms = 5000): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`connection still open after ${ms} ms`)), ms);
+    });
+    try {
+      await Promise.race([this.#closed, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#socket.destroy();
+    await this.#closed;
+  }
+}
