@@ -36,7 +36,8 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     const hub = new Hub();
     const auth = new AuthService(db, log, { bcryptCost: config.bcryptCost });
     auth.warmUp();
-    const messages = new MessageService(db, hub, log);
+    const messages = new MessageService(db, hub, log, config.maxHistoryLimit);
+    await messages.loadRecent();
     const dispatcher = new Dispatcher(auth, messages, hub, log, config);
     const server = new ChatServer(config, dispatcher, hub, messages, log);
     let closing: Promise<void> | undefined;

@@ -1,5 +1,5 @@
 // Storing and broadcasting chat messages with group commit, and reading history.
-// Imports errors, protocol, hub, session, log and db (its interface and errors only).
+// Imports errors, protocol, recent, hub, session, log and db (its interface and errors only).
 //
 // Contract: a message is committed before it is broadcast; all connections receive messages in
 // id order. Both follow from one rule: batches are flushed one at a time (MUST NOT overlap), each
@@ -11,6 +11,7 @@ import { DatabaseError } from "./db.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import { encodeLine, errorReply, type HistoryQuery, type RequestId } from "./protocol.ts";
+import { RecentMessages, type StoredMessage } from "./recent.ts";
 import type { Session, User } from "./session.ts";
 
 /** Upper bounds of one batch, so one INSERT stays a reasonable size. */
@@ -30,12 +31,7 @@ const NEWEST_SQL = `${HISTORY_COLUMNS} ORDER BY m.id DESC LIMIT $3`;
 const OLDEST_SQL = `${HISTORY_COLUMNS} ORDER BY m.id ASC LIMIT $3`;
 const NO_UPPER_BOUND = "9223372036854775807";
 
-export interface HistoryMessage extends Record<string, unknown> {
-  id: number;
-  sender: string;
-  message: string;
-  timestamp: string;
-}
+export type HistoryMessage = StoredMessage;
 
 interface PendingMessage {
   session: Session;
@@ -61,11 +57,23 @@ export class MessageService {
   #idle: Promise<void> = Promise.resolve();
   #markIdle: () => void = () => {};
   #stats = { committed: 0, failed: 0, batches: 0 };
+  readonly #recent: RecentMessages;
+  readonly #recentCapacity: number;
 
-  constructor(db: Database, hub: Hub, log: Logger) {
+  /** `recentCapacity`: how many of the newest messages history serves from memory (MAX_HISTORY_LIMIT). */
+  constructor(db: Database, hub: Hub, log: Logger, recentCapacity: number) {
     this.#db = db;
     this.#hub = hub;
     this.#log = log;
+    this.#recentCapacity = recentCapacity;
+    this.#recent = new RecentMessages(recentCapacity);
+  }
+
+  /** Loads the newest messages into memory; call once at start-up, before serving. */
+  async loadRecent(): Promise<void> {
+    const rows = await this.#db.query<HistoryMessage>(NEWEST_SQL, [NO_UPPER_BOUND, "-1", this.#recentCapacity + 1]);
+    rows.reverse();
+    this.#recent.reset(rows.slice(-this.#recentCapacity), rows.length <= this.#recentCapacity);
   }
 
   get stats(): Readonly<{ committed: number; failed: number; batches: number }> {
@@ -96,6 +104,8 @@ export class MessageService {
   }
 
   async history(query: HistoryQuery): Promise<HistoryMessage[]> {
+    const cached = this.#recent.query(query);
+    if (cached) return cached;
     const upper = query.before === undefined ? NO_UPPER_BOUND : String(query.before);
     const lower = query.after === undefined ? "-1" : String(query.after);
     try {
@@ -170,6 +180,12 @@ export class MessageService {
         this.#log.debug("message stored", { id: rows[i].id, sender: user.username, message: text });
       }
     }
+    this.#recent.append(items.map((item, i) => ({
+      id: rows[i].id,
+      sender: item.user.username,
+      message: item.text,
+      timestamp: rows[i].timestamp,
+    })));
     const encoder = new TextEncoder();
     const shared = encoder.encode(lines.join(""));
     let personal: Map<Session, Uint8Array> | undefined;

@@ -1,0 +1,76 @@
+// The newest messages in memory, so most get_history requests never touch the database.
+// Imports only protocol (for the query shape).
+//
+// Invariant: the window holds every stored message with id ≥ its oldest id (or every message at
+// all, when `complete`). It is filled from the database at start-up and then only by our own
+// commits, in id order, so it assumes this server is the only writer of its database.
+
+import type { HistoryQuery } from "./protocol.ts";
+
+export interface StoredMessage extends Record<string, unknown> {
+  id: number;
+  sender: string;
+  message: string;
+  timestamp: string;
+}
+
+export class RecentMessages {
+  readonly #capacity: number;
+  /** Oldest first. */
+  #messages: StoredMessage[] = [];
+  /** True while the window holds every message ever stored. */
+  #complete = true;
+
+  constructor(capacity: number) {
+    this.#capacity = capacity;
+  }
+
+  /** Replaces the window with the newest stored messages (oldest first); `all` = there are no others. */
+  reset(messages: StoredMessage[], all: boolean): void {
+    this.#messages = messages.slice(-this.#capacity);
+    this.#complete = all && messages.length <= this.#capacity;
+  }
+
+  /** Appends newly committed messages, which have larger ids than any before. */
+  append(messages: StoredMessage[]): void {
+    this.#messages.push(...messages);
+    const excess = this.#messages.length - this.#capacity;
+    if (excess > 0) {
+      this.#messages.splice(0, excess);
+      this.#complete = false;
+    }
+  }
+
+  /** The answer to `query` if the window alone can give it exactly, else undefined. */
+  query(query: HistoryQuery): StoredMessage[] | undefined {
+    const after = query.after ?? -1;
+    const before = query.before ?? Number.MAX_SAFE_INTEGER;
+    const messages = this.#messages;
+    const oldest = messages.length > 0 ? messages[0].id : Number.MAX_SAFE_INTEGER;
+    // Ids in (after, oldest) may exist outside the window, unless it holds everything.
+    const coversLowerEnd = this.#complete || after + 1 >= oldest;
+    const start = lowerBound(messages, after + 1);
+    const end = lowerBound(messages, before);
+    const count = Math.max(0, end - start);
+    if (query.after !== undefined) {
+      // The oldest `limit` after `after`: exact when no uncached id can come first.
+      if (!coversLowerEnd) return undefined;
+      return messages.slice(start, start + Math.min(count, query.limit));
+    }
+    // The newest `limit` below `before`: exact when the window alone has enough, or has everything.
+    if (count >= query.limit) return messages.slice(end - query.limit, end);
+    return coversLowerEnd ? messages.slice(start, end) : undefined;
+  }
+}
+
+/** Index of the first message with id ≥ `id`. */
+function lowerBound(messages: StoredMessage[], id: number): number {
+  let low = 0;
+  let high = messages.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if (messages[mid].id < id) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
