@@ -13,8 +13,11 @@ const SCHEMA_LOCK_KEY = 5555;
 export interface Database {
   /** "postgres" for a server, "embedded" for PGlite. */
   readonly kind: "postgres" | "embedded";
-  /** A parameterized query ($1, $2, …); rejects with DatabaseError. */
-  query<T extends Row = Row>(text: string, params?: unknown[]): Promise<T[]>;
+  /**
+   * A parameterized query ($1, $2, …); rejects with DatabaseError. With `timeoutMs`, a query that
+   * has not answered by then is cancelled and rejects (its outcome may still be a commit).
+   */
+  query<T extends Row = Row>(text: string, params?: unknown[], options?: QueryOptions): Promise<T[]>;
   /** Runs several statements without parameters (the schema) in one transaction. */
   execScript(text: string): Promise<void>;
   close(): Promise<void>;
@@ -43,6 +46,10 @@ function translate(err: unknown): DatabaseError {
   return new DatabaseError(message, sqlState, err);
 }
 
+export interface QueryOptions {
+  timeoutMs?: number;
+}
+
 export interface DatabaseOptions {
   databaseUrl: string | undefined;
   dataDir: string;
@@ -68,12 +75,23 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
   });
   return {
     kind: "postgres",
-    async query<T extends Row>(text: string, params: unknown[] = []): Promise<T[]> {
+    async query<T extends Row>(text: string, params: unknown[] = [], options: QueryOptions = {}): Promise<T[]> {
+      // deno-lint-ignore no-explicit-any
+      const pending = sql.unsafe<T[]>(text, params as any[], { prepare: true });
+      let timer: ReturnType<typeof setTimeout> | undefined;
       try {
-        // deno-lint-ignore no-explicit-any
-        return await sql.unsafe<T[]>(text, params as any[], { prepare: true });
+        if (options.timeoutMs === undefined) return await pending;
+        const timedOut = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            pending.cancel();
+            reject(new DatabaseError(`query timed out after ${options.timeoutMs} ms`, undefined, undefined));
+          }, options.timeoutMs);
+        });
+        return await Promise.race([pending, timedOut]);
       } catch (err) {
         throw translate(err);
+      } finally {
+        clearTimeout(timer);
       }
     },
     async execScript(text: string): Promise<void> {

@@ -17,6 +17,11 @@ import type { Session, User } from "./session.ts";
 /** Upper bounds of one batch, so one INSERT stays a reasonable size. */
 const MAX_BATCH_MESSAGES = 1000;
 const MAX_BATCH_CHARS = 2_000_000;
+/**
+ * A batch the database has not confirmed by then is cancelled and its senders told unavailable,
+ * so that a database that hangs (rather than fails) cannot stall every sender behind it.
+ */
+const COMMIT_TIMEOUT_MS = 10_000;
 
 // unnest keeps the input order, so RETURNING lists the new ids in the order of the batch.
 const INSERT_BATCH_SQL = `INSERT INTO messages (sender_id, content, timestamp)
@@ -146,7 +151,9 @@ export class MessageService {
     try {
       let rows: { id: number; timestamp: string }[];
       try {
-        rows = await this.#db.query(INSERT_BATCH_SQL, [items.map((m) => m.user.id), items.map((m) => m.text)]);
+        rows = await this.#db.query(INSERT_BATCH_SQL, [items.map((m) => m.user.id), items.map((m) => m.text)], {
+          timeoutMs: COMMIT_TIMEOUT_MS,
+        });
       } catch (err) {
         this.#stats.failed += items.length;
         this.#logDatabaseError("database error storing messages; senders told unavailable", err, items.length);
