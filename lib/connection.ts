@@ -3,7 +3,8 @@
 //
 // Write contract: send() MUST NOT block and MUST NOT reorder. Queued chunks are coalesced into
 // one write per turn of the event loop; one write is in flight at a time; partial writes are
-// looped; every write error is caught. A client whose backlog passes the bound is cut off.
+// looped; every write error is caught. A client whose backlog behind a write still in flight
+// passes the bound is cut off.
 
 import { ChatError } from "./errors.ts";
 import { LineTooLongError, readLines } from "./framing.ts";
@@ -38,6 +39,8 @@ export class ClientConnection implements Session {
   #queue: Uint8Array[] = [];
   #queuedBytes = 0;
   #writing = false;
+  /** A write is waiting for the peer (the kernel's send buffer is full). */
+  #blocked = false;
   #closeReason: string | undefined;
   #closedFully = false;
   #finalTimer: ReturnType<typeof setTimeout> | undefined;
@@ -93,7 +96,9 @@ export class ClientConnection implements Session {
   #enqueue(bytes: Uint8Array): void {
     this.#queue.push(bytes);
     this.#queuedBytes += bytes.length;
-    if (this.#queuedBytes > this.#host.maxOutboundBytes) {
+    // Only a backlog behind a write the peer has not taken yet counts: one large broadcast to a
+    // client that keeps up is not a slow consumer.
+    if (this.#blocked && this.#queuedBytes > this.#host.maxOutboundBytes) {
       this.#host.log.warn("slow consumer disconnected", {
         session: this.id,
         address: this.remoteAddress,
@@ -121,7 +126,10 @@ export class ClientConnection implements Session {
         this.#queuedBytes = 0;
         let offset = 0;
         while (offset < chunk.length) {
-          offset += await this.#conn.write(offset === 0 ? chunk : chunk.subarray(offset));
+          const written = this.#conn.write(offset === 0 ? chunk : chunk.subarray(offset));
+          this.#blocked = true;
+          offset += await written;
+          this.#blocked = false;
         }
       }
     } catch (err) {

@@ -16,7 +16,7 @@ import type { Session, User } from "./session.ts";
 
 /** Upper bounds of one batch, so one INSERT stays a reasonable size. */
 const MAX_BATCH_MESSAGES = 1000;
-const MAX_BATCH_CHARS = 2_000_000;
+const MAX_BATCH_CHARS = 512_000;
 /**
  * A batch the database has not confirmed by then is cancelled and its senders told unavailable,
  * so that a database that hangs (rather than fails) cannot stall every sender behind it.
