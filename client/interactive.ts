@@ -1,0 +1,274 @@
+// The interactive mode: asks to log in or register, shows the newest messages, then live ones
+// above the prompt, and runs the slash commands. Imports args, credentials, errors, format,
+// output, session, terminal, wire.
+
+import type { ClientArgs } from "./args.ts";
+import { DEFAULT_INTERACTIVE_HISTORY } from "./args.ts";
+import { envSetting } from "./credentials.ts";
+import { ServerRefusal, SessionEnded } from "./errors.ts";
+import {
+  COMMAND_HELP,
+  describeError,
+  describeLost,
+  describeReconnected,
+  describeRefusal,
+  renderMessage,
+  renderNotice,
+  snippet,
+} from "./format.ts";
+import { stdoutIsColorTerminal } from "./output.ts";
+import { ChatSession, type RegisterMode, type SessionEvent } from "./session.ts";
+import { type Input, Terminal } from "./terminal.ts";
+import { type ChatMessage, isValidPassword, isValidUsername, sameUser } from "./wire.ts";
+
+/** Messages per /older page, and /history's default. */
+const PAGE = 20;
+const PROMPT = "> ";
+
+interface Preset {
+  user: string | undefined;
+  password: string | undefined;
+  register: boolean;
+}
+
+interface Identity {
+  username: string;
+  password: string;
+  register: RegisterMode;
+  /** Something was typed in: on a refusal, ask again rather than exit. */
+  asked: boolean;
+}
+
+type Outcome = "quit" | "logout" | "ended";
+
+export async function runInteractive(args: ClientArgs): Promise<number> {
+  const terminal = new Terminal();
+  const color = stdoutIsColorTerminal();
+  terminal.start();
+  try {
+    let preset: Preset = {
+      user: args.user ?? envSetting("CHAT_USER"),
+      password: envSetting("CHAT_PASSWORD"),
+      register: args.register,
+    };
+    while (true) {
+      const identity = await askIdentity(terminal, preset);
+      if (!identity) return 0;
+      const view = new ChatView(terminal, color, identity.username);
+      view.notice(`connecting to ${args.hostname}:${args.port}…`);
+      let session: ChatSession;
+      try {
+        session = await ChatSession.open({
+          hostname: args.hostname,
+          port: args.port,
+          username: identity.username,
+          password: identity.password,
+          register: identity.register,
+          initialHistory: args.history ?? DEFAULT_INTERACTIVE_HISTORY,
+          maxReconnectAttempts: Infinity,
+        }, (event) => view.onEvent(event));
+      } catch (err) {
+        view.notice(describeError(err));
+        // A wrong password or a taken name can be typed again; flags and environment cannot.
+        if (err instanceof ServerRefusal && identity.asked) {
+          preset = { ...preset, password: undefined };
+          continue;
+        }
+        return 1;
+      }
+      view.notice(`connected to ${args.hostname}:${args.port} as ${session.username}; /help lists the commands`);
+      const outcome = await chat(terminal, session, view);
+      if (outcome !== "logout") return outcome === "ended" ? 1 : 0;
+      preset = { user: undefined, password: undefined, register: false };
+    }
+  } finally {
+    terminal.stop();
+  }
+}
+
+async function askIdentity(terminal: Terminal, preset: Preset): Promise<Identity | undefined> {
+  let asked = false;
+  let register: RegisterMode = preset.register ? "if_free" : "no";
+  let username = preset.user;
+  if (username === undefined && !preset.register) {
+    while (true) {
+      const answer = await ask(terminal, "log in, or register a new account? [l/r] ");
+      if (answer === undefined) return undefined;
+      const choice = answer.trim().toLowerCase();
+      if (choice === "" || choice === "l" || choice === "login") break;
+      if (choice === "r" || choice === "register") {
+        register = "new";
+        break;
+      }
+      terminal.print("answer l to log in, or r to register");
+    }
+  }
+  while (username === undefined) {
+    const answer = await ask(terminal, "username: ");
+    if (answer === undefined) return undefined;
+    asked = true;
+    if (isValidUsername(answer.trim())) username = answer.trim();
+    else terminal.print(describeRefusal(new ServerRefusal("invalid_username", "")));
+  }
+  let password = preset.password;
+  while (password === undefined) {
+    const first = await ask(terminal, "password: ", true);
+    if (first === undefined) return undefined;
+    asked = true;
+    if (!isValidPassword(first)) {
+      terminal.print(describeRefusal(new ServerRefusal("invalid_password", "")));
+      continue;
+    }
+    if (register === "new") {
+      const again = await ask(terminal, "the same password again: ", true);
+      if (again === undefined) return undefined;
+      if (again !== first) {
+        terminal.print("the two passwords differ, try again");
+        continue;
+      }
+    }
+    password = first;
+  }
+  return { username, password, register, asked };
+}
+
+/** One answer; undefined when the person pressed Ctrl-C or Ctrl-D instead. */
+async function ask(terminal: Terminal, prompt: string, secret = false): Promise<string | undefined> {
+  const input = await terminal.read(prompt, { secret, keep: true });
+  return input.kind === "line" ? input.text : undefined;
+}
+
+/** What the chat shows: messages, notices, and the oldest message id shown (for /older). */
+class ChatView {
+  readonly #terminal: Terminal;
+  readonly #color: boolean;
+  readonly #username: string;
+  oldestShown: number | undefined;
+
+  constructor(terminal: Terminal, color: boolean, username: string) {
+    this.#terminal = terminal;
+    this.#color = color;
+    this.#username = username;
+  }
+
+  onEvent(event: SessionEvent): void {
+    switch (event.kind) {
+      case "message":
+        this.show(event.message);
+        break;
+      case "lost":
+        this.notice(describeLost(event.cause, event.attempt, event.retryInMs));
+        break;
+      case "reconnected":
+        this.notice(describeReconnected(event.missed));
+        break;
+      case "ended":
+        // The chat loop reports it, once, as it leaves.
+        break;
+    }
+  }
+
+  show(message: ChatMessage): void {
+    if (this.oldestShown === undefined || message.id < this.oldestShown) this.oldestShown = message.id;
+    const own = sameUser(message.sender, this.#username);
+    this.#terminal.print(renderMessage(message, { own, color: this.#color, now: new Date() }));
+  }
+
+  notice(text: string): void {
+    this.#terminal.print(renderNotice(text, this.#color));
+  }
+}
+
+async function chat(terminal: Terminal, session: ChatSession, view: ChatView): Promise<Outcome> {
+  let ended: SessionEnded | undefined;
+  void session.ended.then((error) => {
+    ended = error;
+    terminal.cancelRead();
+  });
+  let unsent = 0;
+  while (true) {
+    const input: Input = await terminal.read(PROMPT);
+    if (ended) {
+      if (ended.reason !== "closed") view.notice(describeError(ended));
+      return "ended";
+    }
+    if (input.kind === "eof" || input.kind === "interrupt") {
+      if (unsent > 0) view.notice(`leaving with ${unsent} message${unsent === 1 ? "" : "s"} not sent`);
+      session.close();
+      return "quit";
+    }
+    if (input.kind !== "line" || input.text.trim() === "") continue;
+    const line = input.text;
+    if (line.startsWith("/") && !line.startsWith("//")) {
+      const outcome = await command(line, session, view);
+      if (outcome) return outcome;
+      continue;
+    }
+    const text = line.startsWith("//") ? line.slice(1) : line;
+    if (!session.connected) view.notice("offline: the message will be sent once reconnected");
+    unsent++;
+    // Not awaited: typing goes on while it is sent; its broadcast is its echo.
+    session.send(text).catch((err) => {
+      if (!(err instanceof SessionEnded && err.reason === "closed")) {
+        view.notice(`not sent (${snippet(text)}): ${describeError(err)}`);
+      }
+    }).finally(() => unsent--);
+  }
+}
+
+/** Runs a slash command; returns an outcome when the chat is over. */
+async function command(line: string, session: ChatSession, view: ChatView): Promise<Outcome | undefined> {
+  const [name, ...params] = line.trim().split(/\s+/);
+  try {
+    switch (name) {
+      case "/quit":
+      case "/exit":
+        session.close();
+        return "quit";
+      case "/logout":
+        await session.logout();
+        view.notice("logged out");
+        return "logout";
+      case "/help":
+        view.notice(COMMAND_HELP);
+        return undefined;
+      case "/users": {
+        const users = await session.users();
+        view.notice(`online (${users.length}): ${users.join(", ")}`);
+        return undefined;
+      }
+      case "/history": {
+        const limit = params[0] === undefined ? PAGE : Number(params[0]);
+        if (!Number.isSafeInteger(limit) || limit < 1 || params.length > 1) {
+          view.notice("usage: /history [n], with n a whole number of at least 1");
+          return undefined;
+        }
+        showPage(view, `the ${limit} newest messages`, await session.history({ limit }));
+        return undefined;
+      }
+      case "/older": {
+        const before = view.oldestShown;
+        const messages = before === undefined ? [] : await session.history({ limit: PAGE, before });
+        showPage(view, "older messages", messages);
+        return undefined;
+      }
+      default:
+        view.notice(
+          `unknown command ${name}; /help lists them (start a message with // to send a line beginning with /)`,
+        );
+        return undefined;
+    }
+  } catch (err) {
+    view.notice(describeError(err));
+    return undefined;
+  }
+}
+
+function showPage(view: ChatView, title: string, messages: ChatMessage[]): void {
+  if (messages.length === 0) {
+    view.notice("no older messages");
+    return;
+  }
+  view.notice(`${title}:`);
+  for (const message of messages) view.show(message);
+}

@@ -1,0 +1,51 @@
+// The --listen mode: every incoming message as one JSON line on stdout, status on stderr, until
+// interrupted (exit 0) or the session is refused (exit 1). Imports args, credentials, format,
+// output, session, signals.
+
+import type { ClientArgs } from "./args.ts";
+import { scriptedCredentials } from "./credentials.ts";
+import { describeError, describeLost, describeReconnected, messageJson } from "./format.ts";
+import { writeStderr, writeStdout } from "./output.ts";
+import { ChatSession } from "./session.ts";
+import { onSignals } from "./signals.ts";
+
+const STOP_SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+
+export async function runListen(args: ClientArgs): Promise<number> {
+  const { username, password } = await scriptedCredentials(args);
+  const done = Promise.withResolvers<number>();
+  const session = await ChatSession.open({
+    hostname: args.hostname,
+    port: args.port,
+    username,
+    password,
+    register: args.register ? "if_free" : "no",
+    initialHistory: args.history ?? 0,
+    maxReconnectAttempts: Infinity,
+  }, (event) => {
+    switch (event.kind) {
+      case "message":
+        // stdout closed (e.g. `| head -1`): nobody is reading any more.
+        if (!writeStdout(messageJson(event.message) + "\n")) done.resolve(0);
+        break;
+      case "lost":
+        writeStderr(describeLost(event.cause, event.attempt, event.retryInMs) + "\n");
+        break;
+      case "reconnected":
+        writeStderr(describeReconnected(event.missed) + "\n");
+        break;
+      case "ended":
+        writeStderr(describeError(event.error) + "\n");
+        done.resolve(1);
+        break;
+    }
+  });
+  const removeSignals = onSignals(STOP_SIGNALS, () => done.resolve(0));
+  try {
+    writeStderr(`listening on ${args.hostname}:${args.port} as ${session.username} (Ctrl-C to stop)\n`);
+    return await done.promise;
+  } finally {
+    removeSignals();
+    session.close();
+  }
+}

@@ -1,0 +1,93 @@
+// The scripted send mode: each line of stdin becomes a message; the client exits once every one
+// has come back as its own broadcast (matched by request_id), or with the refusals on stderr.
+// Imports lib/framing, args, backoff, credentials, errors, format, output, session.
+
+import { type ByteReader, LineTooLongError, readLines } from "../lib/framing.ts";
+import type { ClientArgs } from "./args.ts";
+import { backoffDelay } from "./backoff.ts";
+import { scriptedCredentials } from "./credentials.ts";
+import { ServerRefusal } from "./errors.ts";
+import { describeError, describeLost, describeReconnected, describeRefusal, snippet } from "./format.ts";
+import { writeStderr } from "./output.ts";
+import { ChatSession } from "./session.ts";
+import type { ChatMessage } from "./wire.ts";
+
+/** Longer stdin lines stop the run; the server's own line limit is far below this by default. */
+export const MAX_INPUT_LINE_BYTES = 1024 * 1024;
+/** About a minute of reconnecting (delays up to 10 s) before a script gives up. */
+const RECONNECT_ATTEMPTS = 8;
+/** rate_limited is waited out, a bounded number of times per message. */
+const MAX_RATE_LIMIT_WAITS = 50;
+const MAX_UNAVAILABLE_RETRIES = 5;
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Returns the exit status: 0 all sent, 1 any refused or the connection given up. */
+export async function runSend(args: ClientArgs, input: ByteReader): Promise<number> {
+  const { username, password } = await scriptedCredentials(args);
+  const session = await ChatSession.open({
+    hostname: args.hostname,
+    port: args.port,
+    username,
+    password,
+    register: args.register ? "if_free" : "no",
+    initialHistory: 0,
+    maxReconnectAttempts: RECONNECT_ATTEMPTS,
+  }, (event) => {
+    if (event.kind === "lost") writeStderr(describeLost(event.cause, event.attempt, event.retryInMs) + "\n");
+    if (event.kind === "reconnected") writeStderr(describeReconnected(event.missed) + "\n");
+  });
+  let refused = 0;
+  try {
+    for await (const bytes of readLines(input, MAX_INPUT_LINE_BYTES)) {
+      let text: string;
+      try {
+        text = utf8.decode(bytes);
+      } catch {
+        writeStderr("not sent: a line of stdin is not valid UTF-8\n");
+        refused++;
+        continue;
+      }
+      // The server would refuse it (invalid_message): say so without asking. Empty lines never get here.
+      if (text.trim() === "") {
+        writeStderr("not sent: a line of stdin is blank, and a message must not be\n");
+        refused++;
+        continue;
+      }
+      try {
+        await sendPatiently(session, text);
+      } catch (err) {
+        if (!(err instanceof ServerRefusal)) {
+          writeStderr(`not sent (${snippet(text)}): ${describeError(err)}\n`);
+          return 1;
+        }
+        writeStderr(`not sent (${snippet(text)}): ${describeRefusal(err)}\n`);
+        refused++;
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof LineTooLongError)) throw err;
+    writeStderr(`stopped: a line of stdin is longer than ${MAX_INPUT_LINE_BYTES} bytes\n`);
+    return 1;
+  } finally {
+    session.close();
+  }
+  return refused > 0 ? 1 : 0;
+}
+
+/** Sends, waiting out rate limits and short database outages (nothing was stored then). */
+async function sendPatiently(session: ChatSession, text: string): Promise<ChatMessage> {
+  for (let waits = 0;; waits++) {
+    try {
+      return await session.send(text);
+    } catch (err) {
+      if (!(err instanceof ServerRefusal)) throw err;
+      const again = err.code === "rate_limited"
+        ? waits < MAX_RATE_LIMIT_WAITS
+        : err.code === "unavailable" && waits < MAX_UNAVAILABLE_RETRIES;
+      if (!again) throw err;
+      const ms = err.retryAfterMs ?? backoffDelay(waits);
+      await new Promise((resolve) => setTimeout(resolve, ms));
+    }
+  }
+}
