@@ -1,6 +1,7 @@
 // Entry point: wires configuration, database, server and signals together.
 //   chat-server            run the server
 //   chat-server db:setup   apply schema.sql to the configured database and exit
+//   chat-server client     the terminal client (client/main.ts; --help for its options)
 
 import { startChatService } from "./lib/app.ts";
 import { ConfigError, loadConfig } from "./lib/config.ts";
@@ -11,6 +12,8 @@ import { Logger } from "./lib/log.ts";
 const SHUTDOWN_DEADLINE_MS = 10_000;
 
 async function main(args: string[]): Promise<number> {
+  // Loaded only when asked for, so the server never loads the client.
+  if (args[0] === "client") return await (await import("./client/main.ts")).runClient(args.slice(1));
   let config;
   try {
     config = loadConfig();
@@ -35,7 +38,7 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   if (args.length > 0) {
-    log.error(`Unknown command: ${args[0]} (expected no argument or db:setup)`);
+    log.error(`Unknown command: ${args[0]} (expected no argument, db:setup or client)`);
     return 2;
   }
 
