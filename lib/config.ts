@@ -125,13 +125,14 @@ export function parseDotEnv(text: string): Environment {
     const match = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/.exec(line);
     if (!match) continue;
     const [, key, rawValue] = match;
-    let value = rawValue;
-    const quote = value[0];
-    if ((quote === '"' || quote === "'") && value.endsWith(quote) && value.length >= 2) {
-      value = value.slice(1, -1);
-      if (quote === '"') value = value.replaceAll("\\n", "\n").replaceAll('\\"', '"');
+    // A quoted value ends at its closing quote (a comment may follow); a bare one at " #".
+    const quoted = /^(["'])((?:\\.|(?!\1).)*)\1\s*(?:#.*)?$/.exec(rawValue);
+    let value: string;
+    if (quoted) {
+      value = quoted[2];
+      if (quoted[1] === '"') value = value.replaceAll("\\n", "\n").replaceAll('\\"', '"');
     } else {
-      value = value.replace(/\s+#.*$/, "");
+      value = rawValue.replace(/\s+#.*$/, "");
     }
     env[key] = value;
   }
