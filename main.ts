@@ -42,36 +42,43 @@ async function main(args: string[]): Promise<number> {
     return 2;
   }
 
-  const service = await startChatService(config, log);
-  log.info("chat server listening", {
-    address: `${config.host}:${service.port}`,
-    storage,
-    kind: service.db.kind,
-  });
-  if (service.db.kind === "embedded") {
-    log.warn("using the embedded development database; set DATABASE_URL to use a PostgreSQL server in production");
-  }
-  for (const address of lanAddresses()) {
-    log.info(`clients on your network can connect to ${address}:${service.port}`);
-  }
-
-  const stopped = Promise.withResolvers<void>();
-  const onSignal = (signal: Deno.Signal) => () => {
-    log.info("shutting down", { signal });
-    stopped.resolve();
-  };
-  const signals: [Deno.Signal, () => void][] = [["SIGINT", onSignal("SIGINT")], ["SIGTERM", onSignal("SIGTERM")]];
+  // Signals are handled from before start-up, so one that arrives at any moment shuts down cleanly.
+  const stopped = Promise.withResolvers<Deno.Signal>();
+  const signals: [Deno.Signal, () => void][] = (["SIGINT", "SIGTERM"] as const).map((
+    signal,
+  ) => [signal, () => stopped.resolve(signal)]);
   for (const [signal, handler] of signals) Deno.addSignalListener(signal, handler);
-  await stopped.promise;
-  const deadline = setTimeout(() => {
-    log.error("shutdown took too long; exiting");
-    Deno.exit(1);
-  }, SHUTDOWN_DEADLINE_MS);
-  await service.close();
-  clearTimeout(deadline);
-  for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
-  log.info("stopped");
-  return 0;
+  try {
+    let service;
+    try {
+      service = await startChatService(config, log);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AddrInUse)) throw err;
+      log.error(
+        `${config.host}:${config.port} is already in use: is another server running? Set PORT to use another port`,
+      );
+      return 1;
+    }
+    log.info("chat server listening", { address: `${config.host}:${service.port}`, storage, kind: service.db.kind });
+    if (service.db.kind === "embedded") {
+      log.warn("using the embedded development database; set DATABASE_URL to use a PostgreSQL server in production");
+    }
+    for (const address of lanAddresses()) {
+      log.info(`clients on your network can connect to ${address}:${service.port}`);
+    }
+
+    log.info("shutting down", { signal: await stopped.promise });
+    const deadline = setTimeout(() => {
+      log.error("shutdown took too long; exiting");
+      Deno.exit(1);
+    }, SHUTDOWN_DEADLINE_MS);
+    await service.close();
+    clearTimeout(deadline);
+    log.info("stopped");
+    return 0;
+  } finally {
+    for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
+  }
 }
 
 function lanAddresses(): string[] {
