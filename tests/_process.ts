@@ -1,10 +1,11 @@
 // A chat server in its own process (`deno run -P=server main.ts`), for tests that signal, kill
 // or restart it. Its JSON log lines are collected; the port is read from the start-up line.
 
-import { TestClient } from "./_helpers.ts";
+import { TestClient } from "./_client.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
+const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 
 export interface ServerProcess extends AsyncDisposable {
   readonly port: number;
@@ -18,14 +19,33 @@ export interface ServerProcess extends AsyncDisposable {
   readonly status: Promise<Deno.CommandStatus>;
 }
 
+export interface SpawnOptions {
+  /** Working directory (default: the project root), e.g. a temp dir holding a `.env`. */
+  cwd?: string;
+  /** Run this executable (a compiled server) with `args`, instead of `deno run -P=server main.ts`. */
+  executable?: string;
+}
+
+/** The command line that runs the server with `args` (see SpawnOptions). */
+export function serverCommand(args: string[], options: SpawnOptions = {}): [string, string[]] {
+  if (options.executable) return [options.executable, args];
+  // The project's deno.json is named explicitly, so that a different cwd does not change it.
+  return [Deno.execPath(), ["run", "-P=server", "--config", CONFIG, MAIN, ...args]];
+}
+
 /**
  * Starts the server with `env` (PORT defaults to 0, HOST to 127.0.0.1, BCRYPT_COST to 4) and
  * waits until it listens. Without DATABASE_URL or DATA_DIR it would use ./data: tests pass one.
  */
-export async function spawnServer(env: Record<string, string>, args: string[] = []): Promise<ServerProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-P=server", MAIN, ...args],
-    cwd: ROOT,
+export async function spawnServer(
+  env: Record<string, string>,
+  args: string[] = [],
+  options: SpawnOptions = {},
+): Promise<ServerProcess> {
+  const [command, commandArgs] = serverCommand(args, options);
+  const child = new Deno.Command(command, {
+    args: commandArgs,
+    cwd: options.cwd ?? ROOT,
     env: { HOST: "127.0.0.1", PORT: "0", BCRYPT_COST: "4", LOG_FORMAT: "json", LOG_LEVEL: "info", ...env },
     stdin: "null",
     stdout: "piped",
@@ -93,4 +113,40 @@ export async function spawnServer(env: Record<string, string>, args: string[] = 
       await stop("SIGKILL");
     },
   };
+}
+
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the server command to completion (`db:setup`, or a start-up that must fail) with `env`
+ * over this process's environment; killed after `timeoutMs`.
+ */
+export async function runServerCommand(
+  env: Record<string, string>,
+  args: string[] = [],
+  options: SpawnOptions & { timeoutMs?: number } = {},
+): Promise<CommandResult> {
+  const [command, commandArgs] = serverCommand(args, options);
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), options.timeoutMs ?? 30_000);
+  let output: Deno.CommandOutput;
+  try {
+    output = await new Deno.Command(command, {
+      args: commandArgs,
+      cwd: options.cwd ?? ROOT,
+      env: { HOST: "127.0.0.1", PORT: "0", BCRYPT_COST: "4", ...env },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: abort.signal,
+    }).output();
+  } finally {
+    clearTimeout(timer);
+  }
+  const decoder = new TextDecoder();
+  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
 }
