@@ -167,11 +167,14 @@ for (const backend of backends) {
     ...sanitized,
     async fn() {
       await using server = await startTestServer(backend, { MAX_LINE_BYTES: "1024" });
-      await using client = await RawClient.connect(server.port);
       await using other = await server.connect();
-      await client.write(`{"type":"ping","pad":"${"x".repeat(2000)}`);
-      assertError(await client.next(), "line_too_long");
-      await client.expectClosed();
+      // Just past the bound, and a flood far past it: the server stops reading and answers.
+      for (const padding of [2000, 1_000_000]) {
+        await using client = await RawClient.connect(server.port);
+        await client.write(`{"type":"ping","pad":"${"x".repeat(padding)}`);
+        assertError(await client.next(), "line_too_long", `${padding} bytes`);
+        await client.expectClosed();
+      }
       // Other connections are untouched.
       assertEquals(await other.request({ type: "ping" }), { type: "pong" });
     },
