@@ -171,11 +171,23 @@ export function describeError(err: unknown): string {
 
 /** "connection lost (…), reconnecting in 2 s…", then "still cannot reconnect (…), retrying in 4 s…". */
 export function describeLost(cause: Error, attempt: number, retryInMs: number): string {
-  const reason = cause instanceof ConnectionLost ? describeLoss(cause.loss) : describeError(cause);
+  const reason = shortReason(cause);
   return attempt === 0
     ? `connection lost (${reason}), reconnecting in ${formatDelay(retryInMs)}…`
     : `still cannot reconnect (${reason}), retrying in ${formatDelay(retryInMs)}…`;
 }
+
+/** The reason alone, for a status line that already says where and what. */
+function shortReason(cause: Error): string {
+  if (cause instanceof ConnectionLost) return describeLoss(cause.loss);
+  if (cause instanceof ConnectFailed) {
+    return cause.reason === "refused" ? "connection refused" : cause.reason === "timeout" ? "timed out" : cause.message;
+  }
+  return describeError(cause);
+}
+
+export const HISTORY_RESET_TEXT =
+  "the server's message history is not the one seen before (a new database?): going on from its newest message";
 
 export function describeReconnected(missed: number): string {
   if (missed === 0) return "reconnected, nothing missed";

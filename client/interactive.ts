@@ -12,6 +12,7 @@ import {
   describeLost,
   describeReconnected,
   describeRefusal,
+  HISTORY_RESET_TEXT,
   renderMessage,
   renderNotice,
   snippet,
@@ -161,6 +162,9 @@ class ChatView {
         break;
       case "reconnected":
         this.notice(describeReconnected(event.missed));
+        break;
+      case "history_reset":
+        this.notice(HISTORY_RESET_TEXT);
         break;
       case "ended":
         // The chat loop reports it, once, as it leaves.

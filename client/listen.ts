@@ -4,7 +4,7 @@
 
 import type { ClientArgs } from "./args.ts";
 import { scriptedCredentials } from "./credentials.ts";
-import { describeError, describeLost, describeReconnected, messageJson } from "./format.ts";
+import { describeError, describeLost, describeReconnected, HISTORY_RESET_TEXT, messageJson } from "./format.ts";
 import { writeStderr, writeStdout } from "./output.ts";
 import { ChatSession } from "./session.ts";
 import { onSignals } from "./signals.ts";
@@ -33,6 +33,9 @@ export async function runListen(args: ClientArgs): Promise<number> {
         break;
       case "reconnected":
         writeStderr(describeReconnected(event.missed) + "\n");
+        break;
+      case "history_reset":
+        writeStderr(HISTORY_RESET_TEXT + "\n");
         break;
       case "ended":
         writeStderr(describeError(event.error) + "\n");

@@ -51,6 +51,14 @@ export class Sequencer {
     if (this.#lastId === undefined || id > this.#lastId) this.#lastId = id;
   }
 
+  /**
+   * The server's history no longer reaches `lastId` (its database was replaced): go on from `id`,
+   * or every new message, with its smaller id, would be taken for one already delivered.
+   */
+  rebase(id: number): void {
+    this.#lastId = id;
+  }
+
   /** A history page, oldest first: returns the messages not delivered before. */
   page(messages: readonly ChatMessage[]): ChatMessage[] {
     return this.#accept(messages);

@@ -32,6 +32,8 @@ export type SessionEvent =
   /** The connection dropped or a reconnect attempt failed (`cause`); the next try is in `retryInMs`. */
   | { kind: "lost"; cause: Error; attempt: number; retryInMs: number }
   | { kind: "reconnected"; missed: number }
+  /** After a reconnect the server's newest message is older than the last one seen: a new database. */
+  | { kind: "history_reset" }
   /** Gave up or was refused on a reconnect; not emitted for close() or logout(). */
   | { kind: "ended"; error: SessionEnded };
 
@@ -203,6 +205,11 @@ export class ChatSession {
 
   /** Pages forward from the last message delivered until nothing can be missing. */
   async #catchUp(conn: Connection): Promise<number> {
+    const newest = (await this.#historyOn(conn, { limit: 1 })).at(-1)?.id ?? 0;
+    if (newest < (this.#sequencer.lastId ?? 0)) {
+      this.#sequencer.rebase(newest);
+      this.#listener({ kind: "history_reset" });
+    }
     let missed = 0;
     while (true) {
       const after = this.#sequencer.lastId ?? 0;

@@ -1,0 +1,281 @@
+// End-to-end tests of the terminal client (client/): servers and clients in their own processes
+// (no in-process database, so no timer of it can trip the sanitizers), clients driven through
+// piped stdin and stdout, and, when tmux is installed, the interactive mode in a real terminal.
+
+import { assert, assertEquals, assertMatch, fail } from "./_assert.ts";
+import { sanitized, uniqueName } from "./_client.ts";
+import { runServerCommand, type ServerProcess, spawnServer } from "./_process.ts";
+import { CLIENT_MAIN, CLIENT_PASSWORD, ClientProcess, CONFIG, freePort, runClient } from "./_client_process.ts";
+
+const TEST_DATABASE_URL = Deno.env.get("TEST_DATABASE_URL") || undefined;
+
+/** Runs `fn` with a database for servers: PostgreSQL when TEST_DATABASE_URL is set, else PGlite in a temp dir. */
+async function withDatabase(fn: (env: Record<string, string>) => Promise<void>): Promise<void> {
+  if (TEST_DATABASE_URL) return await fn({ DATABASE_URL: TEST_DATABASE_URL });
+  const dataDir = await Deno.makeTempDir({ prefix: "chat-client-test-" });
+  try {
+    await fn({ DATA_DIR: dataDir });
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+}
+
+function address(port: number): string {
+  return `127.0.0.1:${port}`;
+}
+
+/** The texts of the listener's messages from `sender`, in the order printed. */
+function textsFrom(listener: ClientProcess, sender: string): string[] {
+  return listener.messages().filter((m) => m.sender === sender).map((m) => m.message as string);
+}
+
+Deno.test({
+  name: "client: piped and --listen modes against a server",
+  ...sanitized,
+  async fn(t) {
+    await withDatabase(async (db) => {
+      await using server = await spawnServer({ ...db, MAX_MESSAGE_LENGTH: "50" });
+      const at = address(server.port);
+
+      await t.step("lines piped in reach a --listen client as JSON lines, and the sender exits 0", async () => {
+        const alice = uniqueName("alice");
+        const bob = uniqueName("bob");
+        await using listener = new ClientProcess([at, "--listen", "--user", bob, "--register"]);
+        await listener.waitForStderr(/^listening on /);
+
+        const sent = await runClient([at, "--user", alice, "--register"], 'hello\nümlaut ✓ 🎉 "quoted"\n');
+        assertEquals(sent.code, 0, sent.stderr);
+        assertEquals(sent.stdout, "");
+        await listener.waitFor("both messages", () => textsFrom(listener, alice).length === 2);
+        const printed = listener.messages().filter((m) => m.sender === alice);
+        assertEquals(printed.map((m) => m.message), ["hello", 'ümlaut ✓ 🎉 "quoted"']);
+        for (const m of printed) {
+          assertEquals(Object.keys(m).sort(), ["id", "message", "sender", "timestamp"]);
+          assertMatch(m.timestamp as string, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$/);
+        }
+        assert((printed[0].id as number) < (printed[1].id as number));
+
+        // --register again: the name exists, which is fine; it logs in and sends.
+        const again = await runClient([at, "--user", alice, "--register"], "third\r\n");
+        assertEquals(again.code, 0, again.stderr);
+        await listener.waitFor("the third message", () => textsFrom(listener, alice).length === 3);
+        assertEquals(textsFrom(listener, alice)[2], "third");
+        assertEquals(await listener.stop("SIGTERM"), 0);
+      });
+
+      await t.step("--listen --history N prints the N newest messages first", async () => {
+        const carol = uniqueName("carol");
+        const sent = await runClient([at, "--user", carol, "--register"], "one\ntwo\nthree\n");
+        assertEquals(sent.code, 0, sent.stderr);
+        await using listener = new ClientProcess([at, "--listen", "--user", carol, "--history", "2"]);
+        await listener.waitForStderr(/^listening on /);
+        // Other tests may write to the same database: the newest two are ours only if nobody did.
+        await listener.waitFor("two messages", () => listener.stdout.length >= 2);
+        assertEquals(listener.messages().length, 2);
+        assertEquals(await listener.stop("SIGINT"), 0);
+      });
+
+      await t.step("refused lines give exit 1 with the reasons on stderr; the other lines are still sent", async () => {
+        const dave = uniqueName("dave");
+        const input = ["before", "   ", "x".repeat(51), "after", ""].join("\n");
+        const run = await runClient([at, "--user", dave, "--register"], input);
+        assertEquals(run.code, 1, run.stderr);
+        assertMatch(run.stderr, /not sent: a line of stdin is blank/);
+        assertMatch(
+          run.stderr,
+          /not sent \("x+…"\): the server refused the message: message must be at most 50 characters/,
+        );
+        await using reader = await server.connect();
+        await reader.registerAndLogin();
+        const history = await reader.request({ type: "get_history", limit: 500 });
+        const stored = (history.messages as Record<string, unknown>[]).filter((m) => m.sender === dave);
+        assertEquals(stored.map((m) => m.message), ["before", "after"]);
+      });
+
+      await t.step("a wrong or missing password fails with a clear message", async () => {
+        const erin = uniqueName("erin");
+        assertEquals((await runClient([at, "--user", erin, "--register"])).code, 0);
+        const wrong = await runClient([at, "--user", erin], "hi\n", { CHAT_PASSWORD: "not-the-one" });
+        assertEquals(wrong.code, 1);
+        assertMatch(wrong.stderr, /wrong username or password/);
+        const missing = await runClient([at, "--user", erin], "hi\n", { CHAT_PASSWORD: "" });
+        assertEquals(missing.code, 2);
+        assertMatch(missing.stderr, /set CHAT_PASSWORD/);
+        const noUser = await runClient([at], "hi\n");
+        assertEquals(noUser.code, 2);
+        assertMatch(noUser.stderr, /--user NAME or set CHAT_USER/);
+      });
+
+      assertEquals(await server.stop("SIGTERM"), 0);
+    });
+  },
+});
+
+Deno.test({
+  name: "client: bad arguments, an unreachable server and --help, also through `chat-server client`",
+  ...sanitized,
+  async fn() {
+    const badArgs = await runClient(["--bogus"]);
+    assertEquals(badArgs.code, 2);
+    assertMatch(badArgs.stderr, /unknown option --bogus/);
+
+    const down = await runClient([address(freePort()), "--user", "nobody"], "hi\n");
+    assertEquals(down.code, 1);
+    assertMatch(down.stderr, /cannot connect to 127\.0\.0\.1:\d+: connection refused/);
+
+    const help = await runClient(["--help"]);
+    assertEquals(help.code, 0);
+    for (const word of ["--listen", "--register", "--user", "--history", "CHAT_PASSWORD", "/older", "Exit status"]) {
+      assert(help.stdout.includes(word), `--help mentions ${word}`);
+    }
+    // The server's entry point dispatches to the client (the compiled binary's `chat-server client`).
+    const viaMain = await runServerCommand({}, ["client", "--help"]);
+    assertEquals(viaMain.code, 0, viaMain.stderr);
+    assertEquals(viaMain.stdout, help.stdout);
+  },
+});
+
+Deno.test({
+  name: "client: --listen reconnects after a server restart and prints what it missed and what follows, each once",
+  ...sanitized,
+  async fn() {
+    await withDatabase(async (db) => {
+      const port = freePort();
+      const env = { ...db, PORT: String(port) };
+      const alice = uniqueName("alice");
+      const bob = uniqueName("bob");
+      const first = await spawnServer(env);
+      await using listener = new ClientProcess([address(port), "--listen", "--user", bob, "--register"]);
+      try {
+        await listener.waitForStderr(/^listening on /);
+        const before = await runClient([address(port), "--user", alice, "--register"], "before the restart\n");
+        assertEquals(before.code, 0, before.stderr);
+        await listener.waitFor("the first message", () => textsFrom(listener, alice).length === 1);
+      } finally {
+        assertEquals(await first.stop("SIGTERM"), 0);
+      }
+      await listener.waitForStderr(/^connection lost \(.+\), reconnecting in \d+ s…$/);
+
+      // The same database behind another port: the listener cannot reach it, so it surely misses these.
+      {
+        await using meanwhile = await spawnServer({ ...env, PORT: "0" });
+        const missed = await runClient([address(meanwhile.port), "--user", alice], "while away 1\nwhile away 2\n");
+        assertEquals(missed.code, 0, missed.stderr);
+        assertEquals(await meanwhile.stop("SIGTERM"), 0);
+      }
+
+      await using second = await spawnServer(env);
+      await listener.waitForStderr(/^reconnected, caught up on \d+ missed messages?$/);
+      const after = await runClient([address(port), "--user", alice], "after the restart\n");
+      assertEquals(after.code, 0, after.stderr);
+      await listener.waitFor("the last message", () => textsFrom(listener, alice).includes("after the restart"));
+
+      assertEquals(textsFrom(listener, alice), [
+        "before the restart",
+        "while away 1",
+        "while away 2",
+        "after the restart",
+      ]);
+      const ids = listener.messages().map((m) => m.id as number);
+      assertEquals(ids, [...new Set(ids)].sort((a, b) => a - b), "each id printed once, in order");
+      assertEquals(await listener.stop("SIGTERM"), 0);
+      assertEquals(await second.stop("SIGTERM"), 0);
+    });
+  },
+});
+
+const HAS_TMUX = await new Deno.Command("tmux", { args: ["-V"], stdout: "null", stderr: "null" }).output()
+  .then((output) => output.success, () => false);
+
+/** A detached tmux server of our own (its own socket), driven with send-keys and read with capture-pane. */
+class Tmux implements AsyncDisposable {
+  readonly socket = `chat-client-test-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+
+  async run(...args: string[]): Promise<string> {
+    const output = await new Deno.Command("tmux", {
+      args: ["-L", this.socket, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .output();
+    if (!output.success) fail(`tmux ${args.join(" ")}: ${new TextDecoder().decode(output.stderr)}`);
+    return new TextDecoder().decode(output.stdout);
+  }
+
+  /** Types `text` literally (no key names), then the given keys. */
+  async type(text: string, ...keys: string[]): Promise<void> {
+    if (text) await this.run("send-keys", "-t", "chat", "-l", text);
+    if (keys.length) await this.run("send-keys", "-t", "chat", ...keys);
+  }
+
+  /** The visible screen, trailing blank lines removed. */
+  async screen(): Promise<string> {
+    return (await this.run("capture-pane", "-p", "-t", "chat")).trimEnd();
+  }
+
+  async waitForScreen(pattern: RegExp, ms = 30_000): Promise<string> {
+    const deadline = Date.now() + ms;
+    while (true) {
+      const screen = await this.screen();
+      if (pattern.test(screen)) return screen;
+      if (Date.now() > deadline) fail(`timed out waiting for ${pattern} on the screen:\n${screen}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await new Deno.Command("tmux", { args: ["-L", this.socket, "kill-server"], stdout: "null", stderr: "null" })
+      .output();
+  }
+}
+
+Deno.test({
+  name: "client: interactive in a terminal: hidden password, own lines marked, typing not garbled by incoming lines",
+  ignore: !HAS_TMUX,
+  ...sanitized,
+  async fn() {
+    await withDatabase(async (db) => {
+      await using server: ServerProcess = await spawnServer(db);
+      const carol = uniqueName("carol");
+      const dave = uniqueName("dave");
+      await using tmux = new Tmux();
+      const client = [Deno.execPath(), "run", "-P=client", "--config", CONFIG, CLIENT_MAIN, address(server.port)];
+      // CHAT_PASSWORD empty: the client must ask for it. The shell stays to show the exit status.
+      const shell = `env CHAT_PASSWORD= NO_COLOR=1 ${client.map(quote).join(" ")} --user ${carol} --register; ` +
+        `echo "exited $?"; sleep 60`;
+      await tmux.run("new-session", "-d", "-s", "chat", "-x", "100", "-y", "30", shell);
+
+      await tmux.waitForScreen(/^password:\s*$/m);
+      await tmux.type(CLIENT_PASSWORD, "Enter");
+      let screen = await tmux.waitForScreen(new RegExp(`connected to .* as ${carol}`));
+      assert(!screen.includes(CLIENT_PASSWORD), `the password was echoed:\n${screen}`);
+
+      await tmux.type("hello from a terminal", "Enter");
+      await tmux.waitForScreen(new RegExp(`^\\d\\d:\\d\\d ${carol} \\(you\\): hello from a terminal$`, "m"));
+
+      // Half a line typed, then a message arrives: it is printed above, the typing stays intact.
+      await tmux.type("half typed");
+      await tmux.waitForScreen(/^> half typed$/m);
+      const sent = await runClient([address(server.port), "--user", dave, "--register"], "interrupting\n");
+      assertEquals(sent.code, 0, sent.stderr);
+      screen = await tmux.waitForScreen(new RegExp(`^\\d\\d:\\d\\d ${dave}: interrupting$`, "m"));
+      const lines = screen.split("\n");
+      assertEquals(lines.at(-1), "> half typed", screen);
+      assertMatch(lines.at(-2) ?? "", new RegExp(`${dave}: interrupting$`), screen);
+
+      await tmux.type(" and finished", "Enter");
+      await tmux.waitForScreen(new RegExp(`${carol} \\(you\\): half typed and finished$`, "m"));
+      await tmux.type("/users", "Enter");
+      await tmux.waitForScreen(new RegExp(`^-- online \\(\\d+\\): .*${carol}`, "m"));
+      await tmux.type("/older", "Enter");
+      await tmux.waitForScreen(/^-- (older messages:|no older messages)$/m);
+      await tmux.type("/quit", "Enter");
+      await tmux.waitForScreen(/^exited 0$/m);
+      assertEquals(await server.stop("SIGTERM"), 0);
+    });
+  },
+});
+
+function quote(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
+}
