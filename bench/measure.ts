@@ -1,0 +1,182 @@
+// Measuring fan-out traffic on one or more targets (the chat server, the bare relay), in
+// alternating rounds: on this shared, noisy machine a burst of someone else's load then lands on
+// every target alike instead of on whichever ran at that moment. Each round restarts sending,
+// warms up briefly, measures, stops sending and waits (bounded) for every delivery.
+
+import type { LoadClient } from "./client.ts";
+import { fmt } from "./out.ts";
+import { CpuMeter, machineCpuSeconds } from "./proc.ts";
+import { type LatencySummary, round } from "./stats.ts";
+import { Traffic, type TrafficCounts, type TrafficOptions } from "./traffic.ts";
+import { type LoadgenCpu, loadgenProblem, ratioText, round3, type Row, runFor } from "./scenarios/common.ts";
+
+export interface TrafficResult {
+  rounds: number;
+  measured_s: number;
+  messages_per_s: number;
+  deliveries_per_s: number;
+  latency: LatencySummary;
+  ack_latency: LatencySummary;
+  /** CPU seconds of the process under test while measuring. */
+  cpu_s: number;
+  cpu_ms_per_1000_deliveries: number | null;
+  /** Average busy cores of the whole machine while measuring (all processes, PostgreSQL included). */
+  machine_busy_cores: number;
+  counts: TrafficCounts;
+  drained: boolean;
+  loadgen: LoadgenCpu;
+}
+
+export interface RunSpec extends Omit<TrafficOptions, "clients"> {
+  clients: LoadClient[];
+  /** The process under test, for its CPU. */
+  pid: number;
+  label: string;
+  /** Pace this run at the message rate measured so far on the run at this index (open loop). */
+  rateOf?: number;
+}
+
+export interface Schedule {
+  rounds: number;
+  /** Warm-up before the first round of each run. */
+  warmupS: number;
+  /** Warm-up before later rounds (the pipeline refills). */
+  rewarmS: number;
+  roundS: number;
+}
+
+/** A single run: one warm-up, one measured window. */
+export function measureTraffic(spec: RunSpec, warmupS: number, measureS: number): Promise<TrafficResult> {
+  return measureInterleaved([spec], { rounds: 1, warmupS, rewarmS: 0, roundS: measureS }).then((r) => r[0]);
+}
+
+interface Accumulated {
+  traffic: Traffic;
+  cpuS: number;
+  wallS: number;
+  selfCpuS: number;
+  machineBusyS: number;
+  drained: boolean;
+}
+
+export async function measureInterleaved(specs: RunSpec[], schedule: Schedule): Promise<TrafficResult[]> {
+  const runs: Accumulated[] = specs.map((spec) => ({
+    traffic: new Traffic(spec),
+    cpuS: 0,
+    wallS: 0,
+    selfCpuS: 0,
+    machineBusyS: 0,
+    drained: true,
+  }));
+  for (let r = 0; r < schedule.rounds; r++) {
+    for (let i = 0; i < specs.length; i++) {
+      const spec = specs[i];
+      const run = runs[i];
+      const { traffic } = run;
+      const label = `${spec.label} round ${r + 1}/${schedule.rounds}`;
+      const status = () => `sent=${traffic.sent} delivered=${traffic.deliveries} unacked=${traffic.unacked}`;
+      let rate = spec.ratePerSec;
+      if (spec.rateOf !== undefined) {
+        const model = runs[spec.rateOf];
+        rate = model.wallS > 0 ? Math.max(1, model.traffic.windowAcks / model.wallS) : 1;
+      }
+      traffic.start(rate);
+      await runFor(r === 0 ? schedule.warmupS : schedule.rewarmS, `${label} warm-up`, status);
+      const target = new CpuMeter(spec.pid);
+      const self = new CpuMeter("self");
+      const [machine0] = await Promise.all([machineCpuSeconds(), target.start(), self.start()]);
+      traffic.measure(true);
+      await runFor(schedule.roundS, label, status);
+      traffic.measure(false);
+      const [t, s, machine1] = await Promise.all([target.stop(), self.stop(), machineCpuSeconds()]);
+      run.cpuS += t.cpuS;
+      run.wallS += t.wallS;
+      run.selfCpuS += s.cpuS;
+      run.machineBusyS += machine1.busyS - machine0.busyS;
+      traffic.stopSending();
+      run.drained = (await traffic.drain(10_000)) && run.drained;
+    }
+  }
+  return runs.map((run) => {
+    const { traffic, cpuS, wallS } = run;
+    const deliveries = traffic.windowDeliveries;
+    const cores = run.selfCpuS / wallS;
+    return {
+      rounds: schedule.rounds,
+      measured_s: round3(wallS),
+      messages_per_s: round(traffic.windowAcks / wallS, 1),
+      deliveries_per_s: round(deliveries / wallS, 1),
+      latency: traffic.latency.summary(),
+      ack_latency: traffic.ackLatency.summary(),
+      cpu_s: round3(cpuS),
+      cpu_ms_per_1000_deliveries: deliveries > 0 ? round((cpuS * 1000 * 1000) / deliveries, 3) : null,
+      machine_busy_cores: round(run.machineBusyS / wallS, 2),
+      counts: traffic.counts(),
+      drained: run.drained,
+      loadgen: { cpu_s: round3(run.selfCpuS), wall_s: round3(wallS), cores: round3(cores), saturated: cores >= 0.9 },
+    };
+  });
+}
+
+/** Problems a reader must see in a traffic result. */
+export function trafficProblems(name: string, r: TrafficResult): string[] {
+  const out: string[] = [];
+  const c = r.counts;
+  if (!r.drained) {
+    out.push(`${name}: not every message was acknowledged and delivered within 10 s after sending stopped`);
+  }
+  if (c.missed > 0) out.push(`${name}: ${c.missed} missed deliveries`);
+  if (c.out_of_order > 0) out.push(`${name}: ${c.out_of_order} out-of-order deliveries`);
+  if (c.rejected > 0) out.push(`${name}: ${c.rejected} sends rejected`);
+  if (c.skipped > 0) out.push(`${name}: ${c.skipped} paced sends skipped (sender backlog full)`);
+  if (c.slow_parses > 0) out.push(`${name}: ${c.slow_parses} broadcasts not in the expected byte layout`);
+  if (c.ack_mismatches > 0) out.push(`${name}: ${c.ack_mismatches} acknowledgements with a wrong request_id`);
+  if (c.closed_connections > 0) out.push(`${name}: ${c.closed_connections} connections closed during the run`);
+  if (Object.keys(c.errors).length > 0) out.push(`${name}: error frames ${JSON.stringify(c.errors)}`);
+  return [...out, ...loadgenProblem(r.loadgen, name)];
+}
+
+export function latencyRows(label: string, server: LatencySummary, ceiling: LatencySummary): Row[] {
+  const row = (q: "p50_ms" | "p90_ms" | "p99_ms" | "max_ms"): Row => {
+    const a = server[q];
+    const b = ceiling[q];
+    return [`${label} ${q.replace("_ms", "")} (ms)`, fmt(a), fmt(b), ratioText(a !== null && b ? a / b : null)];
+  };
+  return [row("p50_ms"), row("p90_ms"), row("p99_ms"), row("max_ms")];
+}
+
+/** Busy cores of the machine that were neither the process under test nor the load generator. */
+export function otherCores(r: TrafficResult): number {
+  return Math.max(0, r.machine_busy_cores - r.cpu_s / r.measured_s - r.loadgen.cores);
+}
+
+/** Rows every traffic table ends with: CPU, machine load, the load generator. */
+export function cpuRows(server: TrafficResult, ceiling: TrafficResult): Row[] {
+  return [
+    [
+      "CPU ms per 1,000 deliveries",
+      fmt(server.cpu_ms_per_1000_deliveries),
+      fmt(ceiling.cpu_ms_per_1000_deliveries),
+      ratioText(
+        server.cpu_ms_per_1000_deliveries !== null && ceiling.cpu_ms_per_1000_deliveries
+          ? server.cpu_ms_per_1000_deliveries / ceiling.cpu_ms_per_1000_deliveries
+          : null,
+      ),
+    ],
+    ["process CPU s while measuring", fmt(server.cpu_s), fmt(ceiling.cpu_s), ""],
+    ["machine busy cores (of 2) while measuring", fmt(server.machine_busy_cores), fmt(ceiling.machine_busy_cores), ""],
+    [
+      "  of which other processes (PostgreSQL, other users)",
+      fmt(otherCores(server)),
+      fmt(otherCores(ceiling)),
+      "",
+    ],
+    ["load generator cores", fmt(server.loadgen.cores), fmt(ceiling.loadgen.cores), ""],
+    [
+      "missed / out of order",
+      `${server.counts.missed} / ${server.counts.out_of_order}`,
+      `${ceiling.counts.missed} / ${ceiling.counts.out_of_order}`,
+      "",
+    ],
+  ];
+}

@@ -1,0 +1,87 @@
+// Readers of /proc (Linux): a process's CPU time, its resident memory and its listening port.
+// Deno refuses every /proc read without --allow-all, even with --allow-read, so the files are read
+// through `cat` (the bench may run subprocesses anyway); a read costs a few milliseconds, and the
+// bench reads only at the edges of its measuring windows.
+
+let clockTicks = 100;
+
+/** Clock ticks per second for /proc/<pid>/stat times (`getconf CLK_TCK`, almost always 100). */
+export async function clockTicksPerSecond(): Promise<number> {
+  const value = Number((await run("getconf", ["CLK_TCK"])).trim());
+  if (Number.isFinite(value) && value > 0) clockTicks = value;
+  return clockTicks;
+}
+
+async function run(cmd: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "null", stdin: "null" }).output();
+  return new TextDecoder().decode(out.stdout);
+}
+
+function procPid(pid: number | "self"): number {
+  return pid === "self" ? Deno.pid : pid;
+}
+
+/** User plus system CPU seconds used so far by a process ("self" for this one), all its threads included. */
+export async function cpuSeconds(pid: number | "self"): Promise<number> {
+  const stat = await run("cat", [`/proc/${procPid(pid)}/stat`]);
+  // The command name (field 2) may hold spaces and parentheses: split after its last ")".
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // Fields 14 and 15 of stat (utime, stime) are 12 and 13 after the name.
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return ticks / clockTicks;
+}
+
+/** VmRSS of a process, in KiB. */
+export async function rssKiB(pid: number | "self"): Promise<number> {
+  const status = await run("cat", [`/proc/${procPid(pid)}/status`]);
+  const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+  return match ? Number(match[1]) : NaN;
+}
+
+/** The TCP port a process listens on, found through its socket inodes, or undefined while it has none. */
+export async function listeningPort(pid: number): Promise<number | undefined> {
+  const text = await run("sh", [
+    "-c",
+    `readlink /proc/${pid}/fd/* 2>/dev/null; echo ---; cat /proc/${pid}/net/tcp /proc/${pid}/net/tcp6 2>/dev/null`,
+  ]);
+  const [links, tables] = text.split("---\n");
+  if (tables === undefined) return undefined;
+  const inodes = new Set<string>();
+  for (const match of links.matchAll(/socket:\[(\d+)\]/g)) inodes.add(match[1]);
+  for (const line of tables.split("\n")) {
+    const cols = line.trim().split(/\s+/);
+    // cols: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+    if (cols.length < 10 || cols[3] !== "0A" || !inodes.has(cols[9])) continue;
+    return parseInt(cols[1].split(":")[1], 16);
+  }
+  return undefined;
+}
+
+/** CPU used by a process over a window: `await start()`, then `await stop()` for the seconds in between. */
+export class CpuMeter {
+  readonly #pid: number | "self";
+  #cpu0 = 0;
+  #wall0 = 0;
+  constructor(pid: number | "self") {
+    this.#pid = pid;
+  }
+  async start(): Promise<void> {
+    this.#cpu0 = await cpuSeconds(this.#pid);
+    this.#wall0 = performance.now();
+  }
+  /** CPU seconds and wall seconds since start(), and the average number of cores busy. */
+  async stop(): Promise<{ cpuS: number; wallS: number; cores: number }> {
+    const wallS = (performance.now() - this.#wall0) / 1000;
+    const cpuS = (await cpuSeconds(this.#pid)) - this.#cpu0;
+    return { cpuS, wallS, cores: wallS > 0 ? cpuS / wallS : 0 };
+  }
+}
+
+/** Busy and total CPU seconds of the whole machine so far (/proc/stat), all cores added up. */
+export async function machineCpuSeconds(): Promise<{ busyS: number; totalS: number }> {
+  const line = (await run("cat", ["/proc/stat"])).split("\n")[0];
+  const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = ticks.reduce((a, b) => a + b, 0);
+  const idle = ticks[3] + ticks[4];
+  return { busyS: (total - idle) / clockTicks, totalS: total / clockTicks };
+}

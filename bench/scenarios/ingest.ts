@@ -1,0 +1,127 @@
+// ingest: 4 senders, up to 100 unacknowledged messages each (acknowledged when the sender gets its
+// own new_message, matched by request_id). Committed messages per second and acknowledgement
+// latency, next to the database ceiling: the same number of rows, same text length and senders,
+// inserted as fast as possible with multi-row INSERTs through postgres.js and a pool of the
+// server's size, into a table of the `messages` shape.
+
+import { markerText } from "../client.ts";
+import type { CeilingRow, InsertCeiling } from "../database.ts";
+import { fmt, progress } from "../out.ts";
+import { round } from "../stats.ts";
+import {
+  type BenchContext,
+  closeAll,
+  connectLoggedIn,
+  ratioText,
+  registerUsers,
+  type ScenarioReport,
+  serverProblems,
+  startChatServer,
+  usernames,
+} from "./common.ts";
+import { measureTraffic, trafficProblems, type TrafficResult } from "../measure.ts";
+
+/** Ceiling variants: rows per INSERT and INSERTs in flight. The first two keep ≤ 400 rows in flight, as ingest can. */
+const CEILING_VARIANTS: [number, number][] = [[400, 1], [100, 4], [100, 10]];
+
+export async function ingest(ctx: BenchContext): Promise<ScenarioReport> {
+  const params = {
+    senders: 4,
+    window: 100,
+    message_chars: 100,
+    warmup_s: ctx.quick ? 1 : 2,
+    measure_s: ctx.quick ? 3 : 10,
+  };
+  const names = usernames("ingest", params.senders);
+  const server = await startChatServer(ctx);
+  let measured: TrafficResult;
+  let stored: number;
+  let problems: string[];
+  try {
+    await registerUsers(server.port, names);
+    const clients = await connectLoggedIn(server.port, params.senders, { usernames: names });
+    try {
+      measured = await measureTraffic(
+        {
+          mode: "server",
+          clients,
+          senders: params.senders,
+          window: params.window,
+          messageChars: params.message_chars,
+          pid: server.pid,
+          label: "ingest",
+        },
+        params.warmup_s,
+        params.measure_s,
+      );
+    } finally {
+      closeAll(clients);
+    }
+    const rows = await ctx.db.query(
+      "SELECT count(*)::int AS n FROM messages m JOIN users u ON u.id = m.sender_id WHERE u.username = ANY($1::text[])",
+      [names],
+    );
+    stored = Number(rows[0].n);
+  } finally {
+    await server.stop();
+    problems = serverProblems(server);
+  }
+
+  // The database ceiling: as many rows as ingest committed while measuring (at least 4,000).
+  const ids = (await ctx.db.query("SELECT id FROM users WHERE username = ANY($1::text[]) ORDER BY id", [names]))
+    .map((r) => Number(r.id));
+  const count = Math.min(200_000, Math.max(4000, Math.round(measured.messages_per_s * params.measure_s)));
+  const rows: CeilingRow[] = Array.from({ length: count }, (_, i) => ({
+    senderId: ids[i % ids.length],
+    content: markerText(i % ids.length, i, params.message_chars),
+  }));
+  const variants: InsertCeiling[] = [];
+  for (const [batch, concurrency] of CEILING_VARIANTS) {
+    progress(`  database ceiling: ${count} rows, ${batch} per INSERT, ${concurrency} in flight`);
+    const result = await ctx.db.insertCeiling(rows, batch, concurrency);
+    variants.push({ ...result, seconds: round(result.seconds, 3), rows_per_s: round(result.rows_per_s, 1) });
+  }
+  const best = variants.reduce((a, b) => b.rows_per_s > a.rows_per_s ? b : a);
+  const serial = variants[0];
+  const ratio = measured.messages_per_s / best.rows_per_s;
+  const serialRatio = measured.messages_per_s / serial.rows_per_s;
+  if (stored !== measured.counts.acked) {
+    problems.push(`rows stored (${stored}) differ from messages acknowledged (${measured.counts.acked})`);
+  }
+  return {
+    scenario: "ingest",
+    params,
+    results: { committed_per_s: measured.messages_per_s, rows_stored: stored, ...measured },
+    ceiling: { kind: `database (${ctx.db.kind}): multi-row INSERT … RETURNING id`, best, variants },
+    loadgen: measured.loadgen,
+    targets: [{
+      name: "ingest vs database ceiling",
+      target: ">= 70% of the ceiling",
+      measured: `${fmt(measured.messages_per_s)} vs ${fmt(best.rows_per_s)} rows/s (${(ratio * 100).toFixed(0)}%)`,
+      ratio: round(ratio, 3),
+      pass: ratio >= 0.7,
+    }],
+    problems: [...problems, ...trafficProblems("ingest", measured)],
+    rows: [
+      ["committed messages/s", fmt(measured.messages_per_s), fmt(best.rows_per_s), ratioText(ratio)],
+      [
+        `  vs serial ceiling (${serial.batch} rows/INSERT, 1 in flight)`,
+        "",
+        fmt(serial.rows_per_s),
+        ratioText(serialRatio),
+      ],
+      ...variants.map((v): [string, string, string, string] => [
+        `  ceiling ${v.batch} rows/INSERT x ${v.concurrency} in flight`,
+        "",
+        fmt(v.rows_per_s),
+        "",
+      ]),
+      ["ack latency p50 (ms)", fmt(measured.ack_latency.p50_ms), "", ""],
+      ["ack latency p99 (ms)", fmt(measured.ack_latency.p99_ms), "", ""],
+      ["ack latency max (ms)", fmt(measured.ack_latency.max_ms), "", ""],
+      ["server CPU s while measuring", fmt(measured.cpu_s), "", ""],
+      ["machine busy cores (of 2) while measuring", fmt(measured.machine_busy_cores), "", ""],
+      ["rows stored / acknowledged", `${stored} / ${measured.counts.acked}`, "", ""],
+    ],
+  };
+}

@@ -1,0 +1,145 @@
+// Starting the processes under test: the chat server (`deno run -P=server main.ts`) and the bare
+// relay (bench/relay.ts), each on 127.0.0.1 and port 0. Their JSON log lines are kept; warnings
+// and errors are what a reader needs to see.
+
+import { listeningPort } from "./proc.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const RELAY = new URL("./relay.ts", import.meta.url).pathname;
+const START_TIMEOUT_MS = 60_000;
+const STOP_TIMEOUT_MS = 15_000;
+
+export interface Process {
+  readonly name: string;
+  readonly pid: number;
+  readonly port: number;
+  /** Log lines at warn or error level (and anything that was not JSON), parsed. */
+  readonly problems: Record<string, unknown>[];
+  /** Ends with SIGTERM (then SIGKILL after a deadline) and resolves with the exit code. */
+  stop(): Promise<number>;
+  readonly exited: Promise<number>;
+}
+
+export interface ServerOptions {
+  /** Environment for the server, over the bench's defaults. */
+  env: Record<string, string>;
+  /** Write a V8 CPU profile of the server into this directory (on a clean exit). */
+  cpuProfDir?: string;
+}
+
+/** The bench's defaults for the server: loopback, port 0, quiet logs, no send rate limit, high connection limits. */
+export const SERVER_DEFAULTS: Record<string, string> = {
+  HOST: "127.0.0.1",
+  PORT: "0",
+  LOG_LEVEL: "warn",
+  LOG_FORMAT: "json",
+  RATE_LIMIT_PER_SEC: "0",
+  BCRYPT_COST: "4",
+  DB_POOL_SIZE: "10",
+  MAX_CONNECTIONS: "20000",
+  MAX_CONNECTIONS_PER_IP: "20000",
+  LOGIN_IDLE_TIMEOUT_SEC: "0",
+};
+
+export function startServer(options: ServerOptions): Promise<Process> {
+  const prof = options.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfDir}`] : [];
+  return spawn("server", ["run", "-P=server", ...prof, MAIN], { ...SERVER_DEFAULTS, ...options.env });
+}
+
+export function startRelay(): Promise<Process> {
+  return spawn("relay", ["run", "--allow-net=127.0.0.1", RELAY], {});
+}
+
+async function spawn(name: string, args: string[], env: Record<string, string>): Promise<Process> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    env: { NO_COLOR: "1", ...env },
+    clearEnv: false,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const problems: Record<string, unknown>[] = [];
+  let announcedPort: number | undefined;
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    let pending = "";
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      pending += text;
+      let newline;
+      while ((newline = pending.indexOf("\n")) >= 0) {
+        const line = pending.slice(0, newline);
+        pending = pending.slice(newline + 1);
+        if (line.trim() === "") continue;
+        let entry: Record<string, unknown>;
+        try {
+          entry = JSON.parse(line);
+        } catch {
+          entry = { level: "text", msg: line };
+        }
+        if (typeof entry.port === "number") announcedPort = entry.port;
+        if (entry.level !== "info" && entry.level !== "debug" && !isExpectedNoise(entry)) problems.push(entry);
+      }
+    }
+  };
+  const readers = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  const exited = readers.then(() => child.status).then((s) => s.code);
+  let exitedCode: number | undefined;
+  exited.then((code) => exitedCode = code);
+
+  // The server logs its port at info level, which LOG_LEVEL=warn hides: find its listening socket instead.
+  const deadline = performance.now() + START_TIMEOUT_MS;
+  let port: number | undefined;
+  while (port === undefined) {
+    if (exitedCode !== undefined) {
+      throw new Error(`${name} exited (${exitedCode}) before listening: ${JSON.stringify(problems)}`);
+    }
+    if (performance.now() > deadline) {
+      kill(child, "SIGKILL");
+      throw new Error(`${name} did not listen within ${START_TIMEOUT_MS / 1000} s`);
+    }
+    port = announcedPort ?? await listeningPort(child.pid);
+    if (port === undefined) await sleep(100);
+  }
+
+  let stopping: Promise<number> | undefined;
+  const stop = () =>
+    stopping ??= (async () => {
+      live.delete(stop);
+      if (exitedCode !== undefined) return exitedCode;
+      kill(child, "SIGTERM");
+      const timer = setTimeout(() => kill(child, "SIGKILL"), STOP_TIMEOUT_MS);
+      try {
+        return await exited;
+      } finally {
+        clearTimeout(timer);
+      }
+    })();
+  live.add(stop);
+  return { name, pid: child.pid, port, problems, stop, exited };
+}
+
+/** Stops of the processes still running, so an interrupted bench leaves none behind. */
+const live = new Set<() => Promise<number>>();
+
+export async function stopAll(): Promise<void> {
+  await Promise.all([...live].map((stop) => stop()));
+}
+
+/** Deno's "experimental permissions in config" notice is not the server's problem. */
+function isExpectedNoise(entry: Record<string, unknown>): boolean {
+  return entry.level === "text" && typeof entry.msg === "string" && /Permissions in the config file/.test(entry.msg);
+}
+
+function kill(child: Deno.ChildProcess, signal: Deno.Signal): void {
+  try {
+    child.kill(signal);
+  } catch {
+    // Already exited.
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
