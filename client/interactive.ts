@@ -1,9 +1,10 @@
 // The interactive mode: asks to log in or register, shows the newest messages, then live ones
-// above the prompt, and runs the slash commands. Imports args, credentials, errors, format,
-// output, session, terminal, wire.
+// above the prompt, and runs the slash commands. Imports args, connection, credentials, errors,
+// format, output, session, terminal, wire.
 
 import type { ClientArgs } from "./args.ts";
 import { DEFAULT_INTERACTIVE_HISTORY } from "./args.ts";
+import { Connection } from "./connection.ts";
 import { envSetting } from "./credentials.ts";
 import { ServerRefusal, SessionEnded } from "./errors.ts";
 import {
@@ -47,6 +48,13 @@ export async function runInteractive(args: ClientArgs): Promise<number> {
   const color = stdoutIsColorTerminal();
   terminal.start();
   try {
+    // Say at once when there is no server, rather than after the questions.
+    try {
+      (await Connection.open(args.hostname, args.port, () => undefined)).close();
+    } catch (err) {
+      terminal.print(renderNotice(describeError(err), color));
+      return 1;
+    }
     let preset: Preset = {
       user: args.user ?? envSetting("CHAT_USER"),
       password: envSetting("CHAT_PASSWORD"),

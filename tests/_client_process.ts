@@ -59,11 +59,13 @@ export class ClientProcess implements AsyncDisposable {
   readonly #child: Deno.ChildProcess;
   readonly #done: Promise<Deno.CommandStatus>;
   #notify: (() => void) | undefined;
+  #stdin: WritableStreamDefaultWriter<Uint8Array> | undefined;
 
-  constructor(args: string[], env: Record<string, string> = {}) {
+  /** With `keepStdin`, stdin stays open for write(); otherwise it is closed at once. */
+  constructor(args: string[], env: Record<string, string> = {}, options: { keepStdin?: boolean } = {}) {
     this.#child = command(args, env).spawn();
-    // Nothing is typed: stdin is closed so the client cannot wait on it.
-    void this.#child.stdin.close();
+    if (options.keepStdin) this.#stdin = this.#child.stdin.getWriter();
+    else void this.#child.stdin.close();
     const readers = Promise.all([
       this.#collect(this.#child.stdout, this.stdout),
       this.#collect(this.#child.stderr, this.stderr),
@@ -84,6 +86,32 @@ export class ClientProcess implements AsyncDisposable {
     }
     if (pending) lines.push(pending);
     this.#notify?.();
+  }
+
+  /** Writes to the client's stdin (requires `keepStdin`). */
+  async write(text: string): Promise<void> {
+    if (!this.#stdin) fail("stdin is closed");
+    await this.#stdin.write(new TextEncoder().encode(text));
+  }
+
+  async closeStdin(): Promise<void> {
+    const stdin = this.#stdin;
+    this.#stdin = undefined;
+    try {
+      await stdin?.close();
+    } catch {
+      // The client exited already: its stdin is closed either way.
+    }
+  }
+
+  /** Waits for the client to exit by itself and returns its exit code; kills it after `ms`. */
+  async exited(ms = 30_000): Promise<number> {
+    const timer = setTimeout(() => this.#kill("SIGKILL"), ms);
+    try {
+      return (await this.#done).code;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Stdout lines parsed as JSON (the --listen output). */
@@ -117,15 +145,20 @@ export class ClientProcess implements AsyncDisposable {
 
   /** Sends `signal` and returns the exit code. */
   async stop(signal: Deno.Signal = "SIGTERM"): Promise<number> {
+    this.#kill(signal);
+    return (await this.#done).code;
+  }
+
+  #kill(signal: Deno.Signal): void {
     try {
       this.#child.kill(signal);
     } catch {
       // Already exited.
     }
-    return (await this.#done).code;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
+    await this.closeStdin();
     await this.stop("SIGKILL");
   }
 }

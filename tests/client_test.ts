@@ -9,9 +9,15 @@ import { CLIENT_MAIN, CLIENT_PASSWORD, ClientProcess, CONFIG, freePort, runClien
 
 const TEST_DATABASE_URL = Deno.env.get("TEST_DATABASE_URL") || undefined;
 
-/** Runs `fn` with a database for servers: PostgreSQL when TEST_DATABASE_URL is set, else PGlite in a temp dir. */
-async function withDatabase(fn: (env: Record<string, string>) => Promise<void>): Promise<void> {
-  if (TEST_DATABASE_URL) return await fn({ DATABASE_URL: TEST_DATABASE_URL });
+/**
+ * Runs `fn` with a database for servers: PostgreSQL when TEST_DATABASE_URL is set, else (or when
+ * `isolated`: a screen must show only this test's messages) PGlite in a temp dir.
+ */
+async function withDatabase(
+  fn: (env: Record<string, string>) => Promise<void>,
+  { isolated = false } = {},
+): Promise<void> {
+  if (TEST_DATABASE_URL && !isolated) return await fn({ DATABASE_URL: TEST_DATABASE_URL });
   const dataDir = await Deno.makeTempDir({ prefix: "chat-client-test-" });
   try {
     await fn({ DATA_DIR: dataDir });
@@ -184,6 +190,40 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "client: a piped sender rides out a server restart: later lines are sent after it reconnects, each once",
+  ...sanitized,
+  async fn() {
+    await withDatabase(async (db) => {
+      const port = freePort();
+      const env = { ...db, PORT: String(port) };
+      const alice = uniqueName("alice");
+      const bob = uniqueName("bob");
+      const first = await spawnServer(env);
+      await using listener = new ClientProcess([address(port), "--listen", "--user", bob, "--register"]);
+      await using sender = new ClientProcess([address(port), "--user", alice, "--register"], {}, { keepStdin: true });
+      try {
+        await listener.waitForStderr(/^listening on /);
+        await sender.write("one\n");
+        await listener.waitFor("the first message", () => textsFrom(listener, alice).length === 1);
+      } finally {
+        assertEquals(await first.stop("SIGTERM"), 0);
+      }
+      await sender.waitForStderr(/^connection lost /);
+      // Typed while the sender is offline: it waits for the reconnect, then sends.
+      await sender.write("two\n");
+      await using second = await spawnServer(env);
+      await sender.closeStdin();
+      assertEquals(await sender.exited(), 0, sender.stderr.join("\n"));
+      assert(sender.stderr.some((line) => line.startsWith("reconnected")), sender.stderr.join("\n"));
+      await listener.waitFor("the second message", () => textsFrom(listener, alice).length === 2);
+      assertEquals(textsFrom(listener, alice), ["one", "two"]);
+      assertEquals(await listener.stop("SIGTERM"), 0);
+      assertEquals(await second.stop("SIGTERM"), 0);
+    });
+  },
+});
+
 const HAS_TMUX = await new Deno.Command("tmux", { args: ["-V"], stdout: "null", stderr: "null" }).output()
   .then((output) => output.success, () => false);
 
@@ -272,7 +312,7 @@ Deno.test({
       await tmux.type("/quit", "Enter");
       await tmux.waitForScreen(/^exited 0$/m);
       assertEquals(await server.stop("SIGTERM"), 0);
-    });
+    }, { isolated: true });
   },
 });
 
