@@ -77,25 +77,33 @@ Deno.test({
 });
 
 Deno.test({
-  name: "outage: get_history and register answer unavailable while the database is cut",
+  name: "outage: register, and a get_history that needs the database, answer unavailable while it is cut",
   ignore,
   ...sanitized,
   async fn() {
     await using proxy = startProxy(targetOf(postgresUrl!));
     const backend: Backend = { name: "postgres", env: { DATABASE_URL: proxiedUrl(postgresUrl!, proxy) } };
-    await using server = await startTestServer(backend, { DB_POOL_SIZE: "2" });
+    // The server keeps the newest MAX_HISTORY_LIMIT messages in memory; with 5 and 6 new messages,
+    // the oldest messages after id 0 can only come from the database.
+    await using server = await startTestServer(backend, { DB_POOL_SIZE: "2", MAX_HISTORY_LIMIT: "5" });
     await using alice = await server.connect();
     await alice.registerAndLogin();
+    for (let i = 0; i < 6; i++) {
+      await alice.send({ type: "send_message", message: `filler ${i}` });
+      await alice.expect("new_message");
+    }
     await proxy.cut();
 
-    const history = await alice.request({ type: "get_history", limit: 5 }, 10_000);
+    const history = await alice.request({ type: "get_history", after: 0, limit: 5 }, 10_000);
     assertEquals([history.type, history.code], ["error", "unavailable"], JSON.stringify(history));
     const register = await alice.request({ type: "register", username: uniqueName(), password: "secret123" }, 10_000);
     assertEquals([register.type, register.status, register.code], ["register_response", "error", "unavailable"]);
+    assertEquals(await alice.request({ type: "ping" }), { type: "pong" });
 
     proxy.restore();
-    const recovered = await alice.request({ type: "get_history", limit: 5 }, 10_000);
+    const recovered = await alice.request({ type: "get_history", after: 0, limit: 5 }, 10_000);
     assertEquals(recovered.type, "history_response", JSON.stringify(recovered));
+    assertEquals((recovered.messages as unknown[]).length, 5);
   },
 });
 
