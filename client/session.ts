@@ -1,12 +1,13 @@
 // A logged-in session that outlives its connections: connects, registers and logs in, shows
 // history, and when the connection drops reconnects with backoff, logs in again and catches up
 // on what it missed, so every message is delivered exactly once and in id order. Sends are
-// exactly-once across a drop too. Imports connection, sequencer, backoff, errors, wire.
+// exactly-once across a drop too. Imports connection, sequencer, sync, backoff, errors, wire.
 
 import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.ts";
 import { Connection } from "./connection.ts";
 import { ConnectFailed, ConnectionLost, type LossCause, NotConnected, ServerRefusal, SessionEnded } from "./errors.ts";
 import { Sequencer } from "./sequencer.ts";
+import { CATCH_UP_PAGE, catchUp, historyOn, initialSync, type MessageOrigin } from "./sync.ts";
 import { type ChatMessage, type Frame, historyMessages, sameUser, toChatMessage } from "./wire.ts";
 
 /** "if_free": register first, and an existing account of that name is fine (then just log in). */
@@ -25,7 +26,7 @@ export interface SessionOptions {
   readonly backoff?: BackoffPolicy;
 }
 
-export type MessageOrigin = "history" | "live" | "missed";
+export type { MessageOrigin } from "./sync.ts";
 
 export type SessionEvent =
   | { kind: "message"; message: ChatMessage; origin: MessageOrigin }
@@ -40,8 +41,6 @@ export type SessionEvent =
 /** Receives every event in order. MUST NOT throw. */
 export type SessionListener = (event: SessionEvent) => void;
 
-/** Messages per catch-up request; the server may return fewer (its MAX_HISTORY_LIMIT). */
-const CATCH_UP_PAGE = 200;
 /** A ping this often finds a dead peer that TCP would notice only much later. */
 const HEARTBEAT_MS = 30_000;
 const HEARTBEAT_TIMEOUT_MS = 10_000;
@@ -164,7 +163,10 @@ export class ChatSession {
       if (typeof login.username === "string") this.#username = login.username;
       // From here every broadcast reaches this connection: hold them until history is merged.
       this.#sequencer.hold();
-      const missed = first ? await this.#initialSync(conn) : await this.#catchUp(conn);
+      const deliver = (message: ChatMessage, origin: MessageOrigin) => this.#deliver(message, origin);
+      const missed = first
+        ? await initialSync(conn, this.#sequencer, this.options.initialHistory, deliver)
+        : await catchUp(conn, this.#sequencer, deliver, () => this.#listener({ kind: "history_reset" }));
       if (this.#ended) throw this.#ended;
       this.#connecting = undefined;
       this.#conn = conn;
@@ -191,47 +193,6 @@ export class ChatSession {
     throw refusal;
   }
 
-  async #initialSync(conn: Connection): Promise<number> {
-    const wanted = this.options.initialHistory;
-    // With no history to show, one message still tells where "from now on" starts.
-    const page = await this.#historyOn(conn, { limit: Math.max(1, wanted) });
-    if (wanted > 0) {
-      for (const message of this.#sequencer.page(page.slice(-wanted))) this.#deliver(message, "history");
-    }
-    this.#sequencer.startAfter(page.at(-1)?.id ?? 0);
-    for (const message of this.#sequencer.release()) this.#deliver(message, "live");
-    return 0;
-  }
-
-  /** Pages forward from the last message delivered until nothing can be missing. */
-  async #catchUp(conn: Connection): Promise<number> {
-    const newest = (await this.#historyOn(conn, { limit: 1 })).at(-1)?.id ?? 0;
-    if (newest < (this.#sequencer.lastId ?? 0)) {
-      this.#sequencer.rebase(newest);
-      this.#listener({ kind: "history_reset" });
-    }
-    let missed = 0;
-    while (true) {
-      const after = this.#sequencer.lastId ?? 0;
-      const page = await this.#historyOn(conn, { limit: CATCH_UP_PAGE, after });
-      for (const message of this.#sequencer.page(page)) {
-        this.#deliver(message, "missed");
-        missed++;
-      }
-      if (this.#sequencer.caughtUp(page)) break;
-      // A server that returns nothing newer would otherwise keep us here forever.
-      if ((this.#sequencer.lastId ?? 0) <= after) break;
-    }
-    for (const message of this.#sequencer.release()) this.#deliver(message, "live");
-    return missed;
-  }
-
-  async #historyOn(conn: Connection, query: Frame): Promise<ChatMessage[]> {
-    const reply = await conn.request({ type: "get_history", ...query });
-    if (reply.type !== "history_response") throw ServerRefusal.fromFrame(reply);
-    return historyMessages(reply);
-  }
-
   #onFrame(generation: number, frame: Frame): void {
     if (generation !== this.#generation || this.#ended || frame.type !== "new_message") return;
     const message = toChatMessage(frame);
@@ -239,7 +200,7 @@ export class ChatSession {
     for (const ready of this.#sequencer.live(message)) this.#deliver(ready, "live");
   }
 
-  #deliver(message: ChatMessage, origin: "history" | "live" | "missed"): void {
+  #deliver(message: ChatMessage, origin: MessageOrigin): void {
     this.#listener({ kind: "message", message, origin });
   }
 
@@ -307,7 +268,7 @@ export class ChatSession {
       const conn = await this.#whenReady();
       let page: ChatMessage[];
       try {
-        page = await this.#historyOn(conn, { limit: CATCH_UP_PAGE, after });
+        page = await historyOn(conn, { limit: CATCH_UP_PAGE, after });
       } catch (err) {
         if (err instanceof ConnectionLost) continue;
         throw err;
