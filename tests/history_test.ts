@@ -224,6 +224,64 @@ for (const backend of backends) {
       assertEquals(await history(client, { after: w[5], before: w[2] }), []);
     },
   });
+
+  Deno.test({
+    name: `get_history answers queries beyond the newest MAX_HISTORY_LIMIT messages exactly [${backend.name}]`,
+    ...sanitized,
+    async fn() {
+      // A small limit, so that most of these queries reach past the newest few messages.
+      await using server = await startTestServer(backend, { MAX_HISTORY_LIMIT: "3", RATE_LIMIT_PER_SEC: "0" });
+      await using client = await server.connect();
+      await client.registerAndLogin();
+      const posted = await postMessages(client, 8);
+      const w = await window(server, posted);
+      const byId = new Map(
+        posted.map(({ id, sender, message, timestamp }) => [id, { id, sender, message, timestamp }]),
+      );
+      const reply = await client.request({ type: "get_history", before: w[4], limit: 3 });
+      assertEquals(reply.messages, w.slice(1, 4).map((id) => byId.get(id)), "entries read back equal the broadcasts");
+      assertEquals(
+        await history(client, { before: w[1], limit: 3 }),
+        (await storedIdsBetween(server, -1, w[1])).slice(-3),
+      );
+      assertEquals(await history(client, { after: w[0] - 1, limit: 3 }), w.slice(0, 3));
+      assertEquals(await history(client, { after: w[0] - 1, limit: 100 }), w.slice(0, 3), "clamped");
+      assertEquals(await history(client, { after: w[1], before: w[6] }), w.slice(2, 5));
+      assertEquals(await history(client, { after: w[1], before: w[6], limit: 2 }), w.slice(2, 4));
+      assertEquals(await history(client, { before: w.at(-1)! + 1 }), w.slice(-3));
+    },
+  });
+
+  Deno.test({
+    name: `get_history gives the same answers after a server restart [${backend.name}]`,
+    ...sanitized,
+    async fn() {
+      const env = { MAX_HISTORY_LIMIT: "4", RATE_LIMIT_PER_SEC: "0" };
+      const queries = (w: number[]): Frame[] => [
+        { before: w.at(-1)! + 1 },
+        { before: w[3], limit: 2 },
+        { after: w[0] - 1, limit: 3 },
+        { after: w[4], before: w.at(-1)! + 1 },
+        { after: w[1], before: w[5] },
+      ];
+      let w: number[];
+      const before: Frame[] = [];
+      {
+        await using first = await startTestServer(backend, env);
+        await using client = await first.connect();
+        await client.registerAndLogin();
+        w = await window(first, await postMessages(client, 6));
+        for (const query of queries(w)) before.push(await client.request({ type: "get_history", ...query }));
+      }
+      await using second = await startTestServer(backend, env);
+      await using client = await second.connect();
+      await client.registerAndLogin();
+      for (const [i, query] of queries(w).entries()) {
+        assertEquals(await client.request({ type: "get_history", ...query }), before[i], JSON.stringify(query));
+      }
+      assertEquals((before[0].messages as Frame[]).map((m) => m.id), w.slice(-4));
+    },
+  });
 }
 
 for (const backend of backends) {
