@@ -14,7 +14,7 @@ import type { ChatMessage } from "./wire.ts";
 
 /** Longer stdin lines stop the run; the server's own line limit is far below this by default. */
 export const MAX_INPUT_LINE_BYTES = 1024 * 1024;
-/** About a minute of reconnecting (delays up to 10 s) before a script gives up. */
+/** About half a minute of reconnecting (8 tries, delays growing to 10 s) before a script gives up. */
 const RECONNECT_ATTEMPTS = 8;
 /** rate_limited is waited out, a bounded number of times per message. */
 const MAX_RATE_LIMIT_WAITS = 50;
