@@ -112,7 +112,8 @@ export function describeRefusal(refusal: ServerRefusal): string {
     case "line_too_long":
       return "the message is too large for the server";
     case "unavailable":
-      return "the server cannot reach its database right now, try again in a moment";
+      // Its database is down, or it is shutting down: either way, later may work.
+      return "the server is temporarily unavailable, try again in a moment";
     case "too_many_connections":
       return "the server is full (too many connections)";
     case "idle_timeout":
