@@ -3,7 +3,7 @@
 
 import postgres from "postgres";
 import { assert, fail } from "./_assert.ts";
-import type { Frame, TestClient } from "./_helpers.ts";
+import { type Backend, type Frame, sharedPgliteDatabase, type TestClient } from "./_helpers.ts";
 
 // ---- seeded randomness --------------------------------------------------------------------------
 
@@ -317,4 +317,112 @@ export function contractProblems(frame: unknown): string[] {
       problems.push(`unknown type ${JSON.stringify(f.type)}`);
   }
   return problems;
+}
+
+// ---- a client that sends uniquely named messages and records every answer -------------------------
+
+export interface TrafficLog {
+  /** Own texts written to the socket, in order. */
+  readonly sent: string[];
+  /** Every new_message received (anyone's), in order of arrival. */
+  readonly received: Frame[];
+  /** Own texts whose new_message came back. */
+  readonly acked: Set<string>;
+  /** Own texts answered with an error: text → code. */
+  readonly failed: Map<string, string>;
+  /** Other frames (not new_message, not an answer to an own send). */
+  readonly other: Frame[];
+}
+
+export interface TrafficOptions {
+  /** Unique prefix of this client's texts. */
+  prefix: string;
+  /** Sends awaiting an answer at most (pipelining). */
+  window: number;
+  /** Stops sending after this many. */
+  maxMessages: number;
+  /** Stops sending once this returns true. */
+  stop: () => boolean;
+  /** Pause between sends, if any. */
+  pauseMs?: number;
+  /** After stopping, how long to wait for the outstanding answers. */
+  drainMs?: number;
+}
+
+export function newTrafficLog(): TrafficLog {
+  return { sent: [], received: [], acked: new Set(), failed: new Map(), other: [] };
+}
+
+/**
+ * Sends `send_message` frames with texts `<prefix>-<n>` (each its own request_id) until told to
+ * stop or the connection ends, then waits for the outstanding answers. Never throws on a closed
+ * or reset connection: that is what the fault tests cause.
+ */
+export async function runTraffic(
+  client: TestClient,
+  options: TrafficOptions,
+  log: TrafficLog = newTrafficLog(),
+): Promise<TrafficLog> {
+  let answered = 0;
+  const take = (frame: Frame) => {
+    const own = typeof frame.request_id === "string" && frame.request_id.startsWith(`${options.prefix}-`);
+    if (frame.type === "new_message") {
+      log.received.push(frame);
+      if (own) {
+        log.acked.add(frame.request_id as string);
+        answered++;
+      }
+    } else if (own && frame.type === "error") {
+      log.failed.set(frame.request_id as string, frame.code as string);
+      answered++;
+    } else {
+      log.other.push(frame);
+    }
+  };
+  const pump = async (ms: number) => {
+    try {
+      take(await client.next(ms));
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let writable = true;
+  while (writable && !options.stop() && log.sent.length < options.maxMessages && !client.ended) {
+    if (log.sent.length - answered < options.window) {
+      const text = `${options.prefix}-${log.sent.length}`;
+      try {
+        await client.send({ type: "send_message", message: text, request_id: text });
+        log.sent.push(text);
+      } catch {
+        writable = false;
+      }
+      if (options.pauseMs) await pump(options.pauseMs);
+    } else {
+      await pump(200);
+    }
+  }
+  const drainUntil = Date.now() + (options.drainMs ?? 10_000);
+  while (log.sent.length > answered && Date.now() < drainUntil) {
+    if (!(await pump(Math.max(1, drainUntil - Date.now()))) && client.ended) break;
+  }
+  // Broadcasts of others may still be in flight: take what arrives, for a bounded time.
+  const settleUntil = Date.now() + 2000;
+  while (Date.now() < settleUntil && await pump(client.ended ? 1 : 100));
+  return log;
+}
+
+/**
+ * Closes the file's shared PGlite from _helpers.ts, for files whose tests bring their own database.
+ * That instance arms a PostgreSQL timer (about 10 s, the idle statistics flush) when it applies
+ * the schema at import; a test still running when it fires fails the op sanitizer ("a timer was
+ * started before the test, but completed during the test"). Closing it clears the timer.
+ */
+export async function closeSharedPglite(): Promise<void> {
+  await sharedPgliteDatabase().close();
+}
+
+/** The environment for a private database on `backend` (PGlite: its own in-memory instance). */
+export function privateDatabaseEnv(backend: Backend): Record<string, string> {
+  return backend.name === "pglite" ? { DATA_DIR: "memory://" } : {};
 }
