@@ -60,6 +60,8 @@ export interface BenchDatabase {
   readonly serverEnv: Record<string, string>;
   /** Where it is, for the report (password hidden). */
   readonly description: string;
+  /** A `pgrep -f` pattern for the PostgreSQL backends serving this database, if they run on this machine. */
+  readonly backendPattern: string | undefined;
   /** Runs the server's schema first when the server has not (the ceilings need the users table). */
   query(text: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
   insertCeiling(rows: CeilingRow[], batch: number, concurrency: number): Promise<InsertCeiling>;
@@ -102,10 +104,19 @@ async function openPostgres(adminUrl: string): Promise<BenchDatabase> {
       await sql.end({ timeout: 5 });
     },
   };
-  return makeDatabase("postgres", { DATABASE_URL: url.toString() }, redact(url.toString()), runner, async () => {
-    await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
-    await admin.end({ timeout: 5 });
-  });
+  const local = ["127.0.0.1", "localhost", "[::1]"].includes(url.hostname);
+  const pattern = local ? `postgres: .*${name} ` : undefined;
+  return makeDatabase(
+    "postgres",
+    { DATABASE_URL: url.toString() },
+    redact(url.toString()),
+    pattern,
+    runner,
+    async () => {
+      await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
+      await admin.end({ timeout: 5 });
+    },
+  );
 }
 
 async function openEmbedded(): Promise<BenchDatabase> {
@@ -133,6 +144,7 @@ async function openEmbedded(): Promise<BenchDatabase> {
     "embedded",
     { DATABASE_URL: "", DATA_DIR: "memory://" },
     "PGlite in memory (server: its own; ceilings: one in the bench process)",
+    undefined,
     runner,
     async () => {},
   );
@@ -142,6 +154,7 @@ function makeDatabase(
   kind: "postgres" | "embedded",
   serverEnv: Record<string, string>,
   description: string,
+  backendPattern: string | undefined,
   runner: Runner,
   drop: () => Promise<void>,
 ): BenchDatabase {
@@ -155,16 +168,27 @@ function makeDatabase(
       }
       await runner.query(CEILING_TABLE_SQL);
     })();
+  /** Users with these ids, for the foreign key (already there when the server made them). */
+  const ensureUsers = async (ids: number[]) => {
+    for (const id of ids) {
+      await runner.query(
+        "INSERT INTO users (id, username, password_hash) VALUES ($1, $2, 'x') ON CONFLICT DO NOTHING",
+        [id, `bench_ceiling_${id}`],
+      );
+    }
+  };
   return {
     kind,
     serverEnv,
     description,
+    backendPattern,
     async query(text, params) {
       await ensureSchema();
       return await runner.query(text, params);
     },
     async insertCeiling(rows, batch, concurrency) {
       await ensureSchema();
+      await ensureUsers([...new Set(rows.map((r) => r.senderId))]);
       await runner.query("TRUNCATE bench_ceiling_messages");
       // Warm-up batches, in parallel, so the prepared statements and the pool's connections exist.
       await Promise.all(Array.from({ length: concurrency }, () => runner.insertRows(rows.slice(0, batch))));
@@ -183,6 +207,16 @@ function makeDatabase(
     },
     async historyCeiling(requests, concurrency, limit) {
       await ensureSchema();
+      // The server's database may be out of reach (embedded): then this one gets messages of its own.
+      const have = Number((await runner.query("SELECT count(*)::int AS n FROM messages"))[0].n);
+      if (have < limit) {
+        await ensureUsers([1]);
+        for (let i = have; i < limit * 4; i++) {
+          await runner.query("INSERT INTO messages (sender_id, content) VALUES (1, $1)", [
+            `history ceiling ${i} ${"x".repeat(120)}`,
+          ]);
+        }
+      }
       const latency = new Histogram();
       // Warm-up: as many queries at once as will run, so every pool connection is open and prepared.
       for (let i = 0; i < 10; i++) {

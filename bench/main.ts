@@ -8,7 +8,8 @@
 import { type BenchDatabase, openBenchDatabase } from "./database.ts";
 import { note, print, table, transcript } from "./out.ts";
 import { clockTicksPerSecond } from "./proc.ts";
-import { stopAll } from "./servers.ts";
+import { printProfile, summarise } from "./profile.ts";
+import { profilesWritten, stopAll } from "./servers.ts";
 import { type BenchContext, printReport, type ScenarioReport, verdict } from "./scenarios/common.ts";
 import { fanout } from "./scenarios/fanout.ts";
 import { history } from "./scenarios/history.ts";
@@ -87,7 +88,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     for (const name of args.scenarios) {
       note(`bench: ${name}`);
-      const ctx: BenchContext = { db, quick: args.quick, cpuProfDir };
+      const ctx: BenchContext = { db, quick: args.quick, cpuProfDir, scenario: name };
       try {
         const report = await SCENARIOS[name](ctx);
         reports.push(report);
@@ -104,6 +105,13 @@ async function main(argv: string[]): Promise<number> {
     Deno.removeSignalListener("SIGINT", interrupted);
   }
   printSummary(reports, failures);
+  for (const path of profilesWritten) {
+    try {
+      printProfile(path, summarise(JSON.parse(await Deno.readTextFile(path))), 15);
+    } catch (err) {
+      note(`bench: cannot read profile ${path}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
   if (args.save) await save(started, args, reports, failures);
   return failures.length > 0 ? 1 : 0;
 }
@@ -123,7 +131,7 @@ function printSummary(reports: ScenarioReport[], failures: string[]): void {
 }
 
 async function save(started: Date, args: Args, reports: ScenarioReport[], failures: string[]): Promise<void> {
-  const stamp = started.toISOString().slice(0, 16).replace(":", "").replace(/-(\d\d)T/, "-$1T");
+  const stamp = started.toISOString().slice(0, 16).replace(":", "");
   const name = `${stamp}-${args.embedded ? "embedded" : "postgres"}${args.quick ? "-quick" : ""}`;
   const dir = new URL("./results/", import.meta.url);
   await Deno.mkdir(dir, { recursive: true });

@@ -5,7 +5,7 @@
 
 import type { LoadClient } from "./client.ts";
 import { fmt } from "./out.ts";
-import { CpuMeter, machineCpuSeconds } from "./proc.ts";
+import { CpuMeter, GroupCpuMeter, machineCpuSeconds } from "./proc.ts";
 import { type LatencySummary, round } from "./stats.ts";
 import { Traffic, type TrafficCounts, type TrafficOptions } from "./traffic.ts";
 import { type LoadgenCpu, loadgenProblem, ratioText, round3, type Row, runFor } from "./scenarios/common.ts";
@@ -20,6 +20,9 @@ export interface TrafficResult {
   /** CPU seconds of the process under test while measuring. */
   cpu_s: number;
   cpu_ms_per_1000_deliveries: number | null;
+  /** CPU seconds of the PostgreSQL backends serving the server's database while measuring (null: not visible). */
+  database_cpu_s: number | null;
+  database_cpu_ms_per_message: number | null;
   /** Average busy cores of the whole machine while measuring (all processes, PostgreSQL included). */
   machine_busy_cores: number;
   counts: TrafficCounts;
@@ -34,6 +37,8 @@ export interface RunSpec extends Omit<TrafficOptions, "clients"> {
   label: string;
   /** Pace this run at the message rate measured so far on the run at this index (open loop). */
   rateOf?: number;
+  /** `pgrep -f` pattern of the database backends serving this target, for their CPU. */
+  backendPattern?: string;
 }
 
 export interface Schedule {
@@ -56,6 +61,8 @@ interface Accumulated {
   wallS: number;
   selfCpuS: number;
   machineBusyS: number;
+  dbCpuS: number;
+  dbSeen: boolean;
   drained: boolean;
 }
 
@@ -66,6 +73,8 @@ export async function measureInterleaved(specs: RunSpec[], schedule: Schedule): 
     wallS: 0,
     selfCpuS: 0,
     machineBusyS: 0,
+    dbCpuS: 0,
+    dbSeen: false,
     drained: true,
   }));
   for (let r = 0; r < schedule.rounds; r++) {
@@ -84,11 +93,16 @@ export async function measureInterleaved(specs: RunSpec[], schedule: Schedule): 
       await runFor(r === 0 ? schedule.warmupS : schedule.rewarmS, `${label} warm-up`, status);
       const target = new CpuMeter(spec.pid);
       const self = new CpuMeter("self");
-      const [machine0] = await Promise.all([machineCpuSeconds(), target.start(), self.start()]);
+      const db = spec.backendPattern ? new GroupCpuMeter(spec.backendPattern) : undefined;
+      const [machine0] = await Promise.all([machineCpuSeconds(), target.start(), self.start(), db?.start()]);
       traffic.measure(true);
       await runFor(schedule.roundS, label, status);
       traffic.measure(false);
-      const [t, s, machine1] = await Promise.all([target.stop(), self.stop(), machineCpuSeconds()]);
+      const [t, s, machine1, d] = await Promise.all([target.stop(), self.stop(), machineCpuSeconds(), db?.stop()]);
+      if (d && d.processes > 0) {
+        run.dbCpuS += d.cpuS;
+        run.dbSeen = true;
+      }
       run.cpuS += t.cpuS;
       run.wallS += t.wallS;
       run.selfCpuS += s.cpuS;
@@ -110,6 +124,10 @@ export async function measureInterleaved(specs: RunSpec[], schedule: Schedule): 
       ack_latency: traffic.ackLatency.summary(),
       cpu_s: round3(cpuS),
       cpu_ms_per_1000_deliveries: deliveries > 0 ? round((cpuS * 1000 * 1000) / deliveries, 3) : null,
+      database_cpu_s: run.dbSeen ? round3(run.dbCpuS) : null,
+      database_cpu_ms_per_message: run.dbSeen && traffic.windowAcks > 0
+        ? round((run.dbCpuS * 1000) / traffic.windowAcks, 4)
+        : null,
       machine_busy_cores: round(run.machineBusyS / wallS, 2),
       counts: traffic.counts(),
       drained: run.drained,
@@ -147,7 +165,8 @@ export function latencyRows(label: string, server: LatencySummary, ceiling: Late
 
 /** Busy cores of the machine that were neither the process under test nor the load generator. */
 export function otherCores(r: TrafficResult): number {
-  return Math.max(0, r.machine_busy_cores - r.cpu_s / r.measured_s - r.loadgen.cores);
+  const db = (r.database_cpu_s ?? 0) / r.measured_s;
+  return Math.max(0, r.machine_busy_cores - r.cpu_s / r.measured_s - r.loadgen.cores - db);
 }
 
 /** Rows every traffic table ends with: CPU, machine load, the load generator. */
@@ -164,9 +183,10 @@ export function cpuRows(server: TrafficResult, ceiling: TrafficResult): Row[] {
       ),
     ],
     ["process CPU s while measuring", fmt(server.cpu_s), fmt(ceiling.cpu_s), ""],
+    ["database backends' CPU s while measuring", fmt(server.database_cpu_s), fmt(ceiling.database_cpu_s), ""],
     ["machine busy cores (of 2) while measuring", fmt(server.machine_busy_cores), fmt(ceiling.machine_busy_cores), ""],
     [
-      "  of which other processes (PostgreSQL, other users)",
+      "  of which other processes (other users' work)",
       fmt(otherCores(server)),
       fmt(otherCores(ceiling)),
       "",

@@ -85,3 +85,49 @@ export async function machineCpuSeconds(): Promise<{ busyS: number; totalS: numb
   const idle = ticks[3] + ticks[4];
   return { busyS: (total - idle) / clockTicks, totalS: total / clockTicks };
 }
+
+/** CPU seconds so far of every process whose command line matches `pattern` (pgrep -f), by pid. */
+export async function cpuSecondsMatching(pattern: string): Promise<Map<number, number>> {
+  const text = await run("sh", [
+    "-c",
+    `for p in $(pgrep -f -- "$1"); do cat /proc/$p/stat 2>/dev/null; done`,
+    "sh",
+    pattern,
+  ]);
+  const out = new Map<number, number>();
+  for (const stat of text.split("\n")) {
+    if (!stat) continue;
+    const pid = Number(stat.slice(0, stat.indexOf(" ")));
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    out.set(pid, (Number(fields[11]) + Number(fields[12])) / clockTicks);
+  }
+  return out;
+}
+
+/**
+ * CPU used over a window by a changing set of processes (PostgreSQL's backends for one database).
+ * A process that starts inside the window counts from 0; one that ends inside it is lost.
+ */
+export class GroupCpuMeter {
+  readonly #pattern: string;
+  #start = new Map<number, number>();
+  constructor(pattern: string) {
+    this.#pattern = pattern;
+  }
+  async start(): Promise<void> {
+    this.#start = await cpuSecondsMatching(this.#pattern);
+  }
+  /** CPU seconds since start(), and how many processes matched (0: none visible, the figure means nothing). */
+  async stop(): Promise<{ cpuS: number; processes: number }> {
+    let total = 0;
+    const now = await cpuSecondsMatching(this.#pattern);
+    for (const [pid, cpu] of now) total += cpu - (this.#start.get(pid) ?? 0);
+    return { cpuS: total, processes: now.size };
+  }
+}
+
+/** The number of threads of a process. */
+export async function threadCount(pid: number): Promise<number> {
+  const match = /^Threads:\s+(\d+)/m.exec(await run("cat", [`/proc/${pid}/status`]));
+  return match ? Number(match[1]) : NaN;
+}

@@ -24,8 +24,10 @@ export interface Process {
 export interface ServerOptions {
   /** Environment for the server, over the bench's defaults. */
   env: Record<string, string>;
-  /** Write a V8 CPU profile of the server into this directory (on a clean exit). */
+  /** Write a V8 CPU profile of the server into this directory (on a clean exit)… */
   cpuProfDir?: string;
+  /** …named `<profileName>-<pid>.cpuprofile`. */
+  profileName?: string;
 }
 
 /** The bench's defaults for the server: loopback, port 0, quiet logs, no send rate limit, high connection limits. */
@@ -42,10 +44,29 @@ export const SERVER_DEFAULTS: Record<string, string> = {
   LOGIN_IDLE_TIMEOUT_SEC: "0",
 };
 
-export function startServer(options: ServerOptions): Promise<Process> {
+export async function startServer(options: ServerOptions): Promise<Process> {
   const prof = options.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfDir}`] : [];
-  return spawn("server", ["run", "-P=server", ...prof, MAIN], { ...SERVER_DEFAULTS, ...options.env });
+  const server = await spawn("server", ["run", "-P=server", ...prof, MAIN], { ...SERVER_DEFAULTS, ...options.env });
+  const { cpuProfDir, profileName } = options;
+  if (!cpuProfDir || !profileName) return server;
+  return {
+    ...server,
+    async stop() {
+      const code = await server.stop();
+      // Deno names the file CPU.<time>.<pid>.cpuprofile: give it the scenario's name.
+      for (const entry of Deno.readDirSync(cpuProfDir)) {
+        if (entry.name.startsWith("CPU.") && entry.name.endsWith(`.${server.pid}.cpuprofile`)) {
+          await Deno.rename(`${cpuProfDir}/${entry.name}`, `${cpuProfDir}/${profileName}-${server.pid}.cpuprofile`);
+          profilesWritten.push(`${cpuProfDir}/${profileName}-${server.pid}.cpuprofile`);
+        }
+      }
+      return code;
+    },
+  };
 }
+
+/** Profiles renamed so far in this run. */
+export const profilesWritten: string[] = [];
 
 export function startRelay(): Promise<Process> {
   return spawn("relay", ["run", "--allow-net=127.0.0.1", RELAY], {});
@@ -127,9 +148,11 @@ export async function stopAll(): Promise<void> {
   await Promise.all([...live].map((stop) => stop()));
 }
 
-/** Deno's "experimental permissions in config" notice is not the server's problem. */
+/** Deno's "experimental permissions in config" notice and the embedded-database notice are expected. */
 function isExpectedNoise(entry: Record<string, unknown>): boolean {
-  return entry.level === "text" && typeof entry.msg === "string" && /Permissions in the config file/.test(entry.msg);
+  const msg = typeof entry.msg === "string" ? entry.msg : "";
+  return (entry.level === "text" && /Permissions in the config file/.test(msg)) ||
+    /^using the embedded development database/.test(msg);
 }
 
 function kill(child: Deno.ChildProcess, signal: Deno.Signal): void {

@@ -12,6 +12,8 @@ export interface BenchContext {
   readonly quick: boolean;
   /** Set with --profile: servers write V8 CPU profiles here. */
   readonly cpuProfDir: string | undefined;
+  /** The scenario running, for names of files. */
+  readonly scenario: string;
 }
 
 /** One target of the issue, checked against this run's figures. */
@@ -100,7 +102,7 @@ export function verdict(pass: boolean | null): string {
 
 /** Starts a chat server on the bench database with `env` over the bench's defaults. */
 export function startChatServer(ctx: BenchContext, env: Record<string, string> = {}): Promise<Process> {
-  return startServer({ env: { ...ctx.db.serverEnv, ...env }, cpuProfDir: ctx.cpuProfDir });
+  return startServer({ env: { ...ctx.db.serverEnv, ...env }, cpuProfDir: ctx.cpuProfDir, profileName: ctx.scenario });
 }
 
 /** The server's warnings and errors, summarised (counts per message, first of each). */

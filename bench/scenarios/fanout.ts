@@ -51,7 +51,14 @@ export async function fanout(ctx: BenchContext): Promise<ScenarioReport> {
     const matchedClients = await connectPlain(relay2.port, params.clients);
     clientSets.push(matchedClients);
     const [measured, ceiling, matched] = await measureInterleaved([
-      { ...traffic, mode: "server", clients: serverClients, pid: server.pid, label: "fan-out (server)" },
+      {
+        ...traffic,
+        mode: "server",
+        clients: serverClients,
+        pid: server.pid,
+        backendPattern: ctx.db.backendPattern,
+        label: "fan-out (server)",
+      },
       { ...traffic, mode: "relay", clients: relayClients, pid: relay.pid, label: "fan-out (relay)" },
       {
         ...traffic,

@@ -56,7 +56,14 @@ export async function paced(ctx: BenchContext): Promise<ScenarioReport> {
     const relayClients = await connectPlain(relay.port, params.clients, 16384);
     clientSets.push(relayClients);
     const [measured, ceiling] = await measureInterleaved([
-      { ...traffic, mode: "server", clients: serverClients, pid: server.pid, label: "paced (server)" },
+      {
+        ...traffic,
+        mode: "server",
+        clients: serverClients,
+        pid: server.pid,
+        backendPattern: ctx.db.backendPattern,
+        label: "paced (server)",
+      },
       { ...traffic, mode: "relay", clients: relayClients, pid: relay.pid, label: "paced (relay)" },
     ], { rounds: params.rounds, warmupS: params.warmup_s, rewarmS: params.rewarm_s, roundS: params.round_s });
     for (const set of clientSets) closeAll(set);
