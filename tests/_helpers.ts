@@ -1,6 +1,7 @@
 // Shared test helpers: a real server on an ephemeral port, a real TCP test client, and the
 // database backends the suite runs against (PGlite always; PostgreSQL when TEST_DATABASE_URL is set).
 
+import "./_pglite_timers.ts";
 import { TestClient } from "./_client.ts";
 import { type ChatService, startChatService } from "../lib/app.ts";
 import { type Environment, parseConfig } from "../lib/config.ts";
@@ -34,8 +35,7 @@ export const postgresUrl: string | undefined = TEST_DATABASE_URL;
 
 /**
  * One in-memory PGlite per test file (opening one takes ~2 s); tests keep apart by unique names.
- * It is opened, with the schema applied, when this module loads: PGlite's first schema change
- * starts an internal timer that the op sanitizer would otherwise pin on whichever test came first.
+ * Its internal timers are kept out of the sanitizer's way by _pglite_timers.ts.
  */
 const sharedPglite: Database = await openDatabase({
   databaseUrl: undefined,
