@@ -174,6 +174,11 @@ export function assertIncreasingIds(messages: { id: number }[], what: string): v
 
 // ---- waiting, memory, frames ---------------------------------------------------------------------
 
+/** A message text no other test uses. */
+export function uniqueText(prefix: string): string {
+  return `${prefix} ${crypto.randomUUID()}`;
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -347,6 +352,8 @@ export interface TrafficOptions {
   pauseMs?: number;
   /** After stopping, how long to wait for the outstanding answers. */
   drainMs?: number;
+  /** Appended to each message's text (the request_id stays `<prefix>-<n>`), to make them big. */
+  pad?: string;
 }
 
 export function newTrafficLog(): TrafficLog {
@@ -392,7 +399,7 @@ export async function runTraffic(
     if (log.sent.length - answered < options.window) {
       const text = `${options.prefix}-${log.sent.length}`;
       try {
-        await client.send({ type: "send_message", message: text, request_id: text });
+        await client.send({ type: "send_message", message: text + (options.pad ?? ""), request_id: text });
         log.sent.push(text);
       } catch {
         writable = false;
