@@ -51,6 +51,8 @@ export class Dispatcher {
   /** At most one rate-limit log line per user every 10 s, so a flood cannot flood the log. */
   readonly #rateLimitLogs = new TokenBuckets(0.1, 1);
   readonly #commands: Record<string, Command>;
+  /** Set at shutdown: requests from then on are answered unavailable (in their usual reply shape). */
+  #stopped = false;
 
   constructor(auth: AuthService, messages: MessageService, hub: Hub, log: Logger, options: DispatcherOptions) {
     this.#auth = auth;
@@ -68,6 +70,11 @@ export class Dispatcher {
       logout: { needsLogin: false, handle: (s) => this.#logout(s) },
       list_users: { needsLogin: true, handle: () => ({ type: "users_response", users: this.#hub.usernames() }) },
     };
+  }
+
+  /** Refuses every request from now on; messages already accepted still go out. */
+  stopAccepting(): void {
+    this.#stopped = true;
   }
 
   /**
@@ -104,6 +111,7 @@ export class Dispatcher {
     const requestId = requestIdOf(frame);
     try {
       checkRequestId(frame);
+      if (this.#stopped) throw shuttingDown();
       if (!command) throw new ChatError("unknown_type", `Unknown message type: ${describeType(type)}`);
       if (command.needsLogin && session.user === null) {
         throw new ChatError("not_authenticated", "You must log in first");
@@ -144,6 +152,7 @@ export class Dispatcher {
   /** Validates and queues a message; returns the error to send instead, if any. */
   #trySend(session: Session, user: User, frame: Frame): ChatError | undefined {
     try {
+      if (this.#stopped) throw shuttingDown();
       checkRequestId(frame);
       const sender = field(frame, "sender");
       // Usernames are unique regardless of case, so "John" names the same user as "john".
@@ -183,6 +192,10 @@ export class Dispatcher {
     this.#hub.leave(session);
     return { type: "logout_response", status: "success" };
   }
+}
+
+function shuttingDown(): ChatError {
+  return new ChatError("unavailable", "Server is shutting down");
 }
 
 function describeType(type: unknown): string {

@@ -67,11 +67,6 @@ export class ChatServer implements ConnectionHost {
   }
 
   handleLine(session: Session, line: Uint8Array): Promise<void> | void {
-    if (this.#closing) {
-      // Shutting down: in-flight sends finish, new requests are refused rather than half-served.
-      session.send(encodeLine(errorReply(new ChatError("unavailable", "Server is shutting down"))));
-      return;
-    }
     return this.#dispatcher.handleLine(session, line);
   }
 
@@ -150,6 +145,8 @@ export class ChatServer implements ConnectionHost {
 
   async #shutdown(): Promise<void> {
     if (this.#idleTimer !== undefined) clearInterval(this.#idleTimer);
+    // In-flight sends finish; new requests are refused rather than half-served.
+    this.#dispatcher.stopAccepting();
     try {
       this.#listener.close();
     } catch {
