@@ -1,0 +1,178 @@
+// Database faults under traffic (PostgreSQL only; skipped without TEST_DATABASE_URL): the server's
+// database connections are terminated mid-traffic (pg_terminate_backend, only this test's
+// database), and the database is made unreachable for seconds through a TCP proxy and brought back.
+// Sends get new_message or `unavailable`, nothing else; a refused send is never broadcast; the
+// server recovers without a restart; history holds every acknowledged message exactly once, and
+// nothing nobody sent. (The basic outage replies are in outage_test.ts; this is the traffic shape.)
+
+import { assert, assertEquals } from "./_assert.ts";
+import { postgresUrl, sanitized, startTestServer, type TestClient, type TestServer } from "./_helpers.ts";
+import { proxiedUrl, startProxy, targetOf } from "./_proxy.ts";
+import {
+  closeSharedPglite,
+  createScratchDatabase,
+  duplicateTexts,
+  newTrafficLog,
+  readAllHistory,
+  runTraffic,
+  sleep,
+  type TrafficLog,
+  waitUntil,
+} from "./_reliability.ts";
+
+// These tests bring their own databases; the shared in-process PGlite is not needed.
+await closeSharedPglite();
+
+const SENDERS = 3;
+
+interface Traffic {
+  logs: TrafficLog[];
+  stop(): Promise<void>;
+}
+
+/** Three logged-in senders, pipelined, until stopped. */
+function startTraffic(clients: TestClient[]): Traffic {
+  let stopped = false;
+  const logs = clients.map(() => newTrafficLog());
+  const running = Promise.all(
+    clients.map((c, i) =>
+      runTraffic(c, { prefix: `f${i}`, window: 8, maxMessages: 20_000, stop: () => stopped, pauseMs: 5 }, logs[i])
+    ),
+  );
+  return {
+    logs,
+    async stop() {
+      stopped = true;
+      await running;
+    },
+  };
+}
+
+/** A send round trip succeeds again, retrying on unavailable, within `ms`: no restart needed. */
+async function assertRecovers(client: TestClient, ms: number): Promise<void> {
+  await waitUntil(
+    async () => {
+      const id = `recover-${crypto.randomUUID()}`;
+      await client.send({ type: "send_message", message: id, request_id: id });
+      const reply = await client.waitFor((f) => f.request_id === id, 10_000);
+      if (reply.type === "error") assertEquals(reply.code, "unavailable");
+      return reply.type === "new_message";
+    },
+    ms,
+    "a send to succeed after the fault",
+  );
+}
+
+/** History holds every acknowledged message exactly once, as broadcast, and nothing unsent. */
+async function assertHistoryConsistent(client: TestClient, logs: TrafficLog[]): Promise<{ ambiguous: number }> {
+  const history = (await readAllHistory(client)).filter((m) => /^f\d+-\d+$/.test(m.message));
+  assertEquals(duplicateTexts(history), [], "a message is stored twice");
+  const stored = new Map(history.map((m) => [m.message, m]));
+  const sent = new Set(logs.flatMap((l) => l.sent));
+  assertEquals(history.filter((m) => !sent.has(m.message)).map((m) => m.message), [], "stored but never sent");
+  const broadcast = new Map<string, number>();
+  for (const log of logs) for (const f of log.received) broadcast.set(f.message as string, f.id as number);
+  for (const [text, id] of broadcast) {
+    assert(stored.has(text), `${text} was broadcast but is not in history`);
+    assertEquals(stored.get(text)!.id, id, `${text}: history id differs from the broadcast id`);
+  }
+  let ambiguous = 0;
+  for (const log of logs) {
+    for (const [text, code] of log.failed) {
+      assertEquals(code, "unavailable", `${text}: unexpected error code`);
+      assert(!broadcast.has(text), `${text} was refused with unavailable but broadcast`);
+      // Stored although refused: the commit went through and its reply was lost with the
+      // connection (the unavoidable window of any commit acknowledgement); counted, not failed.
+      if (stored.has(text)) ambiguous++;
+    }
+  }
+  return { ambiguous };
+}
+
+async function loggedInClients(server: TestServer, count: number): Promise<TestClient[]> {
+  const clients = await Promise.all(Array.from({ length: count }, () => server.connect()));
+  for (const c of clients) await c.registerAndLogin();
+  return clients;
+}
+
+Deno.test({
+  name: "db faults: the server's database connections are terminated mid-traffic; nothing acknowledged is lost",
+  ignore: !postgresUrl,
+  ...sanitized,
+  async fn() {
+    await using db = await createScratchDatabase(postgresUrl!);
+    await using server = await startTestServer({ name: "postgres", env: { DATABASE_URL: db.url } }, {
+      RATE_LIMIT_PER_SEC: "0",
+      DB_POOL_SIZE: "4",
+    });
+    const clients = await loggedInClients(server, SENDERS + 1);
+    try {
+      const traffic = startTraffic(clients.slice(0, SENDERS));
+      let terminated = 0;
+      try {
+        await waitUntil(() => traffic.logs.some((l) => l.acked.size >= 20), 15_000, "traffic to flow");
+        for (let round = 0; round < 6; round++) {
+          terminated += await db.terminateServerBackends();
+          await sleep(250);
+        }
+      } finally {
+        await traffic.stop();
+      }
+      assert(terminated > 0, "no server connection was terminated: the fault was not injected");
+      await assertRecovers(clients[SENDERS], 15_000);
+      const acked = traffic.logs.reduce((n, l) => n + l.acked.size, 0);
+      assert(acked >= 20, `only ${acked} acknowledged`);
+      await assertHistoryConsistent(clients[SENDERS], traffic.logs);
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+    }
+  },
+});
+
+Deno.test({
+  name: "db faults: the database is unreachable for 3 s mid-traffic; sends get unavailable, the server recovers",
+  ignore: !postgresUrl,
+  ...sanitized,
+  async fn() {
+    await using db = await createScratchDatabase(postgresUrl!);
+    await using proxy = startProxy(targetOf(postgresUrl!));
+    await using server = await startTestServer({ name: "postgres", env: { DATABASE_URL: proxiedUrl(db.url, proxy) } }, {
+      RATE_LIMIT_PER_SEC: "0",
+      DB_POOL_SIZE: "4",
+    });
+    const clients = await loggedInClients(server, SENDERS + 1);
+    try {
+      const traffic = startTraffic(clients.slice(0, SENDERS));
+      let refusedDuringOutage = 0;
+      try {
+        await waitUntil(() => traffic.logs.some((l) => l.acked.size >= 20), 15_000, "traffic to flow");
+        await proxy.cut();
+        const failedBefore = traffic.logs.reduce((n, l) => n + l.failed.size, 0);
+        // Bounded outage: traffic keeps coming for 3 s, then the database returns.
+        await waitUntil(
+          () => traffic.logs.reduce((n, l) => n + l.failed.size, 0) > failedBefore,
+          10_000,
+          "a send to be refused during the outage",
+        );
+        await sleep(3000);
+        refusedDuringOutage = traffic.logs.reduce((n, l) => n + l.failed.size, 0) - failedBefore;
+        proxy.restore();
+        // Traffic continues after the database is back, on the same server process.
+        const ackedAtRestore = traffic.logs.reduce((n, l) => n + l.acked.size, 0);
+        await waitUntil(
+          () => traffic.logs.reduce((n, l) => n + l.acked.size, 0) >= ackedAtRestore + 20,
+          20_000,
+          "sends to succeed again after the outage",
+        );
+      } finally {
+        if (proxy.isCut) proxy.restore();
+        await traffic.stop();
+      }
+      assert(refusedDuringOutage > 0, "no send was refused during the outage");
+      await assertRecovers(clients[SENDERS], 15_000);
+      await assertHistoryConsistent(clients[SENDERS], traffic.logs);
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+    }
+  },
+});
