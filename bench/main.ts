@@ -10,7 +10,7 @@ import { note, print, table, transcript } from "./out.ts";
 import { clockTicksPerSecond } from "./proc.ts";
 import { printProfile, summarise } from "./profile.ts";
 import { profilesWritten, stopAll } from "./servers.ts";
-import { type BenchContext, printReport, type ScenarioReport, verdict } from "./scenarios/common.ts";
+import { type BenchContext, printReport, type ScenarioReport, serverCodes, verdict } from "./scenarios/common.ts";
 import { fanout } from "./scenarios/fanout.ts";
 import { history } from "./scenarios/history.ts";
 import { idle } from "./scenarios/idle.ts";
@@ -82,7 +82,11 @@ async function main(argv: string[]): Promise<number> {
   };
   Deno.addSignalListener("SIGINT", interrupted);
 
-  print(`# chat server bench ${started.toISOString()} on ${db.description}${args.quick ? " (quick)" : ""}`);
+  const revision = await gitRevision();
+  print(
+    `# chat server bench ${started.toISOString()} on ${db.description}${args.quick ? " (quick)" : ""}; ` +
+      `code ${revision}`,
+  );
   const reports: ScenarioReport[] = [];
   const failures: string[] = [];
   try {
@@ -91,6 +95,7 @@ async function main(argv: string[]): Promise<number> {
       const ctx: BenchContext = { db, quick: args.quick, cpuProfDir, scenario: name };
       try {
         const report = await SCENARIOS[name](ctx);
+        report.server_code = serverCodes.get(name);
         reports.push(report);
         printReport(report);
       } catch (err) {
@@ -116,6 +121,22 @@ async function main(argv: string[]): Promise<number> {
   return failures.length > 0 ? 1 : 0;
 }
 
+/** HEAD, and the server files with uncommitted changes (others edit lib/ while benches run). */
+async function gitRevision(): Promise<string> {
+  try {
+    const git = (args: string[]) =>
+      new Deno.Command("git", { args, stdout: "piped", stderr: "null" }).output().then((o) =>
+        new TextDecoder().decode(o.stdout).trimEnd()
+      );
+    const head = await git(["rev-parse", "--short", "HEAD"]);
+    const dirty = (await git(["status", "--porcelain", "--", "lib", "main.ts", "schema.sql"])).split("\n")
+      .filter(Boolean).map((l) => l.slice(3));
+    return dirty.length > 0 ? `${head} + uncommitted ${dirty.join(", ")}` : head;
+  } catch {
+    return "unknown";
+  }
+}
+
 function printSummary(reports: ScenarioReport[], failures: string[]): void {
   const rows = [["target", "wanted", "measured", "ratio", "verdict"]];
   for (const report of reports) {
@@ -125,6 +146,14 @@ function printSummary(reports: ScenarioReport[], failures: string[]): void {
   }
   print("== summary");
   print(table(rows));
+  const codes = new Set(reports.map((r) => r.server_code));
+  if (codes.size > 1) {
+    print(
+      `WARNING: the server's code changed during the run: ${
+        reports.map((r) => `${r.scenario}=${r.server_code}`).join(" ")
+      }`,
+    );
+  } else if (reports.length > 0) print(`server code (lib/, main.ts, schema.sql) hash: ${reports[0].server_code}`);
   const saturated = reports.filter((r) => r.loadgen.saturated).map((r) => r.scenario);
   if (saturated.length > 0) print(`load generator saturated a core in: ${saturated.join(", ")}`);
   for (const failure of failures) print(`FAILED: ${failure}`);
@@ -137,6 +166,7 @@ async function save(started: Date, args: Args, reports: ScenarioReport[], failur
   await Deno.mkdir(dir, { recursive: true });
   const json = {
     started: started.toISOString(),
+    revision: transcript[0]?.replace(/^.*; code /, ""),
     args,
     machine: { cores: navigator.hardwareConcurrency, loadavg: Deno.loadavg(), deno: Deno.version.deno },
     reports: reports.map(({ rows: _rows, ...r }) => r),

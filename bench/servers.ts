@@ -65,6 +65,25 @@ export async function startServer(options: ServerOptions): Promise<Process> {
   };
 }
 
+/**
+ * A short hash of the server's code (lib/, main.ts, schema.sql) as it is on disk now, i.e. as a
+ * server started now runs it: other people edit lib/ while benches run.
+ */
+export async function serverCodeHash(): Promise<string> {
+  const files = [MAIN, new URL("../schema.sql", import.meta.url).pathname];
+  const lib = new URL("../lib/", import.meta.url).pathname;
+  for (const entry of Deno.readDirSync(lib)) {
+    if (entry.isFile && entry.name.endsWith(".ts") && !entry.name.endsWith("_test.ts")) files.push(lib + entry.name);
+  }
+  files.sort();
+  const hash = new Uint8Array(32);
+  for (const file of files) {
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await Deno.readFile(file)));
+    for (let i = 0; i < 32; i++) hash[i] ^= digest[i] ^ file.length;
+  }
+  return [...hash.slice(0, 6)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** Profiles renamed so far in this run. */
 export const profilesWritten: string[] = [];
 

@@ -5,7 +5,10 @@ import { LoadClient } from "../client.ts";
 import type { BenchDatabase } from "../database.ts";
 import { fmt, print, progress, table } from "../out.ts";
 import { CpuMeter, rssKiB } from "../proc.ts";
-import { type Process, startServer } from "../servers.ts";
+import { type Process, serverCodeHash, startServer } from "../servers.ts";
+
+/** The server code hash each scenario's server started with. */
+export const serverCodes = new Map<string, string>();
 
 export interface BenchContext {
   readonly db: BenchDatabase;
@@ -32,6 +35,8 @@ export type Row = [string, string, string, string];
 
 export interface ScenarioReport {
   scenario: string;
+  /** Hash of the server's code (lib/, main.ts, schema.sql) when its server started. */
+  server_code?: string;
   params: Record<string, unknown>;
   results: Record<string, unknown>;
   ceiling: Record<string, unknown>;
@@ -101,8 +106,13 @@ export function verdict(pass: boolean | null): string {
 }
 
 /** Starts a chat server on the bench database with `env` over the bench's defaults. */
-export function startChatServer(ctx: BenchContext, env: Record<string, string> = {}): Promise<Process> {
-  return startServer({ env: { ...ctx.db.serverEnv, ...env }, cpuProfDir: ctx.cpuProfDir, profileName: ctx.scenario });
+export async function startChatServer(ctx: BenchContext, env: Record<string, string> = {}): Promise<Process> {
+  serverCodes.set(ctx.scenario, await serverCodeHash());
+  return await startServer({
+    env: { ...ctx.db.serverEnv, ...env },
+    cpuProfDir: ctx.cpuProfDir,
+    profileName: ctx.scenario,
+  });
 }
 
 /** The server's warnings and errors, summarised (counts per message, first of each). */
