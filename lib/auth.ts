@@ -16,6 +16,13 @@ const bcrypt = bcryptModule as unknown as {
   compare(password: string, hash: string): Promise<boolean>;
 };
 
+/**
+ * bcrypt runs on worker threads; more of them than cores would take CPU from the event loop that
+ * delivers messages, so hashes beyond this wait their turn (a login burst then queues, while
+ * delivery keeps a core).
+ */
+const HASH_SLOTS = Math.max(1, (navigator.hardwareConcurrency ?? 2) - 1);
+
 /** Failed logins allowed per username before throttling, then one more every 12 s. */
 const USERNAME_FAILURE_BURST = 5;
 const USERNAME_FAILURES_PER_SEC = 1 / 12;
@@ -41,6 +48,7 @@ export class AuthService {
   readonly #usernameFailures = new TokenBuckets(USERNAME_FAILURES_PER_SEC, USERNAME_FAILURE_BURST);
   readonly #addressFailures = new TokenBuckets(ADDRESS_FAILURES_PER_SEC, ADDRESS_FAILURE_BURST);
   #dummyHash: Promise<string> | undefined;
+  readonly #hashSlots = new Semaphore(HASH_SLOTS);
 
   constructor(db: Database, log: Logger, options: AuthOptions) {
     this.#db = db;
@@ -54,7 +62,7 @@ export class AuthService {
     const password = checkPassword(passwordValue);
     // Checked before hashing, so that taken names cost no bcrypt work; the insert checks again.
     if ((await this.#query(NAME_TAKEN_SQL, [username])).length > 0) throw usernameTaken();
-    const hash = await bcrypt.hash(password, this.#cost);
+    const hash = await this.#hashSlots.run(() => bcrypt.hash(password, this.#cost));
     let inserted: unknown[];
     try {
       inserted = await this.#db.query(INSERT_USER_SQL, [username, hash]);
@@ -82,7 +90,8 @@ export class AuthService {
     const hash = row?.password_hash ?? await this.#dummy();
     let matches = false;
     try {
-      matches = (await bcrypt.compare(password, hash)) && row !== undefined && password !== "";
+      matches = (await this.#hashSlots.run(() => bcrypt.compare(password, hash))) && row !== undefined &&
+        password !== "";
     } catch (err) {
       // A stored hash bcrypt cannot read is a failed login, not a crash.
       this.#log.warn("unreadable password hash", { user_id: row?.id, error: String(err) });
@@ -122,6 +131,28 @@ export class AuthService {
       error: err instanceof Error ? err.message : String(err),
     });
     return unavailable(err);
+  }
+}
+
+/** At most `slots` tasks at once; the others wait in arrival order. */
+class Semaphore {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(slots: number) {
+    this.#free = slots;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free++;
+    }
   }
 }
 
