@@ -192,20 +192,9 @@ export async function waitUntil(condition: () => boolean | Promise<boolean>, ms:
   }
 }
 
-/** Resident memory of a process from /proc (bytes), or of this one. */
-export function rssBytes(pid?: number): number {
-  if (pid === undefined) return Deno.memoryUsage().rss;
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
-  if (!match) throw new Error(`no VmRSS for ${pid}`);
-  return Number(match[1]) * 1024;
-}
-
-/** Open file descriptors of a process, from /proc. */
-export function openFds(pid: number): number {
-  let count = 0;
-  for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) count++;
-  return count;
+/** Resident memory of this process (bytes). */
+export function rssBytes(): number {
+  return Deno.memoryUsage().rss;
 }
 
 /**
