@@ -241,8 +241,10 @@ export class LoadClient {
     }
     // `,"sender":"` then the name (no quotes in usernames) then `","message":"`.
     if (c !== 0x2c || b[i + 2] !== 0x73) return false;
-    i = b.indexOf(QUOTE, i + 11);
-    if (i < 0 || i >= e) return false;
+    // A plain loop: names are short, and indexOf costs a builtin call per line.
+    i += 11;
+    while (i < e && b[i] !== QUOTE) i++;
+    if (i >= e) return false;
     i += 13;
     if (b[i - 2] !== 0x3a || b[i] !== 0x42) return false; // ':' before the opening quote, then 'B'
     let v = 0;

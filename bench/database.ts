@@ -93,8 +93,7 @@ async function openPostgres(adminUrl: string): Promise<BenchDatabase> {
   const sql = postgres(url.toString(), { max: POOL_SIZE, prepare: true, onnotice: () => {}, connect_timeout: 5 });
   const runner: Runner = {
     async query(text, params = []) {
-      // deno-lint-ignore no-explicit-any
-      return await sql.unsafe(text, params as any[], { prepare: true });
+      return await sql.unsafe(text, params as Parameters<typeof sql.unsafe>[1], { prepare: true });
     },
     async insertRows(rows) {
       const values = rows.map((r) => ({ sender_id: r.senderId, content: r.content }));
