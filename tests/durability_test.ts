@@ -228,8 +228,9 @@ for (const { name, open } of stores) {
       assertEquals(history.map((m) => m.message), sequences[0], `${where}: history is not what was broadcast`);
       const failedTexts = new Set(logs.flatMap((log) => [...log.failed.keys()]));
       assertEquals(history.filter((m) => failedTexts.has(m.message)), [], `${where}: a refused send was stored`);
-      // `refused` may be 0 when SIGTERM found no send in flight; the assertions above hold either way.
-      assert(refused >= 0);
+      // `refused` (sends answered unavailable during shutdown) may be 0 when SIGTERM found none
+      // arriving; the assertions above hold either way.
+      void refused;
     },
   });
 }
