@@ -21,6 +21,8 @@ export interface ChatService extends AsyncDisposable {
 export interface StartOptions {
   /** Use this database instead of opening one from the config; it is left open on close. */
   database?: Database;
+  /** How long a message batch may wait for the database (tests shorten it). */
+  commitTimeoutMs?: number;
 }
 
 export async function startChatService(config: Config, log: Logger, options: StartOptions = {}): Promise<ChatService> {
@@ -36,7 +38,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     const hub = new Hub();
     const auth = new AuthService(db, log, { bcryptCost: config.bcryptCost });
     auth.warmUp();
-    const messages = new MessageService(db, hub, log, config.maxHistoryLimit);
+    const messages = new MessageService(db, hub, log, config.maxHistoryLimit, options.commitTimeoutMs);
     await messages.loadRecent();
     const dispatcher = new Dispatcher(auth, messages, hub, log, config);
     const server = new ChatServer(config, dispatcher, hub, messages, log);

@@ -64,15 +64,28 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 }
 
 function openPostgres(url: string, poolSize: number, log: Logger): Database {
-  const sql = postgres(url, {
-    max: poolSize,
-    prepare: true,
-    connect_timeout: 5,
-    idle_timeout: 60,
-    // postgres.js reconnects on the next query after a connection is lost; nothing to do here.
-    onnotice: (notice) => log.debug("database notice", { message: notice.message }),
-    connection: { application_name: "chat-server" },
-  });
+  const connect = () =>
+    postgres(url, {
+      max: poolSize,
+      prepare: true,
+      connect_timeout: 5,
+      idle_timeout: 60,
+      // postgres.js reconnects on the next query after a connection is lost; nothing to do here.
+      onnotice: (notice) => log.debug("database notice", { message: notice.message }),
+      connection: { application_name: "chat-server" },
+    });
+  let sql = connect();
+  /**
+   * A query that outlives its timeout most likely sits on a connection that will never answer (a
+   * network partition leaves it open but silent), and the pool would keep handing such
+   * connections out: start a fresh pool and drop the old one's connections.
+   */
+  const replacePool = (reason: string) => {
+    const stale = sql;
+    sql = connect();
+    log.warn("database pool replaced", { reason });
+    stale.end({ timeout: 0 }).catch(() => {});
+  };
   return {
     kind: "postgres",
     async query<T extends Row>(text: string, params: unknown[] = [], options: QueryOptions = {}): Promise<T[]> {
@@ -83,8 +96,11 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
         if (options.timeoutMs === undefined) return await pending;
         const timedOut = new Promise<never>((_, reject) => {
           timer = setTimeout(() => {
+            const message = `query timed out after ${options.timeoutMs} ms`;
+            pending.catch(() => {}); // Settles later, if ever, after nobody waits for it.
             pending.cancel();
-            reject(new DatabaseError(`query timed out after ${options.timeoutMs} ms`, undefined, undefined));
+            replacePool(message);
+            reject(new DatabaseError(message, undefined, undefined));
           }, options.timeoutMs);
         });
         return await Promise.race([pending, timedOut]);

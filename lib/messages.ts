@@ -21,7 +21,7 @@ const MAX_BATCH_CHARS = 512_000;
  * A batch the database has not confirmed by then is cancelled and its senders told unavailable,
  * so that a database that hangs (rather than fails) cannot stall every sender behind it.
  */
-const COMMIT_TIMEOUT_MS = 10_000;
+export const COMMIT_TIMEOUT_MS = 10_000;
 
 // unnest keeps the input order, so RETURNING lists the new ids in the order of the batch.
 const INSERT_BATCH_SQL = `INSERT INTO messages (sender_id, content, timestamp)
@@ -64,10 +64,12 @@ export class MessageService {
   #stats = { committed: 0, failed: 0, batches: 0 };
   readonly #recent: RecentMessages;
   readonly #recentCapacity: number;
+  readonly #commitTimeoutMs: number;
 
   /** `recentCapacity`: how many of the newest messages history serves from memory (MAX_HISTORY_LIMIT). */
-  constructor(db: Database, hub: Hub, log: Logger, recentCapacity: number) {
+  constructor(db: Database, hub: Hub, log: Logger, recentCapacity: number, commitTimeoutMs = COMMIT_TIMEOUT_MS) {
     this.#db = db;
+    this.#commitTimeoutMs = commitTimeoutMs;
     this.#hub = hub;
     this.#log = log;
     this.#recentCapacity = recentCapacity;
@@ -152,7 +154,7 @@ export class MessageService {
       let rows: { id: number; timestamp: string }[];
       try {
         rows = await this.#db.query(INSERT_BATCH_SQL, [items.map((m) => m.user.id), items.map((m) => m.text)], {
-          timeoutMs: COMMIT_TIMEOUT_MS,
+          timeoutMs: this.#commitTimeoutMs,
         });
       } catch (err) {
         this.#stats.failed += items.length;

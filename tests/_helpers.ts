@@ -3,7 +3,7 @@
 
 import "./_pglite_timers.ts";
 import { TestClient } from "./_client.ts";
-import { type ChatService, startChatService } from "../lib/app.ts";
+import { type ChatService, startChatService, type StartOptions } from "../lib/app.ts";
 import { type Environment, parseConfig } from "../lib/config.ts";
 import { applySchema, type Database, openDatabase } from "../lib/db.ts";
 import { Logger } from "../lib/log.ts";
@@ -60,7 +60,11 @@ export interface TestServer extends AsyncDisposable {
  * Starts a chat service on 127.0.0.1 and an ephemeral port with fast bcrypt. `env` overrides any
  * setting (as the environment would). PGlite servers share the file's database.
  */
-export async function startTestServer(backend: Backend = backends[0], env: Environment = {}): Promise<TestServer> {
+export async function startTestServer(
+  backend: Backend = backends[0],
+  env: Environment = {},
+  options: Omit<StartOptions, "database"> = {},
+): Promise<TestServer> {
   const config = parseConfig({
     HOST: "127.0.0.1",
     PORT: "0",
@@ -70,7 +74,7 @@ export async function startTestServer(backend: Backend = backends[0], env: Envir
     ...env,
   });
   const database = backend.name === "pglite" && !env.DATA_DIR ? sharedPgliteDatabase() : undefined;
-  const service = await startChatService(config, testLog, { database });
+  const service = await startChatService(config, testLog, { ...options, database });
   const close = () => service.close();
   return {
     service,

@@ -25,6 +25,17 @@ export interface TcpProxy extends AsyncDisposable {
   cut(): Promise<void>;
   /** Listens again on the same port. A no-op unless cut. */
   restore(): void;
+  /**
+   * Holds every byte in both directions while connections stay open, as a network partition does:
+   * nothing is refused or reset, nothing arrives. resume() delivers what was held.
+   */
+  stall(): void;
+  resume(): void;
+  /**
+   * Holds every byte of the connections open now, for good, while new connections work: links
+   * that died silently (a dropped NAT or firewall entry) while the database itself is fine.
+   */
+  silenceExisting(): void;
   /** cut(), for good. */
   close(): Promise<void>;
 }
@@ -54,6 +65,10 @@ export function targetOf(url: string): ProxyTarget {
 interface Link {
   sockets: Deno.Conn[];
   closed: boolean;
+  /** Settles when the proxy is not stalled. */
+  open: () => Promise<void>;
+  /** Set when this link is silenced: it settles only when the proxy is cut. */
+  silenced?: PromiseWithResolvers<void>;
 }
 
 class Proxy implements TcpProxy {
@@ -64,6 +79,7 @@ class Proxy implements TcpProxy {
   /** Every accept loop and forwarding task still running. */
   readonly #tasks = new Set<Promise<void>>();
   #listener: Deno.TcpListener | undefined;
+  #stalled: PromiseWithResolvers<void> | undefined;
 
   constructor(target: ProxyTarget, hostname: string, port: number) {
     this.#target = target;
@@ -82,12 +98,27 @@ class Proxy implements TcpProxy {
   }
 
   async cut(): Promise<void> {
+    this.resume();
+    for (const link of this.#links) link.silenced?.resolve();
     const listener = this.#listener;
     this.#listener = undefined;
     if (listener) closeQuietly(listener);
     for (const link of this.#links) closeLink(link);
     // Tasks started while we wait (none can be: the listener is closed) are awaited as well.
     while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
+  }
+
+  stall(): void {
+    this.#stalled ??= Promise.withResolvers<void>();
+  }
+
+  silenceExisting(): void {
+    for (const link of this.#links) link.silenced ??= Promise.withResolvers<void>();
+  }
+
+  resume(): void {
+    this.#stalled?.resolve();
+    this.#stalled = undefined;
   }
 
   restore(): void {
@@ -128,7 +159,11 @@ class Proxy implements TcpProxy {
   }
 
   async #forward(client: Deno.TcpConn): Promise<void> {
-    const link: Link = { sockets: [client], closed: false };
+    const link: Link = {
+      sockets: [client],
+      closed: false,
+      open: () => link.silenced?.promise ?? this.#stalled?.promise ?? Promise.resolve(),
+    };
     this.#links.add(link);
     try {
       let upstream: Deno.TcpConn;
@@ -158,6 +193,8 @@ async function pipe(from: Deno.Conn, to: Deno.Conn, link: Link): Promise<void> {
     while (!link.closed) {
       const n = await from.read(buffer);
       if (n === null) break;
+      await link.open();
+      if (link.closed) break;
       let offset = 0;
       while (offset < n) offset += await to.write(buffer.subarray(offset, n));
     }
