@@ -9,8 +9,8 @@ import { type BenchDatabase, openBenchDatabase } from "./database.ts";
 import { note, print, table, transcript } from "./out.ts";
 import { clockTicksPerSecond } from "./proc.ts";
 import { printProfile, summarise } from "./profile.ts";
-import { profilesWritten, stopAll } from "./servers.ts";
-import { type BenchContext, printReport, type ScenarioReport, serverCodes, verdict } from "./scenarios/common.ts";
+import { profilesWritten, removeSnapshot, snapshotServerCode, stopAll } from "./servers.ts";
+import { type BenchContext, printReport, type ScenarioReport, verdict } from "./scenarios/common.ts";
 import { fanout } from "./scenarios/fanout.ts";
 import { history } from "./scenarios/history.ts";
 import { idle } from "./scenarios/idle.ts";
@@ -27,6 +27,7 @@ const USAGE = `deno task bench [options]
   --embedded       the server on embedded PGlite (in memory) instead of PostgreSQL
   --quick          short phases (about a minute in all), for development
   --profile        servers write V8 CPU profiles to bench/results/profiles/
+  --head           bench the server as committed (git HEAD), not the working tree
   --no-save        do not write bench/results/
 PostgreSQL: DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres; a throw-away
 database chat_bench_<pid> is created there and dropped at the end.`;
@@ -37,16 +38,25 @@ interface Args {
   quick: boolean;
   profile: boolean;
   save: boolean;
+  head: boolean;
 }
 
 function parseArgs(argv: string[]): Args | string {
-  const args: Args = { scenarios: Object.keys(SCENARIOS), embedded: false, quick: false, profile: false, save: true };
+  const args: Args = {
+    scenarios: Object.keys(SCENARIOS),
+    embedded: false,
+    quick: false,
+    profile: false,
+    save: true,
+    head: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--embedded") args.embedded = true;
     else if (arg === "--quick") args.quick = true;
     else if (arg === "--profile") args.profile = true;
     else if (arg === "--no-save") args.save = false;
+    else if (arg === "--head") args.head = true;
     else if (arg === "--scenario" || arg.startsWith("--scenario=")) {
       const value = arg.includes("=") ? arg.slice(arg.indexOf("=") + 1) : argv[++i] ?? "";
       args.scenarios = value.split(",").map((s) => s.trim()).filter(Boolean);
@@ -78,14 +88,23 @@ async function main(argv: string[]): Promise<number> {
   }
   const interrupted = () => {
     note("bench: interrupted; stopping the servers and dropping the database");
-    void stopAll().finally(() => db.close()).finally(() => Deno.exit(130));
+    void stopAll().finally(() => db.close()).finally(() => removeSnapshot()).finally(() => Deno.exit(130));
   };
   Deno.addSignalListener("SIGINT", interrupted);
 
-  const revision = await gitRevision();
+  // One version of the server for the whole run, whatever happens to lib/ meanwhile.
+  const revision = args.head ? `${await gitHead()} (HEAD)` : await gitRevision();
+  let codeHash: string;
+  try {
+    codeHash = await snapshotServerCode(args.head);
+  } catch (err) {
+    await db.close();
+    note(`bench: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
   print(
     `# chat server bench ${started.toISOString()} on ${db.description}${args.quick ? " (quick)" : ""}; ` +
-      `code ${revision}`,
+      `server code ${revision}, copied at start (hash ${codeHash})`,
   );
   const reports: ScenarioReport[] = [];
   const failures: string[] = [];
@@ -95,7 +114,6 @@ async function main(argv: string[]): Promise<number> {
       const ctx: BenchContext = { db, quick: args.quick, cpuProfDir, scenario: name };
       try {
         const report = await SCENARIOS[name](ctx);
-        report.server_code = serverCodes.get(name);
         reports.push(report);
         printReport(report);
       } catch (err) {
@@ -107,6 +125,7 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     await stopAll();
     await db.close();
+    await removeSnapshot();
     Deno.removeSignalListener("SIGINT", interrupted);
   }
   printSummary(reports, failures);
@@ -121,14 +140,20 @@ async function main(argv: string[]): Promise<number> {
   return failures.length > 0 ? 1 : 0;
 }
 
+function git(args: string[]): Promise<string> {
+  return new Deno.Command("git", { args, stdout: "piped", stderr: "null" }).output().then((o) =>
+    new TextDecoder().decode(o.stdout).trimEnd()
+  );
+}
+
+async function gitHead(): Promise<string> {
+  return await git(["rev-parse", "--short", "HEAD"]).catch(() => "unknown");
+}
+
 /** HEAD, and the server files with uncommitted changes (others edit lib/ while benches run). */
 async function gitRevision(): Promise<string> {
   try {
-    const git = (args: string[]) =>
-      new Deno.Command("git", { args, stdout: "piped", stderr: "null" }).output().then((o) =>
-        new TextDecoder().decode(o.stdout).trimEnd()
-      );
-    const head = await git(["rev-parse", "--short", "HEAD"]);
+    const head = await gitHead();
     const dirty = (await git(["status", "--porcelain", "--", "lib", "main.ts", "schema.sql"])).split("\n")
       .filter(Boolean).map((l) => l.slice(3));
     return dirty.length > 0 ? `${head} + uncommitted ${dirty.join(", ")}` : head;
@@ -146,14 +171,6 @@ function printSummary(reports: ScenarioReport[], failures: string[]): void {
   }
   print("== summary");
   print(table(rows));
-  const codes = new Set(reports.map((r) => r.server_code));
-  if (codes.size > 1) {
-    print(
-      `WARNING: the server's code changed during the run: ${
-        reports.map((r) => `${r.scenario}=${r.server_code}`).join(" ")
-      }`,
-    );
-  } else if (reports.length > 0) print(`server code (lib/, main.ts, schema.sql) hash: ${reports[0].server_code}`);
   const saturated = reports.filter((r) => r.loadgen.saturated).map((r) => r.scenario);
   if (saturated.length > 0) print(`load generator saturated a core in: ${saturated.join(", ")}`);
   for (const failure of failures) print(`FAILED: ${failure}`);
@@ -166,7 +183,7 @@ async function save(started: Date, args: Args, reports: ScenarioReport[], failur
   await Deno.mkdir(dir, { recursive: true });
   const json = {
     started: started.toISOString(),
-    revision: transcript[0]?.replace(/^.*; code /, ""),
+    server_code: transcript[0]?.replace(/^.*; server code /, ""),
     args,
     machine: { cores: navigator.hardwareConcurrency, loadavg: Deno.loadavg(), deno: Deno.version.deno },
     reports: reports.map(({ rows: _rows, ...r }) => r),

@@ -5,7 +5,8 @@
 import { listeningPort } from "./proc.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
+/** The server's entry point: a snapshot of the code (see snapshotServerCode), else the working tree's. */
+let serverMain = new URL("../main.ts", import.meta.url).pathname;
 const RELAY = new URL("./relay.ts", import.meta.url).pathname;
 const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 15_000;
@@ -46,7 +47,10 @@ export const SERVER_DEFAULTS: Record<string, string> = {
 
 export async function startServer(options: ServerOptions): Promise<Process> {
   const prof = options.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfDir}`] : [];
-  const server = await spawn("server", ["run", "-P=server", ...prof, MAIN], { ...SERVER_DEFAULTS, ...options.env });
+  const server = await spawn("server", ["run", `--config=${ROOT}deno.json`, "-P=server", ...prof, serverMain], {
+    ...SERVER_DEFAULTS,
+    ...options.env,
+  });
   const { cpuProfDir, profileName } = options;
   if (!cpuProfDir || !profileName) return server;
   return {
@@ -65,23 +69,53 @@ export async function startServer(options: ServerOptions): Promise<Process> {
   };
 }
 
+/** Where the snapshot of the server's code is, while there is one. */
+let snapshotDir: string | undefined;
+
 /**
- * A short hash of the server's code (lib/, main.ts, schema.sql) as it is on disk now, i.e. as a
- * server started now runs it: other people edit lib/ while benches run.
+ * Copies the server's code (main.ts, lib/, client/, schema.sql; from the working tree, or from git's
+ * HEAD with `fromHead`) to a temporary directory and runs
+ * every server of this bench from there: others edit lib/ while benches run, and one run must
+ * measure one version. Returns a short hash of the copied server files. The servers still run with
+ * the project's deno.json (imports, permissions) and node_modules: the working directory is the
+ * project's.
  */
-export async function serverCodeHash(): Promise<string> {
-  const files = [MAIN, new URL("../schema.sql", import.meta.url).pathname];
-  const lib = new URL("../lib/", import.meta.url).pathname;
-  for (const entry of Deno.readDirSync(lib)) {
-    if (entry.isFile && entry.name.endsWith(".ts") && !entry.name.endsWith("_test.ts")) files.push(lib + entry.name);
+export async function snapshotServerCode(fromHead: boolean): Promise<string> {
+  const copy = fromHead
+    ? 'git archive HEAD main.ts lib client schema.sql | tar -x -C "$dir"'
+    : 'cp -r main.ts lib client schema.sql "$dir"/';
+  const out = await new Deno.Command("sh", {
+    args: ["-c", `dir=$(mktemp -d /tmp/chat-bench-code.XXXXXX) && ${copy} && echo "$dir"`],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dir = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success || !dir) throw new Error(`cannot copy the server's code: ${new TextDecoder().decode(out.stderr)}`);
+  snapshotDir = dir;
+  serverMain = `${dir}/main.ts`;
+  const files = [serverMain, `${dir}/schema.sql`];
+  for (const entry of Deno.readDirSync(`${dir}/lib`)) {
+    if (entry.isFile && entry.name.endsWith(".ts") && !entry.name.endsWith("_test.ts")) {
+      files.push(`${dir}/lib/${entry.name}`);
+    }
   }
   files.sort();
   const hash = new Uint8Array(32);
   for (const file of files) {
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await Deno.readFile(file)));
-    for (let i = 0; i < 32; i++) hash[i] ^= digest[i] ^ file.length;
+    const name = new TextEncoder().encode(file.slice(dir.length));
+    for (let i = 0; i < 32; i++) hash[i] ^= digest[i] ^ (name[i % name.length] ?? 0) ^ i;
   }
   return [...hash.slice(0, 6)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Removes the snapshot of the server's code. */
+export async function removeSnapshot(): Promise<void> {
+  if (!snapshotDir) return;
+  const dir = snapshotDir;
+  snapshotDir = undefined;
+  await new Deno.Command("rm", { args: ["-rf", "--", dir], stdout: "null", stderr: "null" }).output();
 }
 
 /** Profiles renamed so far in this run. */

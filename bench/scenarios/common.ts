@@ -5,10 +5,7 @@ import { LoadClient } from "../client.ts";
 import type { BenchDatabase } from "../database.ts";
 import { fmt, print, progress, table } from "../out.ts";
 import { CpuMeter, rssKiB } from "../proc.ts";
-import { type Process, serverCodeHash, startServer } from "../servers.ts";
-
-/** The server code hash each scenario's server started with. */
-export const serverCodes = new Map<string, string>();
+import { type Process, startServer } from "../servers.ts";
 
 export interface BenchContext {
   readonly db: BenchDatabase;
@@ -35,8 +32,6 @@ export type Row = [string, string, string, string];
 
 export interface ScenarioReport {
   scenario: string;
-  /** Hash of the server's code (lib/, main.ts, schema.sql) when its server started. */
-  server_code?: string;
   params: Record<string, unknown>;
   results: Record<string, unknown>;
   ceiling: Record<string, unknown>;
@@ -107,7 +102,6 @@ export function verdict(pass: boolean | null): string {
 
 /** Starts a chat server on the bench database with `env` over the bench's defaults. */
 export async function startChatServer(ctx: BenchContext, env: Record<string, string> = {}): Promise<Process> {
-  serverCodes.set(ctx.scenario, await serverCodeHash());
   return await startServer({
     env: { ...ctx.db.serverEnv, ...env },
     cpuProfDir: ctx.cpuProfDir,
