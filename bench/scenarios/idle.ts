@@ -37,6 +37,9 @@ interface HoldResult {
   rss_before_kib: number;
   rss_after_kib: number;
   kb_per_connection: number;
+  /** The load generator's RSS while it holds them, and its growth per connection (garbage collection of
+   * earlier scenarios' leftovers can hide that growth: read it with care). */
+  loadgen_rss_kib: number;
   loadgen_kb_per_connection: number;
   /** Connections that got the broadcast, and how long the last one took. */
   reached: number;
@@ -83,6 +86,7 @@ async function hold(
       rss_before_kib: before,
       rss_after_kib: after,
       kb_per_connection: round(((after - before) * 1.024) / count, 2),
+      loadgen_rss_kib: selfAfter,
       loadgen_kb_per_connection: round(((selfAfter - selfBefore) * 1.024) / count, 2),
       reached,
       broadcast_latency: latency.summary(),
@@ -168,7 +172,13 @@ export async function idle(ctx: BenchContext): Promise<ScenarioReport> {
       ["broadcast latency max (ms)", fmt(measured.broadcast_latency.max_ms), fmt(ceiling.broadcast_latency.max_ms), ""],
       ["connect+login time (s)", fmt(measured.setup_s), fmt(ceiling.setup_s), ""],
       [
-        "load generator KB per connection",
+        "load generator RSS holding them (MiB)",
+        fmt(measured.loadgen_rss_kib / 1024),
+        fmt(ceiling.loadgen_rss_kib / 1024),
+        "",
+      ],
+      [
+        "load generator KB per connection (GC blurs it)",
         fmt(measured.loadgen_kb_per_connection),
         fmt(ceiling.loadgen_kb_per_connection),
         "",
