@@ -72,7 +72,10 @@ function shortUrl(url: string): string {
   const nm = url.indexOf("node_modules/");
   if (nm >= 0) return url.slice(nm + "node_modules/".length).replace(/^\.deno\/[^/]+\/node_modules\//, "");
   const root = new URL("..", import.meta.url).href;
-  return url.startsWith(root) ? url.slice(root.length) : url;
+  if (url.startsWith(root)) return url.slice(root.length);
+  // The bench runs servers from a copy of the code in /tmp/chat-bench-code.XXXXXX/.
+  const copy = /\/chat-bench-code\.[^/]+\/(.*)$/.exec(url);
+  return copy ? copy[1] : url;
 }
 
 function sourceOf(functionName: string, url: string): string {
