@@ -4,6 +4,7 @@
 import postgres from "postgres";
 import { PGlite } from "@electric-sql/pglite";
 import type { Logger } from "./log.ts";
+import { DenoPgSocket, plainTcpTarget } from "./pg_socket.ts";
 
 export type Row = Record<string, unknown>;
 
@@ -64,8 +65,14 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 }
 
 function openPostgres(url: string, poolSize: number, log: Logger): Database {
+  const target = plainTcpTarget(url);
+  // Deno's own TCP for plain connections (far cheaper per write); node:net for TLS and the rest.
+  const socket = target
+    ? { socket: () => new DenoPgSocket(target.hostname, target.port) as unknown as import("node:net").Socket }
+    : {};
   const connect = () =>
     postgres(url, {
+      ...socket,
       max: poolSize,
       prepare: true,
       connect_timeout: 5,
