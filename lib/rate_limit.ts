@@ -27,9 +27,9 @@ export class TokenBuckets {
   }
 
   /** Takes one token: returns 0 when allowed, else the milliseconds until one is available. */
-  take(key: string, now = performance.now()): number {
+  take(key: string, now?: number): number {
     if (!this.enabled) return 0;
-    const bucket = this.#refill(key, now);
+    const bucket = this.#refill(key, now ?? performance.now());
     if (bucket.tokens >= 1) {
       bucket.tokens -= 1;
       return 0;
@@ -38,8 +38,9 @@ export class TokenBuckets {
   }
 
   /** The milliseconds until a token is available, without taking one (0 = available now). */
-  peek(key: string, now = performance.now()): number {
+  peek(key: string, now?: number): number {
     if (!this.enabled) return 0;
+    now ??= performance.now();
     const bucket = this.#buckets.get(key);
     if (!bucket) return 0;
     const tokens = Math.min(this.#burst, bucket.tokens + (now - bucket.updatedAt) * this.#ratePerMs);

@@ -38,6 +38,9 @@ export class ChatServer implements ConnectionHost {
   readonly #running = new Set<Promise<void>>();
   #nextId = 1;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
+  #idleCheckMs = 0;
+  /** performance.now() as of the last idle check: connections stamp their activity with it, for free. */
+  clock = performance.now();
   #acceptLoop: Promise<void>;
   #closing: Promise<void> | undefined;
   #connectionsClosed: () => void = () => {};
@@ -53,8 +56,8 @@ export class ChatServer implements ConnectionHost {
     this.#listener = Deno.listen({ hostname: options.host, port: options.port, transport: "tcp" });
     this.#acceptLoop = this.#accept();
     if (options.loginIdleTimeoutSec > 0) {
-      const everyMs = Math.min(1000, options.loginIdleTimeoutSec * 250);
-      this.#idleTimer = setInterval(() => this.#closeIdle(), everyMs);
+      this.#idleCheckMs = Math.min(1000, options.loginIdleTimeoutSec * 250);
+      this.#idleTimer = setInterval(() => this.#closeIdle(), this.#idleCheckMs);
     }
   }
 
@@ -125,7 +128,9 @@ export class ChatServer implements ConnectionHost {
   }
 
   #closeIdle(): void {
-    const deadline = performance.now() - this.#options.loginIdleTimeoutSec * 1000;
+    this.clock = performance.now();
+    // Activity stamps lag by up to one check: allow for it, so that no connection is closed early.
+    const deadline = this.clock - this.#options.loginIdleTimeoutSec * 1000 - this.#idleCheckMs;
     for (const connection of this.#connections) {
       if (connection.user === null && connection.lastActivity < deadline && !connection.closed) {
         const error = new ChatError("idle_timeout", "Closed after no login and no request in time");
