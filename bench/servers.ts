@@ -3,6 +3,7 @@
 // and errors are what a reader needs to see.
 
 import { listeningPort } from "./proc.ts";
+import { SERVER_V8_FLAGS } from "../lib/v8_flags.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 /** The server's entry point: a snapshot of the code (see snapshotServerCode), else the working tree's. */
@@ -47,7 +48,14 @@ export const SERVER_DEFAULTS: Record<string, string> = {
 
 export async function startServer(options: ServerOptions): Promise<Process> {
   const prof = options.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfDir}`] : [];
-  const server = await spawn("server", ["run", `--config=${ROOT}deno.json`, "-P=server", ...prof, serverMain], {
+  const server = await spawn("server", [
+    "run",
+    `--config=${ROOT}deno.json`,
+    "-P=server",
+    `--v8-flags=${SERVER_V8_FLAGS}`,
+    ...prof,
+    serverMain,
+  ], {
     ...SERVER_DEFAULTS,
     ...options.env,
   });

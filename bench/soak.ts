@@ -12,6 +12,7 @@
 // deno-lint-ignore-file no-console
 
 import { readLines } from "../lib/framing.ts";
+import { SERVER_V8_FLAGS } from "../lib/v8_flags.ts";
 
 interface Options {
   minutes: number;
@@ -51,7 +52,7 @@ interface Server {
 async function startServer(env: Record<string, string>): Promise<Server> {
   const root = new URL("..", import.meta.url).pathname;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-P=server", "main.ts"],
+    args: ["run", "-P=server", `--v8-flags=${SERVER_V8_FLAGS}`, "main.ts"],
     cwd: root,
     env: { HOST: "127.0.0.1", PORT: "0", LOG_FORMAT: "json", LOG_LEVEL: "info", BCRYPT_COST: "4", ...env },
     stdin: "null",

@@ -2,6 +2,7 @@
 // or restart it. Its JSON log lines are collected; the port is read from the start-up line.
 
 import { TestClient } from "./_client.ts";
+import { SERVER_V8_FLAGS } from "../lib/v8_flags.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -30,7 +31,7 @@ export interface SpawnOptions {
 export function serverCommand(args: string[], options: SpawnOptions = {}): [string, string[]] {
   if (options.executable) return [options.executable, args];
   // The project's deno.json is named explicitly, so that a different cwd does not change it.
-  return [Deno.execPath(), ["run", "-P=server", "--config", CONFIG, MAIN, ...args]];
+  return [Deno.execPath(), ["run", "-P=server", `--v8-flags=${SERVER_V8_FLAGS}`, "--config", CONFIG, MAIN, ...args]];
 }
 
 /**
