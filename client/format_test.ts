@@ -12,6 +12,7 @@ import {
   sanitize,
   snippet,
 } from "./format.ts";
+import { ERROR_CODES } from "../lib/errors.ts";
 
 const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
 
@@ -74,25 +75,7 @@ Deno.test({
   name: "describeRefusal has a human sentence for every error code of the contract",
   ...sanitized,
   fn() {
-    const codes = [
-      "bad_request",
-      "line_too_long",
-      "unknown_type",
-      "username_taken",
-      "invalid_username",
-      "invalid_password",
-      "invalid_credentials",
-      "too_many_attempts",
-      "not_authenticated",
-      "sender_mismatch",
-      "invalid_message",
-      "rate_limited",
-      "invalid_limit",
-      "unavailable",
-      "too_many_connections",
-      "idle_timeout",
-      "internal_error",
-    ];
+    const codes = ERROR_CODES;
     const texts = new Set<string>();
     for (const code of codes) {
       const text = describeRefusal(new ServerRefusal(code, "server text", 1500));

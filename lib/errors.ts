@@ -2,28 +2,29 @@
 // Imports nothing from lib/.
 
 /** Every machine-readable error code of the contract (docs/protocol.md). */
-export type ErrorCode =
-  | "bad_request"
-  | "line_too_long"
-  | "unknown_type"
-  | "username_taken"
-  | "invalid_username"
-  | "invalid_password"
-  | "invalid_credentials"
-  | "too_many_attempts"
-  | "not_authenticated"
-  | "sender_mismatch"
-  | "invalid_message"
-  | "rate_limited"
-  | "invalid_limit"
-  | "unavailable"
-  | "too_many_connections"
-  | "idle_timeout"
-  | "internal_error";
+export const ERROR_CODES = [
+  "bad_request",
+  "line_too_long",
+  "unknown_type",
+  "username_taken",
+  "invalid_username",
+  "invalid_password",
+  "invalid_credentials",
+  "too_many_attempts",
+  "not_authenticated",
+  "sender_mismatch",
+  "invalid_message",
+  "rate_limited",
+  "invalid_limit",
+  "unavailable",
+  "too_many_connections",
+  "idle_timeout",
+  "internal_error",
+] as const;
+
+export type ErrorCode = typeof ERROR_CODES[number];
 
 export interface ChatErrorOptions {
-  /** The connection is closed after the error frame is written. */
-  closesConnection?: boolean;
   /** Sent to the client as `retry_after_ms`. */
   retryAfterMs?: number;
   cause?: unknown;
@@ -32,13 +33,11 @@ export interface ChatErrorOptions {
 export class ChatError extends Error {
   override readonly name = "ChatError";
   readonly code: ErrorCode;
-  readonly closesConnection: boolean;
   readonly retryAfterMs: number | undefined;
 
   constructor(code: ErrorCode, message: string, options: ChatErrorOptions = {}) {
     super(message, { cause: options.cause });
     this.code = code;
-    this.closesConnection = options.closesConnection ?? false;
     this.retryAfterMs = options.retryAfterMs;
   }
 }

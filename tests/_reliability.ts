@@ -4,6 +4,7 @@
 import postgres from "postgres";
 import { assert, fail } from "./_assert.ts";
 import { type Backend, type Frame, sharedPgliteDatabase, type TestClient } from "./_helpers.ts";
+import { ERROR_CODES as CONTRACT_ERROR_CODES } from "../lib/errors.ts";
 
 // ---- seeded randomness --------------------------------------------------------------------------
 
@@ -232,25 +233,7 @@ export async function pingThrough(client: TestClient, tag: string, ms = 10_000, 
 }
 
 /** The contract's error codes. */
-export const ERROR_CODES: ReadonlySet<string> = new Set([
-  "bad_request",
-  "line_too_long",
-  "unknown_type",
-  "username_taken",
-  "invalid_username",
-  "invalid_password",
-  "invalid_credentials",
-  "too_many_attempts",
-  "not_authenticated",
-  "sender_mismatch",
-  "invalid_message",
-  "rate_limited",
-  "invalid_limit",
-  "unavailable",
-  "too_many_connections",
-  "idle_timeout",
-  "internal_error",
-]);
+export const ERROR_CODES: ReadonlySet<string> = new Set(CONTRACT_ERROR_CODES);
 
 const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$/;
 
