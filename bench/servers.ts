@@ -4,6 +4,7 @@
 
 import { listeningPort } from "./proc.ts";
 import { SERVER_V8_FLAGS } from "../lib/v8_flags.ts";
+import { logEntries } from "../tests/_log_lines.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 /** The server's entry point: a snapshot of the code (see snapshotServerCode), else the working tree's. */
@@ -146,23 +147,9 @@ async function spawn(name: string, args: string[], env: Record<string, string>):
   const problems: Record<string, unknown>[] = [];
   let announcedPort: number | undefined;
   const collect = async (stream: ReadableStream<Uint8Array>) => {
-    let pending = "";
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-      pending += text;
-      let newline;
-      while ((newline = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, newline);
-        pending = pending.slice(newline + 1);
-        if (line.trim() === "") continue;
-        let entry: Record<string, unknown>;
-        try {
-          entry = JSON.parse(line);
-        } catch {
-          entry = { level: "text", msg: line };
-        }
-        if (typeof entry.port === "number") announcedPort = entry.port;
-        if (entry.level !== "info" && entry.level !== "debug" && !isExpectedNoise(entry)) problems.push(entry);
-      }
+    for await (const entry of logEntries(stream)) {
+      if (typeof entry.port === "number") announcedPort = entry.port;
+      if (entry.level !== "info" && entry.level !== "debug" && !isExpectedNoise(entry)) problems.push(entry);
     }
   };
   const readers = Promise.all([collect(child.stdout), collect(child.stderr)]);

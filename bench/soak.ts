@@ -13,6 +13,7 @@
 
 import { readLines } from "../lib/framing.ts";
 import { SERVER_V8_FLAGS } from "../lib/v8_flags.ts";
+import { listeningPortOf, logEntries } from "../tests/_log_lines.ts";
 
 interface Options {
   minutes: number;
@@ -66,28 +67,14 @@ async function startServer(env: Record<string, string>): Promise<Server> {
   let exited = false;
   const listening = Promise.withResolvers<number>();
   const collect = async (stream: ReadableStream<Uint8Array>) => {
-    let pending = "";
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-      pending += text;
-      let newline;
-      while ((newline = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, newline);
-        pending = pending.slice(newline + 1);
-        let entry: Record<string, unknown>;
-        try {
-          entry = JSON.parse(line);
-        } catch {
-          entry = { level: "text", msg: line }; // Deno's own warnings, not the server's log
-        }
-        if (entry.msg === "client connected") connected++;
-        else if (entry.msg === "client disconnected") disconnected++;
-        else if (entry.msg === "connection refused") disconnected--; // refused ones are counted on close too
-        if (entry.level === "error") errors++;
-        if (entry.level === "warn") warnings++;
-        if (entry.msg === "chat server listening" && typeof entry.address === "string") {
-          listening.resolve(Number(entry.address.split(":").pop()));
-        }
-      }
+    for await (const entry of logEntries(stream)) {
+      if (entry.msg === "client connected") connected++;
+      else if (entry.msg === "client disconnected") disconnected++;
+      else if (entry.msg === "connection refused") disconnected--; // refused ones are counted on close too
+      if (entry.level === "error") errors++;
+      if (entry.level === "warn") warnings++;
+      const port = listeningPortOf(entry);
+      if (port !== undefined) listening.resolve(port);
     }
   };
   const status = Promise.all([collect(child.stdout), collect(child.stderr)]).then(() => child.status);

@@ -3,6 +3,7 @@
 
 import { TestClient } from "./_client.ts";
 import { SERVER_V8_FLAGS } from "../lib/v8_flags.ts";
+import { listeningPortOf, logEntries } from "./_log_lines.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -55,24 +56,10 @@ export async function spawnServer(
   const logs: Record<string, unknown>[] = [];
   const listening = Promise.withResolvers<number>();
   const collect = async (stream: ReadableStream<Uint8Array>) => {
-    let pending = "";
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-      pending += text;
-      let newline;
-      while ((newline = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, newline);
-        pending = pending.slice(newline + 1);
-        let entry: Record<string, unknown>;
-        try {
-          entry = JSON.parse(line);
-        } catch {
-          entry = { msg: line };
-        }
-        logs.push(entry);
-        if (entry.msg === "chat server listening" && typeof entry.address === "string") {
-          listening.resolve(Number(entry.address.split(":").pop()));
-        }
-      }
+    for await (const entry of logEntries(stream)) {
+      logs.push(entry);
+      const port = listeningPortOf(entry);
+      if (port !== undefined) listening.resolve(port);
     }
   };
   const readers = Promise.all([collect(child.stdout), collect(child.stderr)]);
