@@ -70,7 +70,6 @@ async function startServer(env: Record<string, string>): Promise<Server> {
     for await (const entry of logEntries(stream)) {
       if (entry.msg === "client connected") connected++;
       else if (entry.msg === "client disconnected") disconnected++;
-      else if (entry.msg === "connection refused") disconnected--; // refused ones are counted on close too
       if (entry.level === "error") errors++;
       if (entry.level === "warn") warnings++;
       const port = listeningPortOf(entry);

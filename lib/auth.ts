@@ -49,6 +49,7 @@ export class AuthService {
   readonly #addressFailures = new TokenBuckets(ADDRESS_FAILURES_PER_SEC, ADDRESS_FAILURE_BURST);
   #dummyHash: Promise<string> | undefined;
   readonly #hashSlots = new Semaphore(HASH_SLOTS);
+  readonly #throttleLogs = new TokenBuckets(0.1, 1);
 
   constructor(db: Database, log: Logger, options: AuthOptions) {
     this.#db = db;
@@ -79,7 +80,10 @@ export class AuthService {
     const usernameKey = typeof usernameValue === "string" ? usernameValue.toLowerCase().slice(0, 64) : "";
     const waitMs = Math.max(this.#usernameFailures.peek(usernameKey), this.#addressFailures.peek(address));
     if (waitMs > 0) {
-      this.#log.warn("login throttled", { username: usernameKey, address, retry_after_ms: waitMs });
+      // Throttled attempts are what a brute force is made of: log one per address every 10 s.
+      if (this.#throttleLogs.take(address) === 0) {
+        this.#log.warn("login throttled", { username: usernameKey, address, retry_after_ms: waitMs });
+      }
       throw new ChatError("too_many_attempts", "Too many failed logins, try again later", { retryAfterMs: waitMs });
     }
 

@@ -9,6 +9,7 @@ import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import type { MessageService } from "./messages.ts";
 import { encodeLine, errorReply } from "./protocol.ts";
+import { TokenBuckets } from "./rate_limit.ts";
 import type { Session } from "./session.ts";
 
 export interface ServerOptions {
@@ -21,8 +22,8 @@ export interface ServerOptions {
   loginIdleTimeoutSec: number;
 }
 
-/** How long shutdown waits for in-flight sends and for output to drain. */
-const SHUTDOWN_GRACE_MS = 5000;
+/** How long shutdown waits, in all, for in-flight sends and for output to drain (main.ts exits by 10 s). */
+const SHUTDOWN_GRACE_MS = 8000;
 
 export class ChatServer implements ConnectionHost {
   readonly log: Logger;
@@ -37,6 +38,8 @@ export class ChatServer implements ConnectionHost {
   readonly #connectionsPerIp = new Map<string, number>();
   readonly #running = new Set<Promise<void>>();
   #nextId = 1;
+  readonly #refusalLogs = new TokenBuckets(0.1, 1);
+  #refusedSinceLog = 0;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
   #idleCheckMs = 0;
   /** performance.now() as of the last idle check: connections stamp their activity with it, for free. */
@@ -79,7 +82,9 @@ export class ChatServer implements ConnectionHost {
     const left = (this.#connectionsPerIp.get(connection.remoteAddress) ?? 1) - 1;
     if (left <= 0) this.#connectionsPerIp.delete(connection.remoteAddress);
     else this.#connectionsPerIp.set(connection.remoteAddress, left);
-    this.log.info("client disconnected", { session: connection.id, address: connection.remoteAddress, reason });
+    if (reason !== "too_many_connections") {
+      this.log.info("client disconnected", { session: connection.id, address: connection.remoteAddress, reason });
+    }
     if (this.#connections.size === 0) this.#connectionsClosed();
   }
 
@@ -111,7 +116,12 @@ export class ChatServer implements ConnectionHost {
     this.#connections.add(connection);
     this.#connectionsPerIp.set(address, fromAddress + 1);
     if (refusal) {
-      this.log.warn("connection refused", { address, reason: refusal });
+      // A flood must not flood the log: one line per address every 10 s, with the count refused.
+      this.#refusedSinceLog++;
+      if (this.#refusalLogs.take(address) === 0) {
+        this.log.warn("connection refused", { address, reason: refusal, refused: this.#refusedSinceLog });
+        this.#refusedSinceLog = 0;
+      }
       connection.close("too_many_connections", encodeLine(errorReply(new ChatError("too_many_connections", refusal))));
       return;
     }
@@ -158,16 +168,19 @@ export class ChatServer implements ConnectionHost {
       // Already closed.
     }
     await this.#acceptLoop;
-    await withTimeout(this.#messages.drained(), SHUTDOWN_GRACE_MS);
+    const deadline = performance.now() + SHUTDOWN_GRACE_MS;
+    await withTimeout(this.#messages.drained(), deadline);
     const allClosed = new Promise<void>((resolve) => this.#connectionsClosed = resolve);
     for (const connection of this.#connections) connection.close("server_shutdown");
-    if (this.#connections.size > 0) await withTimeout(allClosed, SHUTDOWN_GRACE_MS);
-    await withTimeout(Promise.allSettled([...this.#running]).then(() => {}), SHUTDOWN_GRACE_MS);
+    if (this.#connections.size > 0) await withTimeout(allClosed, deadline);
+    await withTimeout(Promise.allSettled([...this.#running]).then(() => {}), deadline);
   }
 }
 
-async function withTimeout(promise: Promise<void>, ms: number): Promise<void> {
+/** Waits for `promise`, but not past `deadline` (a performance.now() time). */
+async function withTimeout(promise: Promise<void>, deadline: number): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
+  const ms = Math.max(0, deadline - performance.now());
   try {
     await Promise.race([promise, new Promise<void>((resolve) => timer = setTimeout(resolve, ms))]);
   } finally {
