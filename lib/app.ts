@@ -46,6 +46,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     const close = () =>
       closing ??= (async () => {
         await server.close();
+        log.info("messages since start", { ...messages.stats });
         if (ownsDatabase) await db.close();
       })();
     return { server, db, port: server.port, close, [Symbol.asyncDispose]: close };

@@ -64,7 +64,8 @@ export class Dispatcher {
     this.#commands = {
       register: { needsLogin: false, errorType: "register_response", handle: (s, f) => this.#register(s, f) },
       login: { needsLogin: false, errorType: "login_response", handle: (s, f) => this.#login(s, f) },
-      send_message: { needsLogin: true, handle: () => this.#sendFailedValidation() },
+      // Logged-in sends take the pipelined path in handleLine; here only the login check is left.
+      send_message: { needsLogin: true, handle: () => this.#sendWithoutLogin() },
       get_history: { needsLogin: true, handle: (_s, f) => this.#history(f) },
       ping: { needsLogin: false, handle: () => ({ type: "pong" }) },
       logout: { needsLogin: false, handle: (s) => this.#logout(s) },
@@ -177,8 +178,8 @@ export class Dispatcher {
     }
   }
 
-  /** Only reached for a send_message that was not handled by #trySend: one from a logged-out session. */
-  #sendFailedValidation(): Reply {
+  /** Unreachable in practice (the login check comes first); kept so that the table names every type. */
+  #sendWithoutLogin(): Reply {
     throw new ChatError("not_authenticated", "You must log in first");
   }
 
