@@ -78,11 +78,13 @@ export class AuthService {
   /** Verifies credentials. Unknown user and wrong password fail alike, after the same bcrypt work. */
   async login(usernameValue: unknown, passwordValue: unknown, address: string): Promise<User> {
     const usernameKey = typeof usernameValue === "string" ? usernameValue.toLowerCase().slice(0, 64) : "";
+    // What is not a valid username is not logged as one: people type passwords into the wrong field.
+    const loggedName = isValidUsername(usernameValue) ? usernameKey : "(invalid username)";
     const waitMs = Math.max(this.#usernameFailures.peek(usernameKey), this.#addressFailures.peek(address));
     if (waitMs > 0) {
       // Throttled attempts are what a brute force is made of: log one per address every 10 s.
       if (this.#throttleLogs.take(address) === 0) {
-        this.#log.warn("login throttled", { username: usernameKey, address, retry_after_ms: waitMs });
+        this.#log.warn("login throttled", { username: loggedName, address, retry_after_ms: waitMs });
       }
       throw new ChatError("too_many_attempts", "Too many failed logins, try again later", { retryAfterMs: waitMs });
     }
@@ -103,7 +105,7 @@ export class AuthService {
     if (!matches || !row) {
       this.#usernameFailures.take(usernameKey);
       this.#addressFailures.take(address);
-      this.#log.info("login failed", { username: usernameKey, address });
+      this.#log.info("login failed", { username: loggedName, address });
       throw new ChatError("invalid_credentials", "Invalid username or password");
     }
     this.#usernameFailures.reset(usernameKey);
