@@ -5,7 +5,7 @@
 
 import { startChatService } from "./lib/app.ts";
 import { ConfigError, loadConfig } from "./lib/config.ts";
-import { applySchema, openDatabase } from "./lib/db.ts";
+import { applySchema, DatabaseError, openDatabase } from "./lib/db.ts";
 import { Logger } from "./lib/log.ts";
 
 /** The process exits by then even if a peer or the database hangs the shutdown. */
@@ -53,10 +53,9 @@ async function main(args: string[]): Promise<number> {
     try {
       service = await startChatService(config, log);
     } catch (err) {
-      if (!(err instanceof Deno.errors.AddrInUse)) throw err;
-      log.error(
-        `${config.host}:${config.port} is already in use: is another server running? Set PORT to use another port`,
-      );
+      const reason = startupFailure(err, config.host, config.port);
+      if (!reason) throw err;
+      log.error(reason, { storage });
       return 1;
     }
     log.info("chat server listening", { address: `${config.host}:${service.port}`, storage, kind: service.db.kind });
@@ -79,6 +78,20 @@ async function main(args: string[]): Promise<number> {
   } finally {
     for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
   }
+}
+
+/** A plain sentence for the start-up failures a user can fix, or undefined for a bug (shown with its stack). */
+function startupFailure(err: unknown, host: string, port: number): string | undefined {
+  if (err instanceof Deno.errors.AddrInUse) {
+    return `${host}:${port} is already in use: is another server running? Set PORT to use another port`;
+  }
+  if (err instanceof Deno.errors.PermissionDenied || err instanceof Deno.errors.AddrNotAvailable) {
+    return `cannot listen on ${host}:${port}: ${err.message} (check HOST and PORT; ports below 1024 need privileges)`;
+  }
+  if (err instanceof DatabaseError) {
+    return `cannot open the database: ${err.message} (check DATABASE_URL, or unset it to use the embedded database)`;
+  }
+  return undefined;
 }
 
 function lanAddresses(): string[] {
