@@ -63,7 +63,6 @@ export class MessageService {
   #markIdle: () => void = () => {};
   #stats = { committed: 0, failed: 0, batches: 0 };
   readonly #recent: RecentMessages;
-  readonly #recentCapacity: number;
   readonly #commitTimeoutMs: number;
 
   /** `recentCapacity`: how many of the newest messages history serves from memory (MAX_HISTORY_LIMIT). */
@@ -72,15 +71,15 @@ export class MessageService {
     this.#commitTimeoutMs = commitTimeoutMs;
     this.#hub = hub;
     this.#log = log;
-    this.#recentCapacity = recentCapacity;
     this.#recent = new RecentMessages(recentCapacity);
   }
 
   /** Loads the newest messages into memory; call once at start-up, before serving. */
   async loadRecent(): Promise<void> {
-    const rows = await this.#db.query<HistoryMessage>(NEWEST_SQL, [NO_UPPER_BOUND, "-1", this.#recentCapacity + 1]);
-    rows.reverse();
-    this.#recent.reset(rows.slice(-this.#recentCapacity), rows.length <= this.#recentCapacity);
+    // One row more than the window holds tells whether the database holds more than the window.
+    const capacity = this.#recent.capacity;
+    const rows = await this.#db.query<HistoryMessage>(NEWEST_SQL, [NO_UPPER_BOUND, "-1", capacity + 1]);
+    this.#recent.reset(rows.reverse(), rows.length <= capacity);
   }
 
   get stats(): Readonly<{ committed: number; failed: number; batches: number }> {

@@ -25,7 +25,12 @@ export class RecentMessages {
     this.#capacity = capacity;
   }
 
-  /** Replaces the window with the newest stored messages (oldest first); `all` = there are no others. */
+  /** How many messages the window keeps. */
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  /** Replaces the window with the newest of `messages` (oldest first); `all` = the database holds no others. */
   reset(messages: StoredMessage[], all: boolean): void {
     this.#messages = messages.slice(-this.#capacity);
     this.#complete = all && messages.length <= this.#capacity;
