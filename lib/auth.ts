@@ -7,6 +7,7 @@ import type { Database } from "./db.ts";
 import { DatabaseError } from "./db.ts";
 import type { Logger } from "./log.ts";
 import { checkPassword, checkUsername, isValidPassword, isValidUsername } from "./protocol.ts";
+import type { LoginThrottle } from "./login_throttle.ts";
 import { TokenBuckets } from "./rate_limit.ts";
 import type { User } from "./session.ts";
 
@@ -23,13 +24,6 @@ const bcrypt = bcryptModule as unknown as {
  */
 const HASH_SLOTS = Math.max(1, (navigator.hardwareConcurrency ?? 2) - 1);
 
-/** Failed logins allowed per username before throttling, then one more every 12 s. */
-const USERNAME_FAILURE_BURST = 5;
-const USERNAME_FAILURES_PER_SEC = 1 / 12;
-/** Failed logins allowed per address (NAT can put many users behind one), then one every 3 s. */
-const ADDRESS_FAILURE_BURST = 20;
-const ADDRESS_FAILURES_PER_SEC = 1 / 3;
-
 const FIND_USER_SQL = `SELECT id, username, password_hash FROM users
   WHERE lower(username) = lower($1::text) ORDER BY (username = $1::text) DESC, id LIMIT 1`;
 const NAME_TAKEN_SQL = `SELECT 1 AS taken FROM users WHERE lower(username) = lower($1::text) LIMIT 1`;
@@ -45,14 +39,14 @@ export class AuthService {
   readonly #db: Database;
   readonly #log: Logger;
   readonly #cost: number;
-  readonly #usernameFailures = new TokenBuckets(USERNAME_FAILURES_PER_SEC, USERNAME_FAILURE_BURST);
-  readonly #addressFailures = new TokenBuckets(ADDRESS_FAILURES_PER_SEC, ADDRESS_FAILURE_BURST);
+  readonly #throttle: LoginThrottle;
   #dummyHash: Promise<string> | undefined;
   readonly #hashSlots = new Semaphore(HASH_SLOTS);
   readonly #throttleLogs = new TokenBuckets(0.1, 1);
 
-  constructor(db: Database, log: Logger, options: AuthOptions) {
+  constructor(db: Database, throttle: LoginThrottle, log: Logger, options: AuthOptions) {
     this.#db = db;
+    this.#throttle = throttle;
     this.#log = log;
     this.#cost = options.bcryptCost;
   }
@@ -80,7 +74,12 @@ export class AuthService {
     const usernameKey = typeof usernameValue === "string" ? usernameValue.toLowerCase().slice(0, 64) : "";
     // What is not a valid username is not logged as one: people type passwords into the wrong field.
     const loggedName = isValidUsername(usernameValue) ? usernameKey : "(invalid username)";
-    const waitMs = Math.max(this.#usernameFailures.peek(usernameKey), this.#addressFailures.peek(address));
+    let waitMs: number;
+    try {
+      waitMs = await this.#throttle.waitMs(usernameKey, address);
+    } catch (err) {
+      throw this.#unavailable(err);
+    }
     if (waitMs > 0) {
       // Throttled attempts are what a brute force is made of: log one per address every 10 s.
       if (this.#throttleLogs.take(address) === 0) {
@@ -103,12 +102,11 @@ export class AuthService {
       this.#log.warn("unreadable password hash", { user_id: row?.id, error: String(err) });
     }
     if (!matches || !row) {
-      this.#usernameFailures.take(usernameKey);
-      this.#addressFailures.take(address);
+      await this.#throttle.failed(usernameKey, address).catch((err) => void this.#unavailable(err));
       this.#log.info("login failed", { username: loggedName, address });
       throw new ChatError("invalid_credentials", "Invalid username or password");
     }
-    this.#usernameFailures.reset(usernameKey);
+    await this.#throttle.succeeded(usernameKey).catch((err) => void this.#unavailable(err));
     this.#log.info("user logged in", { username: row.username, user_id: row.id, address });
     return { id: row.id, username: row.username };
   }

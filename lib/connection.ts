@@ -31,8 +31,6 @@ export class ClientConnection implements Session {
   readonly id: number;
   readonly remoteAddress: string;
   user: User | null = null;
-  pendingSends = 0;
-  lastSend: Promise<void> | null = null;
   /** The host's clock at the last complete frame, for the login idle timeout. */
   lastActivity: number;
 

@@ -19,6 +19,18 @@ export interface Database {
    * has not answered by then is cancelled and rejects (its outcome may still be a commit).
    */
   query<T extends Row = Row>(text: string, params?: unknown[], options?: QueryOptions): Promise<T[]>;
+  /**
+   * Like `query`, but every call runs on one connection in the order of the calls, pipelined:
+   * statements issued one after another execute and commit in that order. A timeout replaces
+   * that connection (its other queries in flight then fail).
+   */
+  ordered<T extends Row = Row>(text: string, params?: unknown[], options?: QueryOptions): Promise<T[]>;
+  /**
+   * Subscribes to a NOTIFY channel. `onListen` runs after every (re)subscription, which is when
+   * notifications may have been missed. The embedded database serves one server only: it calls
+   * `onListen` once and delivers nothing.
+   */
+  listen(channel: string, onNotify: (payload: string) => void, onListen: () => void): Promise<void>;
   /** Runs several statements without parameters (the schema) in one transaction. */
   execScript(text: string): Promise<void>;
   close(): Promise<void>;
@@ -70,10 +82,10 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
   const socket = target
     ? { socket: () => new DenoPgSocket(target.hostname, target.port) as unknown as import("node:net").Socket }
     : {};
-  const connect = () =>
+  const connect = (max: number) =>
     postgres(url, {
       ...socket,
-      max: poolSize,
+      max,
       prepare: true,
       connect_timeout: 5,
       idle_timeout: 60,
@@ -81,45 +93,35 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
       onnotice: (notice) => log.debug("database notice", { message: notice.message }),
       connection: { application_name: "chat-server" },
     });
-  let sql = connect();
   /**
    * A query that outlives its timeout most likely sits on a connection that will never answer (a
    * network partition leaves it open but silent), and the pool would keep handing such
    * connections out: start a fresh pool and drop the old one's connections.
    */
-  const replacePool = (reason: string) => {
-    const stale = sql;
-    sql = connect();
-    log.warn("database pool replaced", { reason });
-    stale.end({ timeout: 0 }).catch(() => {});
-  };
+  const pool = new ReplaceablePool(() => connect(poolSize), "database pool", log);
+  /** One connection: postgres.js pipelines the queries of one connection in the order they are made. */
+  const writer = new ReplaceablePool(() => connect(1), "database writer connection", log);
+  /** LISTEN gets a connection of its own, which pool replacements leave alone. */
+  let listener: postgres.Sql | undefined;
   return {
     kind: "postgres",
-    async query<T extends Row>(text: string, params: unknown[] = [], options: QueryOptions = {}): Promise<T[]> {
-      // deno-lint-ignore no-explicit-any
-      const pending = sql.unsafe<T[]>(text, params as any[], { prepare: true });
-      let timer: ReturnType<typeof setTimeout> | undefined;
+    query<T extends Row>(text: string, params: unknown[] = [], options: QueryOptions = {}): Promise<T[]> {
+      return pool.query<T>(text, params, options);
+    },
+    ordered<T extends Row>(text: string, params: unknown[] = [], options: QueryOptions = {}): Promise<T[]> {
+      return writer.query<T>(text, params, options);
+    },
+    async listen(channel: string, onNotify: (payload: string) => void, onListen: () => void): Promise<void> {
+      listener ??= connect(1);
       try {
-        if (options.timeoutMs === undefined) return await pending;
-        const timedOut = new Promise<never>((_, reject) => {
-          timer = setTimeout(() => {
-            const message = `query timed out after ${options.timeoutMs} ms`;
-            pending.catch(() => {}); // Settles later, if ever, after nobody waits for it.
-            pending.cancel();
-            replacePool(message);
-            reject(new DatabaseError(message, undefined, undefined));
-          }, options.timeoutMs);
-        });
-        return await Promise.race([pending, timedOut]);
+        await listener.listen(channel, onNotify, onListen);
       } catch (err) {
         throw translate(err);
-      } finally {
-        clearTimeout(timer);
       }
     },
     async execScript(text: string): Promise<void> {
       try {
-        await sql.begin(async (tx) => {
+        await pool.sql.begin(async (tx) => {
           // Serialises servers that start at once: CREATE … IF NOT EXISTS can race otherwise.
           await tx.unsafe("SELECT pg_advisory_xact_lock($1)", [SCHEMA_LOCK_KEY]);
           await tx.unsafe(text).simple();
@@ -129,26 +131,89 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
       }
     },
     async close(): Promise<void> {
-      await sql.end({ timeout: 5 });
+      await Promise.all([pool.sql.end({ timeout: 5 }), writer.sql.end({ timeout: 5 }), listener?.end({ timeout: 0 })]);
     },
   };
 }
 
+/** A postgres.js instance that is swapped for a fresh one when a query times out. */
+class ReplaceablePool {
+  sql: postgres.Sql;
+  readonly #connect: () => postgres.Sql;
+  readonly #name: string;
+  readonly #log: Logger;
+
+  constructor(connect: () => postgres.Sql, name: string, log: Logger) {
+    this.#connect = connect;
+    this.#name = name;
+    this.#log = log;
+    this.sql = connect();
+  }
+
+  async query<T extends Row>(text: string, params: unknown[], options: QueryOptions): Promise<T[]> {
+    // deno-lint-ignore no-explicit-any
+    const pending = this.sql.unsafe<T[]>(text, params as any[], { prepare: true });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      if (options.timeoutMs === undefined) return await pending;
+      const timedOut = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          const message = `query timed out after ${options.timeoutMs} ms`;
+          pending.catch(() => {}); // Settles later, if ever, after nobody waits for it.
+          pending.cancel();
+          this.#replace(message);
+          reject(new DatabaseError(message, undefined, undefined));
+        }, options.timeoutMs);
+      });
+      return await Promise.race([pending, timedOut]);
+    } catch (err) {
+      throw translate(err);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #replace(reason: string): void {
+    const stale = this.sql;
+    this.sql = this.#connect();
+    this.#log.warn(`${this.#name} replaced`, { reason });
+    stale.end({ timeout: 0 }).catch(() => {});
+  }
+}
+
+/** The embedded database serves one process: a second server on the same DATA_DIR is refused. */
+export class DataDirInUseError extends Error {
+  override readonly name = "DataDirInUseError";
+  constructor(readonly dataDir: string) {
+    super(`the embedded database in ${dataDir} is in use by another server (it serves one server only)`);
+  }
+}
+
 async function openEmbedded(dataDir: string): Promise<Database> {
+  const inMemory = dataDir === "memory://";
+  const lock = inMemory ? undefined : await lockDataDir(dataDir);
   let pg: PGlite;
   try {
-    pg = await PGlite.create(dataDir === "memory://" ? undefined : dataDir);
+    pg = await PGlite.create(inMemory ? undefined : dataDir);
   } catch (err) {
+    lock?.close();
     throw translate(err);
   }
+  const query = async <T extends Row>(text: string, params: unknown[] = []): Promise<T[]> => {
+    try {
+      return (await pg.query<T>(text, params)).rows;
+    } catch (err) {
+      throw translate(err);
+    }
+  };
   return {
     kind: "embedded",
-    async query<T extends Row>(text: string, params: unknown[] = []): Promise<T[]> {
-      try {
-        return (await pg.query<T>(text, params)).rows;
-      } catch (err) {
-        throw translate(err);
-      }
+    query,
+    // PGlite has one connection and runs queries in the order they are made.
+    ordered: query,
+    listen(_channel: string, _onNotify: (payload: string) => void, onListen: () => void): Promise<void> {
+      onListen();
+      return Promise.resolve();
     },
     async execScript(text: string): Promise<void> {
       try {
@@ -158,9 +223,22 @@ async function openEmbedded(dataDir: string): Promise<Database> {
       }
     },
     async close(): Promise<void> {
-      await pg.close();
+      try {
+        await pg.close();
+      } finally {
+        lock?.close();
+      }
     },
   };
+}
+
+/** Holds an exclusive lock on DATA_DIR/.chat-server.lock for as long as the database is open. */
+async function lockDataDir(dataDir: string): Promise<Deno.FsFile> {
+  await Deno.mkdir(dataDir, { recursive: true });
+  const file = await Deno.open(`${dataDir}/.chat-server.lock`, { create: true, write: true });
+  if (await file.tryLock(true)) return file;
+  file.close();
+  throw new DataDirInUseError(dataDir);
 }
 
 /** The schema file, read from beside main.ts (it is included in the compiled binary). */

@@ -1,16 +1,21 @@
-// Routes each frame of a session to its handler through one command table that checks login in
-// one place. Never touches sockets: it handles (session, line), so it runs without TCP.
-// Imports errors, protocol, session, hub, auth, messages, log.
+// Routes each frame of a session to its handler through one command table that checks the
+// request id, shutdown and login in one place, so handlers only see requests they may serve.
+// Never touches sockets: it handles (session, line), so it runs without TCP.
+//
+// Order contract: replies go out in request order. send_message is pipelined: it is checked and
+// queued at once, and answered when committed; any other frame after it waits until the sends
+// before it are answered. This per-connection pipeline is the dispatcher's own state.
 
 import type { AuthService } from "./auth.ts";
 import { ChatError } from "./errors.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import type { MessageService } from "./messages.ts";
+import type { Presence } from "./presence.ts";
 import {
-  authErrorReply,
   checkMessageText,
   checkRequestId,
+  clientMsgIdOf,
   decodeFrame,
   encodeLine,
   errorReply,
@@ -34,42 +39,72 @@ export interface DispatcherOptions {
 /** A connection with this many sends awaiting commit stops being read until they settle. */
 export const MAX_PENDING_SENDS_PER_CONNECTION = 1000;
 
-interface Command {
+interface CommandBase {
   needsLogin: boolean;
   /** The reply type for errors; register and login answer errors with their own response type. */
-  errorType?: string;
-  handle(session: Session, frame: Frame, requestId: RequestId | undefined): Promise<Reply> | Reply;
+  errorType?: "register_response" | "login_response";
+}
+
+/** Answers with one reply, in order. */
+interface ReplyCommand extends CommandBase {
+  pipelined?: false;
+  handle(session: Session, frame: Frame): Promise<Reply> | Reply;
+}
+
+/** Accepted at once and answered later by its service; the promise settles once answered. */
+interface PipelinedCommand extends CommandBase {
+  pipelined: true;
+  accept(session: Session & { user: User }, frame: Frame, requestId: RequestId | undefined): Promise<void>;
+}
+
+type Command = ReplyCommand | PipelinedCommand;
+
+/** A connection's accepted sends that are not answered yet. */
+interface Pipeline {
+  pending: number;
+  /** Settles when the latest of them is answered (they are answered in order). */
+  last: Promise<void>;
 }
 
 export class Dispatcher {
   readonly #auth: AuthService;
   readonly #messages: MessageService;
   readonly #hub: Hub;
+  readonly #presence: Presence;
   readonly #log: Logger;
   readonly #options: DispatcherOptions;
   readonly #sendRate: TokenBuckets;
   /** At most one rate-limit log line per user every 10 s, so a flood cannot flood the log. */
   readonly #rateLimitLogs = new TokenBuckets(0.1, 1);
   readonly #commands: Record<string, Command>;
+  /** Only connections with sends in flight have one, so idle connections cost nothing here. */
+  readonly #pipelines = new WeakMap<Session, Pipeline>();
   /** Set at shutdown: requests from then on are answered unavailable (in their usual reply shape). */
   #stopped = false;
 
-  constructor(auth: AuthService, messages: MessageService, hub: Hub, log: Logger, options: DispatcherOptions) {
+  constructor(
+    auth: AuthService,
+    messages: MessageService,
+    hub: Hub,
+    presence: Presence,
+    log: Logger,
+    options: DispatcherOptions,
+  ) {
     this.#auth = auth;
     this.#messages = messages;
     this.#hub = hub;
+    this.#presence = presence;
     this.#log = log;
     this.#options = options;
     this.#sendRate = new TokenBuckets(options.rateLimitPerSec, options.rateLimitBurst);
     this.#commands = {
-      register: { needsLogin: false, errorType: "register_response", handle: (s, f) => this.#register(s, f) },
+      register: { needsLogin: false, errorType: "register_response", handle: (_s, f) => this.#register(f) },
       login: { needsLogin: false, errorType: "login_response", handle: (s, f) => this.#login(s, f) },
-      // Logged-in sends take the pipelined path in handleLine; here only the login check is left.
-      send_message: { needsLogin: true, handle: () => this.#sendWithoutLogin() },
+      send_message: { needsLogin: true, pipelined: true, accept: (s, f, r) => this.#send(s, f, r) },
       get_history: { needsLogin: true, handle: (_s, f) => this.#history(f) },
       ping: { needsLogin: false, handle: () => ({ type: "pong" }) },
       logout: { needsLogin: false, handle: (s) => this.#logout(s) },
-      list_users: { needsLogin: true, handle: () => ({ type: "users_response", users: this.#hub.usernames() }) },
+      list_users: { needsLogin: true, handle: () => this.#listUsers() },
     };
   }
 
@@ -80,8 +115,7 @@ export class Dispatcher {
 
   /**
    * Handles one line. Returns a promise when the connection must wait before its next line is
-   * read: replies go out in request order, so any frame after an accepted send_message waits
-   * until that message is broadcast. Accepted sends themselves are pipelined.
+   * read: a reply that must follow earlier sends, or too many sends in flight.
    */
   handleLine(session: Session, line: Uint8Array): Promise<void> | void {
     let frame: Frame;
@@ -90,34 +124,41 @@ export class Dispatcher {
     } catch (err) {
       return this.#inOrder(session, () => this.#replyError(session, err, undefined, undefined));
     }
-    if (session.user !== null && field(frame, "type") === "send_message") {
-      const rejection = this.#trySend(session, session.user, frame);
-      if (rejection === undefined) {
-        return session.pendingSends >= MAX_PENDING_SENDS_PER_CONNECTION ? session.lastSend ?? undefined : undefined;
-      }
-      return this.#inOrder(session, () => this.#replyError(session, rejection, requestIdOf(frame), undefined));
-    }
-    return this.#inOrder(session, () => this.#dispatch(session, frame));
-  }
-
-  /** Runs `work` now, or after this session's pending sends have settled. */
-  #inOrder(session: Session, work: () => Promise<void> | void): Promise<void> | void {
-    if (session.pendingSends > 0 && session.lastSend) return session.lastSend.then(work);
-    return work();
-  }
-
-  async #dispatch(session: Session, frame: Frame): Promise<void> {
     const type = field(frame, "type");
     const command = typeof type === "string" && Object.hasOwn(this.#commands, type) ? this.#commands[type] : undefined;
     const requestId = requestIdOf(frame);
-    try {
-      checkRequestId(frame);
-      if (this.#stopped) throw shuttingDown();
-      if (!command) throw new ChatError("unknown_type", `Unknown message type: ${describeType(type)}`);
-      if (command.needsLogin && session.user === null) {
-        throw new ChatError("not_authenticated", "You must log in first");
+    if (command?.pipelined) {
+      let answered: Promise<void>;
+      try {
+        this.#admit(session, frame, command, type);
+        answered = command.accept(session as Session & { user: User }, frame, requestId);
+      } catch (err) {
+        return this.#inOrder(session, () => this.#replyError(session, err, requestId, command.errorType));
       }
-      const reply = await command.handle(session, frame, requestId);
+      return this.#track(session, answered);
+    }
+    return this.#inOrder(session, () => this.#dispatch(session, frame, command, type, requestId));
+  }
+
+  /** The checks every request passes before its handler: request_id, shutdown, type, login. */
+  #admit(session: Session, frame: Frame, command: Command | undefined, type: unknown): asserts command is Command {
+    checkRequestId(frame);
+    if (this.#stopped) throw shuttingDown();
+    if (!command) throw new ChatError("unknown_type", `Unknown message type: ${describeType(type)}`);
+    if (command.needsLogin && session.user === null) throw new ChatError("not_authenticated", "You must log in first");
+  }
+
+  async #dispatch(
+    session: Session,
+    frame: Frame,
+    command: Command | undefined,
+    type: unknown,
+    requestId: RequestId | undefined,
+  ): Promise<void> {
+    try {
+      this.#admit(session, frame, command, type);
+      if (command.pipelined) throw new Error("a pipelined command reached the in-order path");
+      const reply = await command.handle(session, frame);
       if (requestId !== undefined) reply.request_id = requestId;
       session.send(encodeLine(reply));
     } catch (err) {
@@ -125,7 +166,34 @@ export class Dispatcher {
     }
   }
 
-  #replyError(session: Session, err: unknown, requestId: RequestId | undefined, errorType: string | undefined): void {
+  /** Runs `work` now, or after this session's accepted sends are answered. */
+  #inOrder(session: Session, work: () => Promise<void> | void): Promise<void> | void {
+    const pipeline = this.#pipelines.get(session);
+    return pipeline ? pipeline.last.then(work) : work();
+  }
+
+  /** Remembers an accepted send until it is answered; asks the reader to wait when too many are. */
+  #track(session: Session, answered: Promise<void>): Promise<void> | undefined {
+    let pipeline = this.#pipelines.get(session);
+    if (!pipeline) {
+      pipeline = { pending: 0, last: answered };
+      this.#pipelines.set(session, pipeline);
+    }
+    const own = pipeline;
+    own.pending++;
+    own.last = answered;
+    void answered.then(() => {
+      if (--own.pending === 0 && this.#pipelines.get(session) === own) this.#pipelines.delete(session);
+    });
+    return own.pending >= MAX_PENDING_SENDS_PER_CONNECTION ? own.last : undefined;
+  }
+
+  #replyError(
+    session: Session,
+    err: unknown,
+    requestId: RequestId | undefined,
+    errorType: CommandBase["errorType"],
+  ): void {
     let chatError: ChatError;
     if (err instanceof ChatError) {
       chatError = err;
@@ -133,11 +201,10 @@ export class Dispatcher {
       this.#log.error("unexpected error handling a request", { session: session.id, error: err });
       chatError = new ChatError("internal_error", "Internal server error");
     }
-    const reply = errorType ? authErrorReply(errorType, chatError, requestId) : errorReply(chatError, requestId);
-    session.send(encodeLine(reply));
+    session.send(encodeLine(errorReply(chatError, requestId, errorType)));
   }
 
-  async #register(_session: Session, frame: Frame): Promise<Reply> {
+  async #register(frame: Frame): Promise<Reply> {
     await this.#auth.register(field(frame, "username"), field(frame, "password"));
     return { type: "register_response", status: "success", message: "User registered successfully" };
   }
@@ -150,42 +217,36 @@ export class Dispatcher {
     return { type: "login_response", status: "success", user_id: user.id, username: user.username };
   }
 
-  /** Validates and queues a message; returns the error to send instead, if any. */
-  #trySend(session: Session, user: User, frame: Frame): ChatError | undefined {
-    try {
-      if (this.#stopped) throw shuttingDown();
-      checkRequestId(frame);
-      const sender = field(frame, "sender");
-      // Usernames are unique regardless of case, so "John" names the same user as "john".
-      if (
-        sender !== undefined && sender !== null &&
-        (typeof sender !== "string" || sender.toLowerCase() !== user.username.toLowerCase())
-      ) {
-        throw new ChatError("sender_mismatch", "sender does not match the logged-in user");
-      }
-      const text = checkMessageText(field(frame, "message"), this.#options.maxMessageLength);
-      const waitMs = this.#sendRate.take(String(user.id));
-      if (waitMs > 0) {
-        if (this.#rateLimitLogs.take(String(user.id)) === 0) {
-          this.#log.warn("send rate limited", { username: user.username, retry_after_ms: waitMs });
-        }
-        throw new ChatError("rate_limited", "Too many messages, slow down", { retryAfterMs: waitMs });
-      }
-      this.#messages.enqueue(session, user, text, requestIdOf(frame));
-      return undefined;
-    } catch (err) {
-      return err instanceof ChatError ? err : new ChatError("internal_error", "Internal server error", { cause: err });
+  /** Checks a send and queues it; throws the error to answer with instead. */
+  #send(session: Session & { user: User }, frame: Frame, requestId: RequestId | undefined): Promise<void> {
+    const user = session.user;
+    const sender = field(frame, "sender");
+    // Usernames are unique regardless of case, so "John" names the same user as "john".
+    if (
+      sender !== undefined && sender !== null &&
+      (typeof sender !== "string" || sender.toLowerCase() !== user.username.toLowerCase())
+    ) {
+      throw new ChatError("sender_mismatch", "sender does not match the logged-in user");
     }
-  }
-
-  /** Unreachable in practice (the login check comes first); kept so that the table names every type. */
-  #sendWithoutLogin(): Reply {
-    throw new ChatError("not_authenticated", "You must log in first");
+    const clientMsgId = clientMsgIdOf(frame);
+    const text = checkMessageText(field(frame, "message"), this.#options.maxMessageLength);
+    const waitMs = this.#sendRate.take(String(user.id));
+    if (waitMs > 0) {
+      if (this.#rateLimitLogs.take(String(user.id)) === 0) {
+        this.#log.warn("send rate limited", { username: user.username, retry_after_ms: waitMs });
+      }
+      throw new ChatError("rate_limited", "Too many messages, slow down", { retryAfterMs: waitMs });
+    }
+    return this.#messages.enqueue(session, user, text, requestId, clientMsgId);
   }
 
   async #history(frame: Frame): Promise<Reply> {
     const query = parseHistoryQuery(frame, this.#options.maxHistoryLimit);
     return { type: "history_response", messages: await this.#messages.history(query) };
+  }
+
+  async #listUsers(): Promise<Reply> {
+    return { type: "users_response", users: await this.#presence.usernames() };
   }
 
   #logout(session: Session): Reply {

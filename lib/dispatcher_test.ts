@@ -3,6 +3,8 @@ import { sanitized, sharedPgliteDatabase, testLog } from "../tests/_helpers.ts";
 import { AuthService } from "./auth.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { Hub } from "./hub.ts";
+import { LoginThrottle } from "./login_throttle.ts";
+import { Presence } from "./presence.ts";
 import { MessageService } from "./messages.ts";
 import type { Session, User } from "./session.ts";
 
@@ -12,8 +14,6 @@ class RecordingSession implements Session {
   readonly remoteAddress = "127.0.0.1";
   user: User | null = null;
   closed = false;
-  pendingSends = 0;
-  lastSend: Promise<void> | null = null;
   readonly frames: Record<string, unknown>[] = [];
   send(bytes: Uint8Array): void {
     for (const line of new TextDecoder().decode(bytes).split("\n")) if (line) this.frames.push(JSON.parse(line));
@@ -26,10 +26,10 @@ class RecordingSession implements Session {
 function dispatcher(): { dispatcher: Dispatcher; hub: Hub } {
   const db = sharedPgliteDatabase();
   const hub = new Hub();
-  const auth = new AuthService(db, testLog, { bcryptCost: 4 });
+  const auth = new AuthService(db, new LoginThrottle(db), testLog, { bcryptCost: 4 });
   const messages = new MessageService(db, hub, testLog, 50);
   const options = { maxMessageLength: 4000, maxHistoryLimit: 50, rateLimitPerSec: 0, rateLimitBurst: 1 };
-  return { dispatcher: new Dispatcher(auth, messages, hub, testLog, options), hub };
+  return { dispatcher: new Dispatcher(auth, messages, hub, new Presence(db, hub, testLog), testLog, options), hub };
 }
 
 const encode = (frame: Record<string, unknown>) => new TextEncoder().encode(JSON.stringify(frame));

@@ -1,125 +1,185 @@
-// Storing and broadcasting chat messages with group commit, and reading history.
-// Imports errors, protocol, recent, hub, session, log and db (its interface and errors only).
+// Storing chat messages with group commit and exactly-once sends, their fan-out, and history.
 //
-// Contract: a message is committed before it is broadcast; all connections receive messages in
-// id order. Both follow from one rule: batches are flushed one at a time (MUST NOT overlap), each
-// batch is one INSERT … RETURNING, and its broadcast is queued before the next batch starts.
+// Contract: a message is committed before anyone receives it, and every connection receives
+// messages in id order. Batches are stored through chat_store_messages() on the database's
+// ordered connection, several in flight at once (pipelined: they execute and commit in the order
+// they are sent), and delivered through the MessageStream, the one ordered path for this
+// server's messages and every other server's.
 
 import { unavailable } from "./errors.ts";
 import type { Database } from "./db.ts";
 import { DatabaseError } from "./db.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
+import { MessageStream, type OwnCommit } from "./message_stream.ts";
 import { encodeLine, errorReply, type HistoryQuery, type RequestId } from "./protocol.ts";
 import { RecentMessages, type StoredMessage } from "./recent.ts";
 import type { Session, User } from "./session.ts";
 
-/** Upper bounds of one batch, so one INSERT stays a reasonable size. */
+/** Upper bounds of one batch, so one statement stays a reasonable size. */
 const MAX_BATCH_MESSAGES = 1000;
 const MAX_BATCH_CHARS = 512_000;
+/**
+ * Batches on their way to the database at once. Two keep the connection busy (one executes while
+ * the next is sent) without cutting batches so small that group commit stops paying.
+ */
+const MAX_BATCHES_IN_FLIGHT = 2;
 /**
  * A batch the database has not confirmed by then is cancelled and its senders told unavailable,
  * so that a database that hangs (rather than fails) cannot stall every sender behind it.
  */
 export const COMMIT_TIMEOUT_MS = 10_000;
 
-// unnest keeps the input order, so RETURNING lists the new ids in the order of the batch.
-const INSERT_BATCH_SQL = `INSERT INTO messages (sender_id, content, timestamp)
-  SELECT sender_id, content, now() AT TIME ZONE 'UTC' FROM unnest($1::int[], $2::text[]) AS t(sender_id, content)
-  RETURNING id, to_char(timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp`;
+const STORE_BATCH_SQL = `SELECT ids, stamps, duplicates, original_texts
+  FROM chat_store_messages($1::int[], $2::text[], $3::text[], $4::text[])`;
 
-const HISTORY_COLUMNS = `SELECT m.id, COALESCE(u.username, '') AS sender, m.content AS message,
-  to_char(m.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp
-  FROM messages m LEFT JOIN users u ON u.id = m.sender_id
-  WHERE m.id < $1::bigint AND m.id > $2::bigint`;
-const NEWEST_SQL = `${HISTORY_COLUMNS} ORDER BY m.id DESC LIMIT $3`;
-const OLDEST_SQL = `${HISTORY_COLUMNS} ORDER BY m.id ASC LIMIT $3`;
+const HISTORY_COLUMNS = `SELECT id, sender_username AS sender, message_text AS message,
+  to_char(timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp
+  FROM messages WHERE id < $1::bigint AND id > $2::bigint`;
+const NEWEST_SQL = `${HISTORY_COLUMNS} ORDER BY id DESC LIMIT $3`;
+const OLDEST_SQL = `${HISTORY_COLUMNS} ORDER BY id ASC LIMIT $3`;
 const NO_UPPER_BOUND = "9223372036854775807";
 
-export type HistoryMessage = StoredMessage;
+interface StoreResult extends Record<string, unknown> {
+  ids: number[];
+  stamps: string[];
+  duplicates: boolean[];
+  original_texts: (string | null)[];
+}
 
-interface PendingMessage {
+/** One accepted send, until it is answered. */
+interface PendingSend {
   session: Session;
   user: User;
   text: string;
   requestId: RequestId | undefined;
+  clientMsgId: string | undefined;
+  /** Sends with the same client_msg_id that arrived while this one was in flight. */
+  repeats: PendingSend[] | undefined;
+  settle(): void;
+}
+
+/** What the sender's own copy of a new message adds to the shared line. */
+interface OwnExtra {
+  session: Session;
+  requestId: RequestId | undefined;
+  clientMsgId: string | undefined;
 }
 
 interface Batch {
-  items: PendingMessage[];
+  items: PendingSend[];
   chars: number;
-  done: Promise<void>;
-  settle: () => void;
+}
+
+export interface MessageStats {
+  committed: number;
+  failed: number;
+  duplicates: number;
+  batches: number;
 }
 
 export class MessageService {
   readonly #db: Database;
   readonly #hub: Hub;
   readonly #log: Logger;
-  /** Sealed batches first; the last one is open for new messages while it is under the bounds. */
-  readonly #batches: Batch[] = [];
-  #flushing = false;
-  #idle: Promise<void> = Promise.resolve();
-  #markIdle: () => void = () => {};
-  #stats = { committed: 0, failed: 0, batches: 0 };
   readonly #recent: RecentMessages;
+  readonly #stream: MessageStream<OwnExtra>;
   readonly #commitTimeoutMs: number;
+  /** Batches not yet sent to the database; the last one takes new messages while under the bounds. */
+  readonly #waiting: Batch[] = [];
+  #inFlight = 0;
+  #flushScheduled = false;
+  /** Sends with a client_msg_id between acceptance and answer, by user and id. */
+  readonly #unanswered = new Map<string, PendingSend>();
+  #idle = Promise.withResolvers<void>();
+  #stats: MessageStats = { committed: 0, failed: 0, duplicates: 0, batches: 0 };
 
   /** `recentCapacity`: how many of the newest messages history serves from memory (MAX_HISTORY_LIMIT). */
   constructor(db: Database, hub: Hub, log: Logger, recentCapacity: number, commitTimeoutMs = COMMIT_TIMEOUT_MS) {
     this.#db = db;
-    this.#commitTimeoutMs = commitTimeoutMs;
     this.#hub = hub;
     this.#log = log;
+    this.#commitTimeoutMs = commitTimeoutMs;
     this.#recent = new RecentMessages(recentCapacity);
+    this.#stream = new MessageStream(db, log, (messages, extras) => this.#fanOut(messages, extras));
+    this.#idle.resolve();
   }
 
-  /** Loads the newest messages into memory; call once at start-up, before serving. */
-  async loadRecent(): Promise<void> {
+  /** Loads the newest messages into memory and joins the stream of committed messages; once, before serving. */
+  async start(): Promise<void> {
     // One row more than the window holds tells whether the database holds more than the window.
     const capacity = this.#recent.capacity;
-    const rows = await this.#db.query<HistoryMessage>(NEWEST_SQL, [NO_UPPER_BOUND, "-1", capacity + 1]);
+    const rows = await this.#db.query<StoredMessage>(NEWEST_SQL, [NO_UPPER_BOUND, "-1", capacity + 1]);
+    for (const row of rows) row.id = Number(row.id);
     this.#recent.reset(rows.reverse(), rows.length <= capacity);
+    await this.#stream.start(rows.at(-1)?.id ?? 0);
   }
 
-  get stats(): Readonly<{ committed: number; failed: number; batches: number }> {
+  /** Stops following other servers' messages (at shutdown, after drained()). */
+  stop(): void {
+    this.#stream.stop();
+  }
+
+  get stats(): Readonly<MessageStats> {
     return this.#stats;
   }
 
   /**
-   * Queues a validated message from a logged-in session. The session's `lastSend` settles once
-   * it is broadcast (or answered with `unavailable`); the caller does not wait for it.
+   * Queues a validated message from a logged-in session. The promise settles once the sender
+   * has its answer (its own copy of the message, the original for a repeated client_msg_id, or
+   * `unavailable`); it never rejects.
    */
-  enqueue(session: Session, user: User, text: string, requestId: RequestId | undefined): void {
-    const batch = this.#openBatch(text.length);
-    batch.items.push({ session, user, text, requestId });
-    batch.chars += text.length;
-    session.pendingSends++;
-    session.lastSend = batch.done;
-    if (!this.#flushing) {
-      this.#flushing = true;
-      this.#idle = new Promise((resolve) => this.#markIdle = resolve);
-      // One macrotask later, so the sends that arrived in the same tick share the first batch.
-      setTimeout(() => this.#flush(), 0);
+  enqueue(
+    session: Session,
+    user: User,
+    text: string,
+    requestId: RequestId | undefined,
+    clientMsgId: string | undefined,
+  ): Promise<void> {
+    const answered = Promise.withResolvers<void>();
+    const send: PendingSend = {
+      session,
+      user,
+      text,
+      requestId,
+      clientMsgId,
+      repeats: undefined,
+      settle: answered.resolve,
+    };
+    if (clientMsgId !== undefined) {
+      const key = `${user.id}:${clientMsgId}`;
+      const original = this.#unanswered.get(key);
+      if (original) {
+        // The same send again while the first is in flight: it gets the first one's outcome.
+        (original.repeats ??= []).push(send);
+        return answered.promise;
+      }
+      this.#unanswered.set(key, send);
     }
+    const batch = this.#openBatch(text.length);
+    batch.items.push(send);
+    batch.chars += text.length;
+    if (this.#inFlight === 0 && !this.#flushScheduled) this.#idle = Promise.withResolvers<void>();
+    this.#scheduleFlush();
+    return answered.promise;
   }
 
-  /** Settles when every queued message has been committed and broadcast, or failed. */
+  /** Settles when every queued message has been committed and delivered, or failed. */
   drained(): Promise<void> {
-    return this.#idle;
+    return this.#idle.promise;
   }
 
-  async history(query: HistoryQuery): Promise<HistoryMessage[]> {
+  async history(query: HistoryQuery): Promise<StoredMessage[]> {
     const cached = this.#recent.query(query);
     if (cached) return cached;
     const upper = query.before === undefined ? NO_UPPER_BOUND : String(query.before);
     const lower = query.after === undefined ? "-1" : String(query.after);
     try {
-      if (query.after !== undefined) {
-        return await this.#db.query<HistoryMessage>(OLDEST_SQL, [upper, lower, query.limit]);
-      }
-      const rows = await this.#db.query<HistoryMessage>(NEWEST_SQL, [upper, lower, query.limit]);
-      return rows.reverse();
+      const rows = query.after !== undefined
+        ? await this.#db.query<StoredMessage>(OLDEST_SQL, [upper, lower, query.limit])
+        : (await this.#db.query<StoredMessage>(NEWEST_SQL, [upper, lower, query.limit])).reverse();
+      for (const row of rows) row.id = Number(row.id);
+      return rows;
     } catch (err) {
       this.#logDatabaseError("database error reading history", err);
       throw unavailable(err);
@@ -127,83 +187,138 @@ export class MessageService {
   }
 
   #openBatch(chars: number): Batch {
-    const last = this.#batches.at(-1);
+    const last = this.#waiting.at(-1);
     if (last && last.items.length < MAX_BATCH_MESSAGES && last.chars + chars <= MAX_BATCH_CHARS) return last;
-    let settle!: () => void;
-    const done = new Promise<void>((resolve) => settle = resolve);
-    const batch: Batch = { items: [], chars: 0, done, settle };
-    this.#batches.push(batch);
+    const batch: Batch = { items: [], chars: 0 };
+    this.#waiting.push(batch);
     return batch;
   }
 
-  async #flush(): Promise<void> {
-    try {
-      for (let batch = this.#batches.shift(); batch; batch = this.#batches.shift()) {
-        await this.#commit(batch);
-      }
-    } finally {
-      this.#flushing = false;
-      this.#markIdle();
-    }
+  #scheduleFlush(): void {
+    if (this.#flushScheduled || this.#inFlight >= MAX_BATCHES_IN_FLIGHT || this.#waiting.length === 0) return;
+    this.#flushScheduled = true;
+    // One macrotask later, so the sends that arrived in the same turn share the batch.
+    setTimeout(() => {
+      this.#flushScheduled = false;
+      const batch = this.#waiting.shift();
+      if (batch) this.#send(batch);
+    }, 0);
   }
 
-  async #commit(batch: Batch): Promise<void> {
+  /** Sends one batch to the database and queues its delivery in the stream, in the same order. */
+  #send(batch: Batch): void {
+    this.#inFlight++;
     const { items } = batch;
-    try {
-      let rows: { id: number; timestamp: string }[];
-      try {
-        rows = await this.#db.query(INSERT_BATCH_SQL, [items.map((m) => m.user.id), items.map((m) => m.text)], {
-          timeoutMs: this.#commitTimeoutMs,
-        });
-      } catch (err) {
-        this.#stats.failed += items.length;
-        this.#logDatabaseError("database error storing messages; senders told unavailable", err, items.length);
-        const failure = unavailable(err);
-        for (const item of items) item.session.send(encodeLine(errorReply(failure, item.requestId)));
-        return;
+    const stored = this.#db.ordered<StoreResult>(STORE_BATCH_SQL, [
+      items.map((m) => m.user.id),
+      items.map((m) => m.user.username),
+      items.map((m) => m.text),
+      items.map((m) => m.clientMsgId ?? null),
+    ], { timeoutMs: this.#commitTimeoutMs });
+    const committed = stored.then(
+      (rows) => this.#committed(items, rows[0]),
+      (err) => {
+        this.#failed(items, err);
+        throw err;
+      },
+    );
+    void this.#stream.own(committed).finally(() => {
+      this.#inFlight--;
+      this.#scheduleFlush();
+      if (this.#inFlight === 0 && this.#waiting.length === 0 && !this.#flushScheduled) this.#idle.resolve();
+    });
+    this.#scheduleFlush();
+  }
+
+  #committed(items: PendingSend[], result: StoreResult): OwnCommit<OwnExtra> {
+    const messages: StoredMessage[] = [];
+    const extras = new Map<number, OwnExtra>();
+    const repeated: { send: PendingSend; original: StoredMessage }[] = [];
+    let throughId = 0;
+    for (let i = 0; i < items.length; i++) {
+      const send = items[i];
+      const id = Number(result.ids[i]);
+      throughId = Math.max(throughId, id);
+      const timestamp = result.stamps[i];
+      if (result.duplicates[i]) {
+        const original = { id, sender: send.user.username, message: result.original_texts[i] ?? "", timestamp };
+        repeated.push({ send, original });
+        continue;
       }
-      this.#stats.committed += items.length;
-      this.#stats.batches++;
-      this.#broadcast(items, rows);
-    } finally {
-      for (const item of items) item.session.pendingSends--;
-      batch.settle();
+      const message = { id, sender: send.user.username, message: send.text, timestamp };
+      messages.push(message);
+      extras.set(id, send);
+      for (const repeat of send.repeats ?? []) repeated.push({ send: repeat, original: message });
+    }
+    this.#stats.committed += messages.length;
+    this.#stats.batches++;
+    return {
+      messages,
+      extras,
+      throughId,
+      afterDelivery: () => {
+        for (const { send, original } of repeated) {
+          this.#stats.duplicates++;
+          send.session.send(encodeText(duplicateLine(original, send)));
+          // A repeat of a send that was itself a repeat of an earlier batch's message.
+          for (const repeat of send.repeats ?? []) repeat.session.send(encodeText(duplicateLine(original, repeat)));
+        }
+        this.#answered(items);
+      },
+    };
+  }
+
+  #failed(items: PendingSend[], err: unknown): void {
+    this.#stats.failed += items.length;
+    this.#logDatabaseError("database error storing messages; senders told unavailable", err, items.length);
+    const failure = unavailable(err);
+    for (const send of items) {
+      send.session.send(encodeLine(errorReply(failure, send.requestId)));
+      for (const repeat of send.repeats ?? []) repeat.session.send(encodeLine(errorReply(failure, repeat.requestId)));
+    }
+    this.#answered(items);
+    // The batch may have committed all the same (a lost answer): deliver it if so.
+    this.#stream.resync();
+  }
+
+  #answered(items: PendingSend[]): void {
+    for (const send of items) {
+      if (send.clientMsgId !== undefined) this.#unanswered.delete(`${send.user.id}:${send.clientMsgId}`);
+      send.settle();
+      for (const repeat of send.repeats ?? []) repeat.settle();
     }
   }
 
-  /** One encoded buffer for everyone; only senders that used request_id get a copy of their own. */
-  #broadcast(items: PendingMessage[], rows: { id: number; timestamp: string }[]): void {
-    const lines: string[] = new Array(items.length);
-    let personalOwners: Map<Session, number[]> | undefined;
-    for (let i = 0; i < items.length; i++) {
-      const { user, text, requestId, session } = items[i];
-      lines[i] = newMessageLine(rows[i].id, user.username, text, rows[i].timestamp);
-      if (requestId !== undefined) {
-        personalOwners ??= new Map();
-        const own = personalOwners.get(session);
-        if (own) own.push(i);
-        else personalOwners.set(session, [i]);
-      }
-      if (this.#log.enabled("debug")) {
-        this.#log.debug("message stored", { id: rows[i].id, sender: user.username, message: text });
-      }
+  /**
+   * Queues committed messages (id order) to every logged-in connection: encoded once for all;
+   * a sender's own copy is the shared bytes around its own lines (views, not copies).
+   */
+  #fanOut(messages: StoredMessage[], extras: Map<number, OwnExtra> | undefined): void {
+    this.#recent.append(messages);
+    const debug = this.#log.enabled("debug");
+    const lines: string[] = new Array(messages.length);
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i];
+      lines[i] = newMessageLine(m);
+      if (debug) this.#log.debug("message delivered", { id: m.id, sender: m.sender, message: m.message });
     }
-    this.#recent.append(items.map((item, i) => ({
-      id: rows[i].id,
-      sender: item.user.username,
-      message: item.text,
-      timestamp: rows[i].timestamp,
-    })));
-    const encoder = new TextEncoder();
-    const shared = encoder.encode(lines.join(""));
-    let personal: Map<Session, Uint8Array> | undefined;
-    if (personalOwners) {
-      personal = new Map();
-      for (const [session, indexes] of personalOwners) {
-        const own = lines.slice();
-        for (const i of indexes) own[i] = withRequestId(lines[i], items[i].requestId!);
-        personal.set(session, encoder.encode(own.join("")));
+    const own = extras && extras.size > 0 ? ownCopies(messages, lines, extras) : undefined;
+    const shared = encodeText(own ? own.shared : lines.join(""));
+    if (!own) {
+      this.#hub.broadcast(shared);
+      return;
+    }
+    const personal = new Map<Session, Uint8Array[]>();
+    for (const [session, spans] of own.spans) {
+      const pieces: Uint8Array[] = [];
+      let at = 0;
+      for (const span of spans) {
+        if (span.start > at) pieces.push(shared.subarray(at, span.start));
+        pieces.push(encodeText(span.line));
+        at = span.end;
       }
+      if (at < shared.length) pieces.push(shared.subarray(at));
+      personal.set(session, pieces);
     }
     this.#hub.broadcast(shared, personal);
   }
@@ -217,14 +332,77 @@ export class MessageService {
   }
 }
 
-function newMessageLine(id: number, sender: string, message: string, timestamp: string): string {
-  // Built by hand: the hottest serialisation in the server (one per message, fields in the contract's order).
-  return `{"type":"new_message","id":${id},"sender":${JSON.stringify(sender)},"message":${
-    JSON.stringify(message)
-  },"timestamp":${JSON.stringify(timestamp)}}\n`;
+/** A sender's own line in place of the shared bytes [start, end). */
+interface Span {
+  start: number;
+  end: number;
+  line: string;
 }
 
-/** The sender's own copy of a new_message line: the same line with its request_id. */
-function withRequestId(line: string, requestId: RequestId): string {
-  return `${line.slice(0, -2)},"request_id":${JSON.stringify(requestId)}}\n`;
+/**
+ * The shared text of a batch and, per sender with extras, where its own lines go: byte offsets
+ * into the shared bytes, so its copy is built from views of them.
+ */
+function ownCopies(
+  messages: StoredMessage[],
+  lines: string[],
+  extras: Map<number, OwnExtra>,
+): { shared: string; spans: Map<Session, Span[]> } {
+  const spans = new Map<Session, Span[]>();
+  let offset = 0;
+  for (let i = 0; i < messages.length; i++) {
+    const bytes = utf8Length(lines[i]);
+    const extra = extras.get(messages[i].id);
+    if (extra && (extra.requestId !== undefined || extra.clientMsgId !== undefined)) {
+      const span = { start: offset, end: offset + bytes, line: withExtras(lines[i], extra) };
+      const list = spans.get(extra.session);
+      if (list) list.push(span);
+      else spans.set(extra.session, [span]);
+    }
+    offset += bytes;
+  }
+  return { shared: lines.join(""), spans };
+}
+
+const utf8 = new TextEncoder();
+
+function encodeText(text: string): Uint8Array {
+  return utf8.encode(text);
+}
+
+/**
+ * The UTF-8 length of a line, without encoding it. JSON.stringify escapes lone surrogates, so a
+ * surrogate here is half of a pair: 2 UTF-16 units that become 4 bytes, 2 per unit.
+ */
+function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) continue;
+    bytes += c < 0x800 || (c >= 0xd800 && c <= 0xdfff) ? 1 : 2;
+  }
+  return bytes;
+}
+
+function newMessageLine(m: StoredMessage): string {
+  // Built by hand: the hottest serialisation in the server (one per message, fields in the contract's order).
+  return `{"type":"new_message","id":${m.id},"sender":${JSON.stringify(m.sender)},"message":${
+    JSON.stringify(m.message)
+  },"timestamp":${JSON.stringify(m.timestamp)}}\n`;
+}
+
+/** The sender's own copy of a new_message line: the same line with its request_id and client_msg_id. */
+function withExtras(
+  line: string,
+  extra: { requestId: RequestId | undefined; clientMsgId: string | undefined },
+): string {
+  let tail = "";
+  if (extra.requestId !== undefined) tail += `,"request_id":${JSON.stringify(extra.requestId)}`;
+  if (extra.clientMsgId !== undefined) tail += `,"client_msg_id":${JSON.stringify(extra.clientMsgId)}`;
+  return `${line.slice(0, -2)}${tail}}\n`;
+}
+
+/** The answer to a repeated client_msg_id: the original message, to this connection alone. */
+function duplicateLine(original: StoredMessage, send: PendingSend): string {
+  return `${withExtras(newMessageLine(original), send).slice(0, -2)},"duplicate":true}\n`;
 }

@@ -56,20 +56,33 @@ export function encodeLine(reply: Reply): Uint8Array {
   return utf8Encoder.encode(JSON.stringify(reply) + "\n");
 }
 
-/** The contract's error frame, with `request_id` echoed when given. */
-export function errorReply(err: ChatError, requestId?: RequestId): Reply {
-  const reply: Reply = { type: "error", code: err.code, message: err.message };
+/**
+ * The contract's error frame, with `request_id` echoed when given. register and login answer
+ * errors with their own `responseType` and `"status":"error"`.
+ */
+export function errorReply(
+  err: ChatError,
+  requestId?: RequestId,
+  responseType?: "register_response" | "login_response",
+): Reply {
+  const reply: Reply = responseType
+    ? { type: responseType, status: "error", code: err.code, message: err.message }
+    : { type: "error", code: err.code, message: err.message };
   if (err.retryAfterMs !== undefined) reply.retry_after_ms = err.retryAfterMs;
   if (requestId !== undefined) reply.request_id = requestId;
   return reply;
 }
 
-/** register_response / login_response with status error. */
-export function authErrorReply(type: string, err: ChatError, requestId?: RequestId): Reply {
-  const reply: Reply = { type, status: "error", code: err.code, message: err.message };
-  if (err.retryAfterMs !== undefined) reply.retry_after_ms = err.retryAfterMs;
-  if (requestId !== undefined) reply.request_id = requestId;
-  return reply;
+const CLIENT_MSG_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/** A send's `client_msg_id` (absent or null: none); bad_request unless 1–64 of [A-Za-z0-9_.:-]. */
+export function clientMsgIdOf(frame: Frame): string | undefined {
+  const value = field(frame, "client_msg_id");
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string" || !CLIENT_MSG_ID_PATTERN.test(value)) {
+    throw new ChatError("bad_request", "client_msg_id must be 1 to 64 characters of letters, digits, _ . : or -");
+  }
+  return value;
 }
 
 // ---- field validation -------------------------------------------------------------------------

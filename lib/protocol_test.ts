@@ -1,11 +1,11 @@
 import { assert, assertEquals, fail } from "../tests/_assert.ts";
 import { ChatError, type ErrorCode } from "./errors.ts";
 import {
-  authErrorReply,
   checkMessageText,
   checkPassword,
   checkRequestId,
   checkUsername,
+  clientMsgIdOf,
   decodeFrame,
   DEFAULT_HISTORY_LIMIT,
   encodeLine,
@@ -120,16 +120,16 @@ Deno.test("errorReply builds the error frame with optional retry_after_ms and re
   });
 });
 
-Deno.test("authErrorReply builds a register/login response with status error", sanitized, () => {
+Deno.test("errorReply with a response type builds a register/login response with status error", sanitized, () => {
   const taken = new ChatError("username_taken", "Username already exists");
-  assertEquals(authErrorReply("register_response", taken), {
+  assertEquals(errorReply(taken, undefined, "register_response"), {
     type: "register_response",
     status: "error",
     code: "username_taken",
     message: "Username already exists",
   });
   const throttled = new ChatError("too_many_attempts", "Too many failed logins", { retryAfterMs: 12000 });
-  assertEquals(authErrorReply("login_response", throttled, 5), {
+  assertEquals(errorReply(throttled, 5, "login_response"), {
     type: "login_response",
     status: "error",
     code: "too_many_attempts",
@@ -218,6 +218,22 @@ Deno.test("parseHistoryQuery reads before and after as non-negative integer ids"
   for (const name of ["before", "after"]) {
     for (const value of [-1, 1.5, "3", true, [], {}, 2 ** 53]) {
       assertEquals(codeOf(() => parseHistoryQuery({ [name]: value }, 500)), "bad_request", `${name}=${value}`);
+    }
+  }
+});
+
+Deno.test("clientMsgIdOf accepts 1 to 64 of [A-Za-z0-9_.:-] and treats null as absent", sanitized, () => {
+  for (const ok of ["a", "x".repeat(64), "550e8400-e29b-41d4-a716-446655440000", "web:1.2_3"]) {
+    assertEquals(clientMsgIdOf({ client_msg_id: ok }), ok);
+  }
+  assertEquals(clientMsgIdOf({}), undefined);
+  assertEquals(clientMsgIdOf({ client_msg_id: null }), undefined);
+  for (const bad of ["", "x".repeat(65), "has space", "é", "a/b", 7, true, ["a"], {}]) {
+    try {
+      clientMsgIdOf({ client_msg_id: bad });
+      fail(`accepted ${JSON.stringify(bad)}`);
+    } catch (err) {
+      assert(err instanceof ChatError && err.code === "bad_request", JSON.stringify(bad));
     }
   }
 });

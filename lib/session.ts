@@ -21,8 +21,4 @@ export interface Session {
   send(bytes: Uint8Array): void;
   /** Sends `finalBytes` (if any), then closes, recording `reason` once. */
   close(reason: string, finalBytes?: Uint8Array): void;
-  /** Accepted send_message frames not yet committed and broadcast (or failed). */
-  pendingSends: number;
-  /** Settles once the latest accepted send_message has been broadcast or answered with an error. */
-  lastSend: Promise<void> | null;
 }

@@ -75,6 +75,9 @@ export async function startTestServer(
   });
   const database = backend.name === "pglite" && !env.DATA_DIR ? sharedPgliteDatabase() : undefined;
   const service = await startChatService(config, testLog, { ...options, database });
+  // Failed logins are throttled per address across servers, and every test connects from
+  // 127.0.0.1: each test server starts with a clean slate, as a test of one server expects.
+  await service.db.query("DELETE FROM chat_login_failures");
   const close = () => service.close();
   return {
     service,
