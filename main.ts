@@ -5,7 +5,7 @@
 
 import { startChatService } from "./lib/app.ts";
 import { ConfigError, loadConfig } from "./lib/config.ts";
-import { applySchema, DatabaseError, openDatabase } from "./lib/db.ts";
+import { applySchema, DatabaseError, DataDirInUseError, openDatabase } from "./lib/db.ts";
 import { Logger } from "./lib/log.ts";
 
 /** The process exits by then even if a peer or the database hangs the shutdown. */
@@ -28,11 +28,18 @@ async function main(args: string[]): Promise<number> {
     : `embedded PostgreSQL (PGlite) in ${config.dataDir}: a development database, single connection, no fsync`;
 
   if (args[0] === "db:setup") {
-    const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: 1, log });
     try {
-      await applySchema(db);
-    } finally {
-      await db.close();
+      const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: 1, log });
+      try {
+        await applySchema(db);
+      } finally {
+        await db.close();
+      }
+    } catch (err) {
+      const reason = startupFailure(err, config.host, config.port);
+      if (!reason) throw err;
+      log.error(reason, { storage });
+      return 1;
     }
     log.info("schema applied", { storage });
     return 0;
@@ -87,6 +94,9 @@ function startupFailure(err: unknown, host: string, port: number): string | unde
   }
   if (err instanceof Deno.errors.PermissionDenied || err instanceof Deno.errors.AddrNotAvailable) {
     return `cannot listen on ${host}:${port}: ${err.message} (check HOST and PORT; ports below 1024 need privileges)`;
+  }
+  if (err instanceof DataDirInUseError) {
+    return `${err.message}: stop the other server, or set DATA_DIR or DATABASE_URL`;
   }
   if (err instanceof DatabaseError) {
     return `cannot open the database: ${err.message} (check DATABASE_URL, or unset it to use the embedded database)`;

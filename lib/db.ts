@@ -82,7 +82,8 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
   const socket = target
     ? { socket: () => new DenoPgSocket(target.hostname, target.port) as unknown as import("node:net").Socket }
     : {};
-  const connect = (max: number) =>
+  /** `role` names the connections in pg_stat_activity: chat-server, chat-server/writer, chat-server/listener. */
+  const connect = (max: number, role?: string) =>
     postgres(url, {
       ...socket,
       max,
@@ -91,7 +92,7 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
       idle_timeout: 60,
       // postgres.js reconnects on the next query after a connection is lost; nothing to do here.
       onnotice: (notice) => log.debug("database notice", { message: notice.message }),
-      connection: { application_name: "chat-server" },
+      connection: { application_name: role ? `chat-server/${role}` : "chat-server" },
     });
   /**
    * A query that outlives its timeout most likely sits on a connection that will never answer (a
@@ -100,7 +101,7 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
    */
   const pool = new ReplaceablePool(() => connect(poolSize), "database pool", log);
   /** One connection: postgres.js pipelines the queries of one connection in the order they are made. */
-  const writer = new ReplaceablePool(() => connect(1), "database writer connection", log);
+  const writer = new ReplaceablePool(() => connect(1, "writer"), "database writer connection", log);
   /** LISTEN gets a connection of its own, which pool replacements leave alone. */
   let listener: postgres.Sql | undefined;
   return {
@@ -112,7 +113,7 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
       return writer.query<T>(text, params, options);
     },
     async listen(channel: string, onNotify: (payload: string) => void, onListen: () => void): Promise<void> {
-      listener ??= connect(1);
+      listener ??= connect(1, "listener");
       try {
         await listener.listen(channel, onNotify, onListen);
       } catch (err) {

@@ -78,8 +78,11 @@ export interface ScratchDatabase extends AsyncDisposable {
   readonly url: string;
   /** Runs SQL as the administrator, in this database's server (not inside the scratch database). */
   admin: postgres.Sql;
-  /** Terminates the chat server's connections to this database only; returns how many. */
-  terminateServerBackends(): Promise<number>;
+  /**
+   * Terminates the chat server's connections to this database only (`role`: only its writer or
+   * its LISTEN connection); returns how many.
+   */
+  terminateServerBackends(role?: "writer" | "listener"): Promise<number>;
   /** Rows of a query run inside the scratch database. */
   query<T extends Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]>;
   drop(): Promise<void>;
@@ -113,11 +116,11 @@ export async function createScratchDatabase(baseUrl: string): Promise<ScratchDat
     name,
     url,
     admin,
-    async terminateServerBackends(): Promise<number> {
+    async terminateServerBackends(role?: "writer" | "listener"): Promise<number> {
       const rows = await admin.unsafe(
         `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
-          WHERE application_name = 'chat-server' AND datname = $1 AND pid <> pg_backend_pid()`,
-        [name],
+          WHERE application_name LIKE $2 AND datname = $1 AND pid <> pg_backend_pid()`,
+        [name, role ? `chat-server/${role}` : "chat-server%"],
       );
       return rows.filter((r) => r.ok === true).length;
     },
