@@ -71,9 +71,10 @@ export class AuthService {
 
   /** Verifies credentials. Unknown user and wrong password fail alike, after the same bcrypt work. */
   async login(usernameValue: unknown, passwordValue: unknown, address: string): Promise<User> {
-    const usernameKey = typeof usernameValue === "string" ? usernameValue.toLowerCase().slice(0, 64) : "";
-    // What is not a valid username is not logged as one: people type passwords into the wrong field.
-    const loggedName = isValidUsername(usernameValue) ? usernameKey : "(invalid username)";
+    // Only what can be a username has a bucket of its own (and is logged: people type passwords
+    // into the wrong field); guesses at anything else count against the address alone.
+    const usernameKey = isValidUsername(usernameValue) ? usernameValue.toLowerCase() : undefined;
+    const loggedName = usernameKey ?? "(invalid username)";
     let waitMs: number;
     try {
       waitMs = await this.#throttle.waitMs(usernameKey, address);
@@ -106,7 +107,7 @@ export class AuthService {
       this.#log.info("login failed", { username: loggedName, address });
       throw new ChatError("invalid_credentials", "Invalid username or password");
     }
-    await this.#throttle.succeeded(usernameKey).catch((err) => void this.#unavailable(err));
+    await this.#throttle.succeeded(row.username.toLowerCase()).catch((err) => void this.#unavailable(err));
     this.#log.info("user logged in", { username: row.username, user_id: row.id, address });
     return { id: row.id, username: row.username };
   }

@@ -41,14 +41,17 @@ export class LoginThrottle {
     this.#db = db;
   }
 
-  /** Milliseconds until this username may try again from this address (0 = now). Rejects with DatabaseError. */
-  async waitMs(usernameKey: string, address: string): Promise<number> {
+  /**
+   * Milliseconds until this username may try again from this address (0 = now); `usernameKey`
+   * is undefined for what cannot be a username. Rejects with DatabaseError.
+   */
+  async waitMs(usernameKey: string | undefined, address: string): Promise<number> {
     const rows = await this.#db.query<{ wait_ms: number }>(WAIT_SQL, [keys(usernameKey, address), ...BUCKET_PARAMS]);
     return Number(rows[0]?.wait_ms ?? 0);
   }
 
-  /** Counts a failed login against the username and the address. */
-  async failed(usernameKey: string, address: string): Promise<void> {
+  /** Counts a failed login against the username (if it can be one) and the address. */
+  async failed(usernameKey: string | undefined, address: string): Promise<void> {
     await this.#db.query(FAILED_SQL, [keys(usernameKey, address), ...BUCKET_PARAMS]);
   }
 
@@ -63,6 +66,6 @@ export class LoginThrottle {
   }
 }
 
-function keys(usernameKey: string, address: string): string[] {
-  return [`user:${usernameKey}`, `addr:${address}`];
+function keys(usernameKey: string | undefined, address: string): string[] {
+  return usernameKey === undefined ? [`addr:${address}`] : [`user:${usernameKey}`, `addr:${address}`];
 }

@@ -55,6 +55,8 @@ export class MessageStream<Extra> {
   #chain: Promise<void> = Promise.resolve();
   #stopped = false;
   #resyncTimer: ReturnType<typeof setInterval> | undefined;
+  /** Pending retry waits, cut short by stop(). */
+  readonly #waits = new Set<() => void>();
   #stats = { delivered: 0, caughtUp: 0 };
 
   constructor(db: Database, log: Logger, deliver: Deliver<Extra>) {
@@ -89,6 +91,7 @@ export class MessageStream<Extra> {
   stop(): void {
     this.#stopped = true;
     if (this.#resyncTimer !== undefined) clearInterval(this.#resyncTimer);
+    for (const wake of this.#waits) wake();
   }
 
   /** Settles when every step queued so far has run. */
@@ -103,6 +106,7 @@ export class MessageStream<Extra> {
    * committed after all, a later catch-up delivers it).
    */
   own(committed: Promise<OwnCommit<Extra>>): Promise<void> {
+    committed.catch(() => {}); // Its failure is the caller's to answer; the step only skips it.
     return this.#queue(async () => {
       let commit: OwnCommit<Extra>;
       try {
@@ -136,8 +140,10 @@ export class MessageStream<Extra> {
       try {
         through = await bound;
       } catch (err) {
+        if (this.#stopped) return;
         this.#log.warn("cannot check for new messages; retrying", { error: errorText(err) });
-        setTimeout(() => this.resync(), RETRY_MAX_MS);
+        await this.#pause(RETRY_MAX_MS);
+        this.resync();
         return;
       }
       if (through > this.#lastDelivered) await this.#catchUp(through);
@@ -169,7 +175,7 @@ export class MessageStream<Extra> {
       } catch (err) {
         if (this.#stopped) return;
         this.#log.warn("cannot read new messages; retrying", { error: errorText(err), retry_ms: delay });
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        await this.#pause(delay);
         delay = Math.min(delay * 2, RETRY_MAX_MS);
         continue;
       }
@@ -184,6 +190,19 @@ export class MessageStream<Extra> {
       if (rows.length < CATCH_UP_PAGE) this.#lastDelivered = Math.max(this.#lastDelivered, through);
     }
     this.#queuedThrough = Math.max(this.#queuedThrough, this.#lastDelivered);
+  }
+
+  /** Waits `ms`, or less if the stream is stopped meanwhile. */
+  #pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.#waits.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.#waits.add(wake);
+    });
   }
 
   #emit(messages: StoredMessage[], extras: Map<number, Extra> | undefined): void {

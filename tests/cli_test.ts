@@ -7,6 +7,9 @@ import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { sanitized } from "./_client.ts";
 import { runServerCommand, spawnServer } from "./_process.ts";
 
+/** The seed's two tables and the v1.1 additions (exactly-once ids, presence, login throttling). */
+const SCHEMA_TABLES = ["chat_client_msg_ids", "chat_login_failures", "chat_servers", "messages", "users"];
+
 const postgresUrl = Deno.env.get("TEST_DATABASE_URL") || undefined;
 const ROOT = new URL("..", import.meta.url).pathname;
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
@@ -80,7 +83,7 @@ Deno.test({
       assertMatch(first.stdout + first.stderr, /schema applied/);
       const second = await runServerCommand({ DATA_DIR: dataDir }, ["db:setup"]);
       assertEquals(second.code, 0, second.stdout + second.stderr);
-      assertEquals(await embeddedSchema(dataDir), { tables: ["messages", "users"], lower_index: 1 });
+      assertEquals(await embeddedSchema(dataDir), { tables: SCHEMA_TABLES, lower_index: 1 });
     } finally {
       await Deno.remove(dataDir, { recursive: true });
     }
@@ -109,7 +112,7 @@ Deno.test({
       const tables = await inside.unsafe(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name",
       );
-      assertEquals(tables.map((r) => r.table_name), ["messages", "users"]);
+      assertEquals(tables.map((r) => r.table_name), SCHEMA_TABLES);
       const indexes = await inside.unsafe("SELECT 1 FROM pg_indexes WHERE indexname = 'users_username_lower_key'");
       assertEquals(indexes.length, 1);
     } finally {
