@@ -1,7 +1,10 @@
--- The chat server's schema. The two tables are the seed design's, unchanged, so a database made
--- by it works as is; everything after them is additive. Applied at start-up and by
+-- The chat server's schema. The two tables are the seed design's, column for column (the contract's
+-- "storage" section), so a database made and filled by the seed's server is served as is and the
+-- seed's server reads what this one stores. Everything after them is additive: nothing here renames,
+-- drops or adds a required column to the seed's tables. Applied at start-up and by
 -- `deno task db:setup`, in one transaction (on a PostgreSQL server under an advisory lock, so that
--- several servers starting at once do not race); safe to run again.
+-- several servers starting at once do not race), after lib/migrate.ts has brought a database of
+-- this project's earlier layout up to date; safe to run again.
 
 CREATE TABLE IF NOT EXISTS users (
     id SERIAL PRIMARY KEY,
@@ -13,7 +16,8 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS messages (
     id SERIAL PRIMARY KEY,
     sender_id INTEGER REFERENCES users(id),
-    content TEXT NOT NULL,
+    sender_username VARCHAR(50) NOT NULL,
+    message_text TEXT NOT NULL,
     timestamp TIMESTAMP DEFAULT CURRENT_TIMESTAMP
 );
 
@@ -27,3 +31,8 @@ EXCEPTION WHEN unique_violation THEN
     RAISE WARNING 'users_username_lower_key not created: usernames differing only in case exist';
 END
 $$;
+
+-- ===== Additive objects (v1.1 and later) go below this line =====
+-- Indexes, new tables and functions only; a new column on users or messages must be nullable or
+-- defaulted (the seed's server does not write it). Each statement idempotent (IF NOT EXISTS,
+-- CREATE OR REPLACE), since this whole file runs at every start-up.

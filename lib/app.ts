@@ -34,7 +34,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
   });
   const ownsDatabase = options.database === undefined;
   try {
-    await applySchema(db);
+    await applySchema(db, log);
     const hub = new Hub();
     const auth = new AuthService(db, log, { bcryptCost: config.bcryptCost });
     auth.warmUp();

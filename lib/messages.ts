@@ -24,16 +24,18 @@ const MAX_BATCH_CHARS = 512_000;
 export const COMMIT_TIMEOUT_MS = 10_000;
 
 // unnest keeps the input order, so RETURNING lists the new ids in the order of the batch.
-const INSERT_BATCH_SQL = `INSERT INTO messages (sender_id, content, timestamp)
-  SELECT sender_id, content, now() AT TIME ZONE 'UTC' FROM unnest($1::int[], $2::text[]) AS t(sender_id, content)
+const INSERT_BATCH_SQL = `INSERT INTO messages (sender_id, sender_username, message_text, timestamp)
+  SELECT sender_id, sender_username, message_text, now() AT TIME ZONE 'UTC'
+  FROM unnest($1::int[], $2::text[], $3::text[]) AS t(sender_id, sender_username, message_text)
   RETURNING id, to_char(timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp`;
 
-const HISTORY_COLUMNS = `SELECT m.id, COALESCE(u.username, '') AS sender, m.content AS message,
-  to_char(m.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp
-  FROM messages m LEFT JOIN users u ON u.id = m.sender_id
-  WHERE m.id < $1::bigint AND m.id > $2::bigint`;
-const NEWEST_SQL = `${HISTORY_COLUMNS} ORDER BY m.id DESC LIMIT $3`;
-const OLDEST_SQL = `${HISTORY_COLUMNS} ORDER BY m.id ASC LIMIT $3`;
+// The sender's name is stored with each message (as the seed's design does), so no join.
+const HISTORY_COLUMNS = `SELECT id, sender_username AS sender, message_text AS message,
+  to_char(timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp
+  FROM messages
+  WHERE id < $1::bigint AND id > $2::bigint`;
+const NEWEST_SQL = `${HISTORY_COLUMNS} ORDER BY id DESC LIMIT $3`;
+const OLDEST_SQL = `${HISTORY_COLUMNS} ORDER BY id ASC LIMIT $3`;
 const NO_UPPER_BOUND = "9223372036854775807";
 
 export type HistoryMessage = StoredMessage;
@@ -152,9 +154,11 @@ export class MessageService {
     try {
       let rows: { id: number; timestamp: string }[];
       try {
-        rows = await this.#db.query(INSERT_BATCH_SQL, [items.map((m) => m.user.id), items.map((m) => m.text)], {
-          timeoutMs: this.#commitTimeoutMs,
-        });
+        rows = await this.#db.query(
+          INSERT_BATCH_SQL,
+          [items.map((m) => m.user.id), items.map((m) => m.user.username), items.map((m) => m.text)],
+          { timeoutMs: this.#commitTimeoutMs },
+        );
       } catch (err) {
         this.#stats.failed += items.length;
         this.#logDatabaseError("database error storing messages; senders told unavailable", err, items.length);

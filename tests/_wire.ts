@@ -152,7 +152,7 @@ export class RawClient implements AsyncDisposable {
 /** How many stored messages have exactly this text. */
 export async function storedCount(server: TestServer, text: string): Promise<number> {
   const rows = await server.service.db.query<{ n: number }>(
-    "SELECT count(*)::int AS n FROM messages WHERE content = $1::text",
+    "SELECT count(*)::int AS n FROM messages WHERE message_text = $1::text",
     [text],
   );
   return Number(rows[0].n);

@@ -365,11 +365,11 @@ Deno.test({
       }
     });
     await waitUntil(() => server.service.server.connectionCount === 1, 5000, "the reset connections to be gone");
-    const stored = await server.service.db.query<{ content: string }>(
-      `SELECT content FROM messages WHERE content = ANY($1::text[])`,
+    const stored = await server.service.db.query<{ message_text: string }>(
+      `SELECT message_text FROM messages WHERE message_text = ANY($1::text[])`,
       [halfTexts],
     );
-    assertEquals(stored.map((r) => r.content), [], "a half frame was executed");
+    assertEquals(stored.map((r) => r.message_text), [], "a half frame was executed");
     await setup.send({ type: "ping" });
     await setup.expect("pong");
   },
