@@ -425,6 +425,42 @@ for (const backend of scratchBackends) {
   });
 }
 
+Deno.test({
+  name: "schema: four servers starting at once on an earlier-layout database: one migrates it, all start [postgres]",
+  ignore: !scratchBackends.includes("postgres"),
+  ...sanitized,
+  async fn() {
+    await using scratch = await scratchDatabase("postgres");
+    await withOpen(scratch, async (db) => {
+      await exec(db, EARLIER_DDL);
+      const [user] = await db.query<{ id: number }>(
+        "INSERT INTO users (username, password_hash) VALUES ('carol', 'x') RETURNING id",
+      );
+      await db.query("INSERT INTO messages (sender_id, content) SELECT $1, 'm' || g FROM generate_series(1, 50) g", [
+        user.id,
+      ]);
+    });
+    const said: string[] = [];
+    class Recording extends Logger {
+      override info(msg: string): void {
+        said.push(msg);
+      }
+    }
+    const handles = await Promise.all(Array.from({ length: 4 }, () => scratch.open()));
+    try {
+      // Without the advisory lock, all would see `content` and all but one would fail renaming it.
+      await Promise.all(handles.map((db) => applySchema(db, new Recording("info"))));
+      assertEquals(said.filter((m) => /schema migrated/.test(m)).length, 1, JSON.stringify(said));
+      const rows = await handles[0].query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM messages WHERE sender_username = 'carol' AND message_text LIKE 'm%'",
+      );
+      assertEquals(Number(rows[0].n), 50);
+    } finally {
+      await Promise.all(handles.map((db) => db.close()));
+    }
+  },
+});
+
 /**
  * The columns of `table` as the seed's DDL makes them, read from a throw-away schema of the same
  * database (created and rolled back in one transaction).
