@@ -367,6 +367,10 @@ for (const backend of scratchBackends) {
       );
       assert(!/\n\s+at /.test(output), `a stack trace was printed:\n${output}`);
       assert(!/listening/.test(output), output);
+      const setup = await runServerCommand({ LOG_FORMAT: "text", ...scratch.env }, ["db:setup"]);
+      assertEquals(setup.code, 1, setup.stdout + setup.stderr);
+      assertMatch(setup.stderr, /ERROR .*table messages, column message_text/);
+      assert(!/\n\s+at /.test(setup.stdout + setup.stderr), `db:setup printed a stack trace:\n${setup.stderr}`);
 
       await withOpen(scratch, async (db) => {
         // Untouched: the transaction rolled back before schema.sql's index.
