@@ -7,6 +7,7 @@ import { startChatService } from "./lib/app.ts";
 import { ConfigError, loadConfig } from "./lib/config.ts";
 import { applySchema, DatabaseError, DataDirInUseError, openDatabase } from "./lib/db.ts";
 import { Logger } from "./lib/log.ts";
+import { SchemaMismatchError } from "./lib/migrate.ts";
 
 /** The process exits by then even if a peer or the database hangs the shutdown. */
 const SHUTDOWN_DEADLINE_MS = 10_000;
@@ -31,7 +32,7 @@ async function main(args: string[]): Promise<number> {
     try {
       const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: 1, log });
       try {
-        await applySchema(db);
+        await applySchema(db, log);
       } finally {
         await db.close();
       }
@@ -95,8 +96,16 @@ function startupFailure(err: unknown, host: string, port: number): string | unde
   if (err instanceof Deno.errors.PermissionDenied || err instanceof Deno.errors.AddrNotAvailable) {
     return `cannot listen on ${host}:${port}: ${err.message} (check HOST and PORT; ports below 1024 need privileges)`;
   }
+  return databaseFailure(err);
+}
+
+/** A plain sentence for a database that cannot be opened or served, or undefined for anything else. */
+function databaseFailure(err: unknown): string | undefined {
   if (err instanceof DataDirInUseError) {
     return `${err.message}: stop the other server, or set DATA_DIR or DATABASE_URL`;
+  }
+  if (err instanceof SchemaMismatchError) {
+    return `the database does not have the chat schema: ${err.message} (check DATABASE_URL, or unset it to use the embedded database)`;
   }
   if (err instanceof DatabaseError) {
     return `cannot open the database: ${err.message} (check DATABASE_URL, or unset it to use the embedded database)`;

@@ -1,7 +1,10 @@
--- The chat server's schema. The two tables are the seed design's, unchanged, so a database made
--- by it works as is; everything after them is additive. Applied at start-up and by
+-- The chat server's schema. The two tables are the seed design's, column for column (the contract's
+-- "storage" section), so a database made and filled by the seed's server is served as is and the
+-- seed's server reads what this one stores. Everything after them is additive: nothing here renames,
+-- drops or adds a required column to the seed's tables. Applied at start-up and by
 -- `deno task db:setup`, in one transaction (on a PostgreSQL server under an advisory lock, so that
--- several servers starting at once do not race); safe to run again.
+-- several servers starting at once do not race), after lib/migrate.ts has brought a database of
+-- this project's earlier layout up to date; safe to run again.
 
 CREATE TABLE IF NOT EXISTS users (
     id SERIAL PRIMARY KEY,
@@ -29,8 +32,10 @@ EXCEPTION WHEN unique_violation THEN
 END
 $$;
 
--- ---- v1.1: several servers on one database, exactly-once sends --------------------------------
--- Everything below is additive: new tables and a function; the seed's tables are not touched.
+-- ===== Additive objects (v1.1 and later) go below this line =====
+-- Indexes, new tables and functions only; a new column on users or messages must be nullable or
+-- defaulted (the seed's server does not write it). Each statement idempotent (IF NOT EXISTS,
+-- CREATE OR REPLACE), since this whole file runs at every start-up.
 
 -- Exactly-once sends: the first message a user sent with a given client_msg_id. Kept at least
 -- 7 days (pruned in the background after that).

@@ -15,20 +15,22 @@ export const POOL_SIZE = 10;
 const CEILING_TABLE_SQL = `CREATE TABLE IF NOT EXISTS bench_ceiling_messages (
     id SERIAL PRIMARY KEY,
     sender_id INTEGER REFERENCES users(id),
-    content TEXT NOT NULL,
+    sender_username VARCHAR(50) NOT NULL,
+    message_text TEXT NOT NULL,
     timestamp TIMESTAMP DEFAULT CURRENT_TIMESTAMP
 )`;
 
 /** The server's own history query (lib/messages.ts, NEWEST_SQL), copied so the ceiling runs the same SQL. */
-const HISTORY_SQL = `SELECT m.id, COALESCE(u.username, '') AS sender, m.content AS message,
-  to_char(m.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp
-  FROM messages m LEFT JOIN users u ON u.id = m.sender_id
-  WHERE m.id < $1::bigint AND m.id > $2::bigint ORDER BY m.id DESC LIMIT $3`;
+const HISTORY_SQL = `SELECT id, sender_username AS sender, message_text AS message,
+  to_char(timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp
+  FROM messages
+  WHERE id < $1::bigint AND id > $2::bigint ORDER BY id DESC LIMIT $3`;
 const NO_UPPER_BOUND = "9223372036854775807";
 
 export interface CeilingRow {
   senderId: number;
-  content: string;
+  senderUsername: string;
+  messageText: string;
 }
 
 export interface InsertCeiling {
@@ -96,8 +98,14 @@ async function openPostgres(adminUrl: string): Promise<BenchDatabase> {
       return await sql.unsafe(text, params as Parameters<typeof sql.unsafe>[1], { prepare: true });
     },
     async insertRows(rows) {
-      const values = rows.map((r) => ({ sender_id: r.senderId, content: r.content }));
-      await sql`INSERT INTO bench_ceiling_messages ${sql(values, "sender_id", "content")} RETURNING id`;
+      const values = rows.map((r) => ({
+        sender_id: r.senderId,
+        sender_username: r.senderUsername,
+        message_text: r.messageText,
+      }));
+      await sql`INSERT INTO bench_ceiling_messages ${
+        sql(values, "sender_id", "sender_username", "message_text")
+      } RETURNING id`;
     },
     async close() {
       await sql.end({ timeout: 5 });
@@ -127,11 +135,13 @@ async function openEmbedded(): Promise<BenchDatabase> {
     async insertRows(rows) {
       const params: unknown[] = [];
       const tuples = rows.map((r, i) => {
-        params.push(r.senderId, r.content);
-        return `($${2 * i + 1}, $${2 * i + 2})`;
+        params.push(r.senderId, r.senderUsername, r.messageText);
+        return `($${3 * i + 1}, $${3 * i + 2}, $${3 * i + 3})`;
       });
       await pg.query(
-        `INSERT INTO bench_ceiling_messages (sender_id, content) VALUES ${tuples.join(",")} RETURNING id`,
+        `INSERT INTO bench_ceiling_messages (sender_id, sender_username, message_text) VALUES ${
+          tuples.join(",")
+        } RETURNING id`,
         params,
       );
     },
@@ -211,7 +221,8 @@ function makeDatabase(
       if (have < limit) {
         await ensureUsers([1]);
         for (let i = have; i < limit * 4; i++) {
-          await runner.query("INSERT INTO messages (sender_id, content) VALUES (1, $1)", [
+          await runner.query("INSERT INTO messages (sender_id, sender_username, message_text) VALUES (1, $1, $2)", [
+            "bench_ceiling_1",
             `history ceiling ${i} ${"x".repeat(120)}`,
           ]);
         }

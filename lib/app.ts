@@ -45,7 +45,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
   const presence = new Presence(db, hub, log);
   const maintenance = new Maintenance(db, throttle, log);
   try {
-    await applySchema(db);
+    await applySchema(db, log);
     const auth = new AuthService(db, throttle, log, { bcryptCost: config.bcryptCost });
     auth.warmUp();
     await messages.start();

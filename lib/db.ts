@@ -4,6 +4,7 @@
 import postgres from "postgres";
 import { PGlite } from "@electric-sql/pglite";
 import type { Logger } from "./log.ts";
+import { migrateSchema } from "./migrate.ts";
 import { DenoPgSocket, plainTcpTarget } from "./pg_socket.ts";
 
 export type Row = Record<string, unknown>;
@@ -31,9 +32,20 @@ export interface Database {
    * `onListen` once and delivers nothing.
    */
   listen(channel: string, onNotify: (payload: string) => void, onListen: () => void): Promise<void>;
-  /** Runs several statements without parameters (the schema) in one transaction. */
-  execScript(text: string): Promise<void>;
+  /**
+   * Runs `work` in one transaction (the schema and its migration); on a PostgreSQL server under an
+   * advisory lock, so that servers starting at once take turns. Errors thrown by `work` itself
+   * (not by the driver) reach the caller unchanged; the transaction is rolled back either way.
+   */
+  schemaTransaction<T>(work: (tx: Transaction) => Promise<T>): Promise<T>;
   close(): Promise<void>;
+}
+
+/** The queries of one open transaction. */
+export interface Transaction {
+  query<T extends Row = Row>(text: string, params?: unknown[]): Promise<T[]>;
+  /** Several statements without parameters (a script such as schema.sql). */
+  exec(text: string): Promise<void>;
 }
 
 /** A driver error at the boundary: `sqlState` is PostgreSQL's code when the server gave one. */
@@ -120,16 +132,17 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
         throw translate(err);
       }
     },
-    async execScript(text: string): Promise<void> {
-      try {
-        await pool.sql.begin(async (tx) => {
-          // Serialises servers that start at once: CREATE … IF NOT EXISTS can race otherwise.
+    async schemaTransaction<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
+      return await runWork(work, (guarded) =>
+        pool.sql.begin(async (tx) => {
+          // Serialises servers that start at once: CREATE … IF NOT EXISTS and migrations can race otherwise.
           await tx.unsafe("SELECT pg_advisory_xact_lock($1)", [SCHEMA_LOCK_KEY]);
-          await tx.unsafe(text).simple();
-        });
-      } catch (err) {
-        throw translate(err);
-      }
+          return await guarded({
+            // deno-lint-ignore no-explicit-any
+            query: <R extends Row>(text: string, params: unknown[] = []) => tx.unsafe<R[]>(text, params as any[]),
+            exec: async (text: string) => void await tx.unsafe(text).simple(),
+          });
+        }) as Promise<T>);
     },
     async close(): Promise<void> {
       await Promise.all([pool.sql.end({ timeout: 5 }), writer.sql.end({ timeout: 5 }), listener?.end({ timeout: 0 })]);
@@ -216,12 +229,15 @@ async function openEmbedded(dataDir: string): Promise<Database> {
       onListen();
       return Promise.resolve();
     },
-    async execScript(text: string): Promise<void> {
-      try {
-        await pg.transaction((tx) => tx.exec(text));
-      } catch (err) {
-        throw translate(err);
-      }
+    async schemaTransaction<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
+      return await runWork(work, (guarded) =>
+        pg.transaction((tx) =>
+          guarded({
+            query: async <R extends Row>(text: string, params: unknown[] = []) =>
+              (await tx.query<R>(text, params)).rows,
+            exec: async (text: string) => void await tx.exec(text),
+          })
+        ));
     },
     async close(): Promise<void> {
       try {
@@ -242,12 +258,62 @@ async function lockDataDir(dataDir: string): Promise<Deno.FsFile> {
   throw new DataDirInUseError(dataDir);
 }
 
+/**
+ * Runs `work` inside `transact` (which opens the transaction): the driver's errors, from the
+ * transaction's queries or from BEGIN/COMMIT, become DatabaseError; an error of `work`'s own (a
+ * SchemaMismatchError, say) is passed on as it was thrown.
+ */
+async function runWork<T>(
+  work: (tx: Transaction) => Promise<T>,
+  transact: (guarded: (tx: Transaction) => Promise<T>) => Promise<T>,
+): Promise<T> {
+  const translating = (tx: Transaction): Transaction => ({
+    async query<R extends Row>(text: string, params?: unknown[]): Promise<R[]> {
+      try {
+        return await tx.query<R>(text, params);
+      } catch (err) {
+        throw translate(err);
+      }
+    },
+    async exec(text: string): Promise<void> {
+      try {
+        await tx.exec(text);
+      } catch (err) {
+        throw translate(err);
+      }
+    },
+  });
+  let ownError: unknown;
+  try {
+    return await transact(async (tx) => {
+      try {
+        return await work(translating(tx));
+      } catch (err) {
+        ownError = err;
+        throw err;
+      }
+    });
+  } catch (err) {
+    throw err === ownError ? err : translate(err);
+  }
+}
+
 /** The schema file, read from beside main.ts (it is included in the compiled binary). */
 export async function readSchema(): Promise<string> {
   return await Deno.readTextFile(new URL("../schema.sql", import.meta.url));
 }
 
-/** Applies schema.sql; idempotent, and safe when several servers start at once. */
-export async function applySchema(db: Database): Promise<void> {
-  await db.execScript(await readSchema());
+/**
+ * Brings a database made by this project's earlier schema up to date (lib/migrate.ts), then
+ * applies schema.sql, in one transaction; idempotent, and safe when several servers start at
+ * once. Throws SchemaMismatchError for a database of neither shape, leaving it untouched.
+ */
+export async function applySchema(db: Database, log: Logger): Promise<void> {
+  const schema = await readSchema();
+  const migrated = await db.schemaTransaction(async (tx) => {
+    const steps = await migrateSchema(tx);
+    await tx.exec(schema);
+    return steps;
+  });
+  if (migrated.length > 0) log.info(`schema migrated from the earlier layout: ${migrated.join("; ")}`);
 }

@@ -43,7 +43,7 @@ const sharedPglite: Database = await openDatabase({
   poolSize: 1,
   log: testLog,
 });
-await applySchema(sharedPglite);
+await applySchema(sharedPglite, testLog);
 
 export function sharedPgliteDatabase(): Database {
   return sharedPglite;

@@ -597,7 +597,7 @@ for (const backend of backends) {
 
   Deno.test({
     name: `fuzz: the database returns stored text starting with U+FEFF unchanged [${backend.name}]`,
-    // BUG: on PGlite, `SELECT content FROM messages` returns "\ufeffBOM" as "BOM" although the
+    // BUG: on PGlite, `SELECT message_text FROM messages` returns "\ufeffBOM" as "BOM" although the
     // row holds the bytes EF BB BF (convert_to shows them): PGlite's text decoding drops a leading
     // BOM. lib/db.ts is the boundary that must keep text exact. PostgreSQL (postgres.js) passes.
     ignore: backend.name === "pglite",

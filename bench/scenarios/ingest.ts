@@ -79,7 +79,8 @@ export async function ingest(ctx: BenchContext): Promise<ScenarioReport> {
   const count = Math.min(200_000, Math.max(4000, Math.round(measured.messages_per_s * params.measure_s)));
   const rows: CeilingRow[] = Array.from({ length: count }, (_, i) => ({
     senderId: ids[i % ids.length],
-    content: markerText(i % ids.length, i, params.message_chars),
+    senderUsername: names[i % names.length],
+    messageText: markerText(i % ids.length, i, params.message_chars),
   }));
   const variants: InsertCeiling[] = [];
   for (const [batch, concurrency] of CEILING_VARIANTS) {
