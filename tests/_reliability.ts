@@ -329,6 +329,8 @@ export interface TrafficOptions {
   drainMs?: number;
   /** Appended to each message's text (the request_id stays `<prefix>-<n>`), to make them big. */
   pad?: string;
+  /** Send each message with its text as `client_msg_id`, so that it can be resent safely. */
+  clientMsgIds?: boolean;
 }
 
 export function newTrafficLog(): TrafficLog {
@@ -374,7 +376,9 @@ export async function runTraffic(
     if (log.sent.length - answered < options.window) {
       const text = `${options.prefix}-${log.sent.length}`;
       try {
-        await client.send({ type: "send_message", message: text + (options.pad ?? ""), request_id: text });
+        const frame: Frame = { type: "send_message", message: text + (options.pad ?? ""), request_id: text };
+        if (options.clientMsgIds) frame.client_msg_id = text;
+        await client.send(frame);
         log.sent.push(text);
       } catch {
         writable = false;
