@@ -1,7 +1,6 @@
 import { assertEquals, assertThrows } from "../tests/_assert.ts";
 import { DEFAULT_HOST, DEFAULT_PORT, parseAddress, parseArgs } from "./args.ts";
-
-const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
+import { sanitized } from "../tests/_util.ts";
 
 Deno.test({
   name: "parseArgs defaults to localhost:5555 and the interactive mode",

@@ -4,7 +4,7 @@
 
 import { LineTooLongError, readLines } from "../lib/framing.ts";
 import { ConnectFailed, ConnectionLost, type LossCause, ServerRefusal } from "./errors.ts";
-import { type Frame, isFrame } from "./wire.ts";
+import { type Frame, isFrame } from "../lib/protocol.ts";
 
 /** Longest reply line accepted: a 500-message history page of 4000 escaped characters each fits. */
 export const MAX_REPLY_BYTES = 64 * 1024 * 1024;

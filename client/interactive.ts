@@ -21,7 +21,8 @@ import {
 import { stdoutIsColorTerminal } from "./output.ts";
 import { ChatSession, type RegisterMode, type SessionEvent } from "./session.ts";
 import { type Input, Terminal } from "./terminal.ts";
-import { type ChatMessage, isValidPassword, isValidUsername, sameUser } from "./wire.ts";
+import { isValidPassword, isValidUsername } from "../lib/protocol.ts";
+import { type ChatMessage, sameUser } from "./wire.ts";
 
 /** Messages per /older page, and /history's default. */
 const PAGE = 20;

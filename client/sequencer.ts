@@ -27,10 +27,6 @@ export class Sequencer {
     return this.#lastId;
   }
 
-  get buffering(): boolean {
-    return this.#buffering;
-  }
-
   /** Called right after a login, before any history request: live messages wait from now on. */
   hold(): void {
     this.#buffering = true;

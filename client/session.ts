@@ -8,7 +8,8 @@ import { Connection } from "./connection.ts";
 import { ConnectFailed, ConnectionLost, type LossCause, NotConnected, ServerRefusal, SessionEnded } from "./errors.ts";
 import { Sequencer } from "./sequencer.ts";
 import { CATCH_UP_PAGE, catchUp, historyOn, initialSync, type MessageOrigin } from "./sync.ts";
-import { type ChatMessage, type Frame, historyMessages, sameUser, toChatMessage } from "./wire.ts";
+import type { Frame } from "../lib/protocol.ts";
+import { type ChatMessage, historyMessages, sameUser, toChatMessage } from "./wire.ts";
 
 /** "if_free": register first, and an existing account of that name is fine (then just log in). */
 export type RegisterMode = "no" | "if_free" | "new";

@@ -5,7 +5,8 @@
 import type { Connection } from "./connection.ts";
 import { ServerRefusal } from "./errors.ts";
 import type { Sequencer } from "./sequencer.ts";
-import { type ChatMessage, type Frame, historyMessages } from "./wire.ts";
+import type { Frame } from "../lib/protocol.ts";
+import { type ChatMessage, historyMessages } from "./wire.ts";
 
 export type MessageOrigin = "history" | "live" | "missed";
 export type Deliver = (message: ChatMessage, origin: MessageOrigin) => void;

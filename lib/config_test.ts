@@ -8,9 +8,7 @@ import {
   parseDotEnv,
   readEnvironment,
 } from "./config.ts";
-
-/** Sanitizers on (Deno 2.8+ turns them off by default). */
-const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
+import { sanitized } from "../tests/_util.ts";
 
 const DEFAULT_CONFIG: Config = {
   host: "0.0.0.0",

@@ -1,6 +1,5 @@
 // Routes each frame of a session to its handler through one command table that checks login in
 // one place. Never touches sockets: it handles (session, line), so it runs without TCP.
-// Imports errors, protocol, session, hub, auth, messages, log.
 
 import type { AuthService } from "./auth.ts";
 import { ChatError } from "./errors.ts";
@@ -8,7 +7,6 @@ import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import type { MessageService } from "./messages.ts";
 import {
-  authErrorReply,
   checkMessageText,
   checkRequestId,
   decodeFrame,
@@ -133,7 +131,7 @@ export class Dispatcher {
       this.#log.error("unexpected error handling a request", { session: session.id, error: err });
       chatError = new ChatError("internal_error", "Internal server error");
     }
-    const reply = errorType ? authErrorReply(errorType, chatError, requestId) : errorReply(chatError, requestId);
+    const reply = errorReply(chatError, requestId, errorType);
     session.send(encodeLine(reply));
   }
 

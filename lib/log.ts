@@ -72,6 +72,3 @@ function formatText(fields?: LogFields): string {
   }
   return out;
 }
-
-/** A logger that writes nothing, for tests and tools. */
-export const silentLogger = new Logger("error", "text");

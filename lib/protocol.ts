@@ -1,5 +1,4 @@
 // The wire format: decoding and validating frames, and encoding replies as single lines.
-// Imports only errors.
 
 import { ChatError } from "./errors.ts";
 
@@ -25,10 +24,13 @@ export function decodeFrame(line: Uint8Array): Frame {
   } catch {
     throw new ChatError("bad_request", "Frame is not valid JSON");
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new ChatError("bad_request", "Frame must be a JSON object");
-  }
-  return value as Frame;
+  if (!isFrame(value)) throw new ChatError("bad_request", "Frame must be a JSON object");
+  return value;
+}
+
+/** A JSON object, as every frame (request, reply or broadcast) is. */
+export function isFrame(value: unknown): value is Frame {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /** The frame's own `request_id`, if it has a valid one (a string or a finite number). */
@@ -56,17 +58,14 @@ export function encodeLine(reply: Reply): Uint8Array {
   return utf8Encoder.encode(JSON.stringify(reply) + "\n");
 }
 
-/** The contract's error frame, with `request_id` echoed when given. */
-export function errorReply(err: ChatError, requestId?: RequestId): Reply {
-  const reply: Reply = { type: "error", code: err.code, message: err.message };
-  if (err.retryAfterMs !== undefined) reply.retry_after_ms = err.retryAfterMs;
-  if (requestId !== undefined) reply.request_id = requestId;
-  return reply;
-}
-
-/** register_response / login_response with status error. */
-export function authErrorReply(type: string, err: ChatError, requestId?: RequestId): Reply {
-  const reply: Reply = { type, status: "error", code: err.code, message: err.message };
+/**
+ * The contract's error frame, with `request_id` echoed when given. With `responseType`
+ * (register_response, login_response) it is that response with `"status":"error"` instead.
+ */
+export function errorReply(err: ChatError, requestId?: RequestId, responseType?: string): Reply {
+  const reply: Reply = responseType === undefined
+    ? { type: "error", code: err.code, message: err.message }
+    : { type: responseType, status: "error", code: err.code, message: err.message };
   if (err.retryAfterMs !== undefined) reply.retry_after_ms = err.retryAfterMs;
   if (requestId !== undefined) reply.request_id = requestId;
   return reply;

@@ -1,7 +1,7 @@
 import { assert, assertEquals, fail } from "../tests/_assert.ts";
+import { sanitized } from "../tests/_util.ts";
 import { ChatError, type ErrorCode } from "./errors.ts";
 import {
-  authErrorReply,
   checkMessageText,
   checkPassword,
   checkRequestId,
@@ -20,8 +20,6 @@ import {
   requestIdOf,
 } from "./protocol.ts";
 
-/** Sanitizers on (Deno 2.8+ turns them off by default). */
-const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -120,16 +118,16 @@ Deno.test("errorReply builds the error frame with optional retry_after_ms and re
   });
 });
 
-Deno.test("authErrorReply builds a register/login response with status error", sanitized, () => {
+Deno.test("errorReply with a response type builds a register/login response with status error", sanitized, () => {
   const taken = new ChatError("username_taken", "Username already exists");
-  assertEquals(authErrorReply("register_response", taken), {
+  assertEquals(errorReply(taken, undefined, "register_response"), {
     type: "register_response",
     status: "error",
     code: "username_taken",
     message: "Username already exists",
   });
   const throttled = new ChatError("too_many_attempts", "Too many failed logins", { retryAfterMs: 12000 });
-  assertEquals(authErrorReply("login_response", throttled, 5), {
+  assertEquals(errorReply(throttled, 5, "login_response"), {
     type: "login_response",
     status: "error",
     code: "too_many_attempts",

@@ -1,8 +1,6 @@
 import { assert, assertEquals } from "../tests/_assert.ts";
 import { TokenBuckets } from "./rate_limit.ts";
-
-/** Sanitizers on (Deno 2.8+ turns them off by default). */
-const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
+import { sanitized } from "../tests/_util.ts";
 
 /** A wait rounded up to whole milliseconds may be 1 ms longer through floating point. */
 function assertWait(actual: number, expected: number): void {

@@ -3,8 +3,10 @@
 
 import { assertEquals, fail } from "./_assert.ts";
 import { readLines } from "../lib/framing.ts";
+import type { Frame } from "../lib/protocol.ts";
 
-export type Frame = Record<string, unknown>;
+export type { Frame } from "../lib/protocol.ts";
+export { sanitized } from "./_util.ts";
 
 let nameCounter = 0;
 /** A username no other test uses: prefix + random + counter, within 50 characters. */
@@ -153,6 +155,3 @@ export class TestClient implements AsyncDisposable {
     });
   }
 }
-
-/** Deno.test options with the sanitizers on (Deno 2.8+ turns them off by default). */
-export const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;

@@ -12,10 +12,9 @@ import {
   privateDatabaseEnv,
   rssBytes,
   runTraffic,
-  sleep,
   uniqueText,
-  waitUntil,
 } from "./_reliability.ts";
+import { sleep, waitUntil } from "./_util.ts";
 import { NodeLineClient } from "./_node_line_client.ts";
 
 // Each test opens its own database; the shared in-process PGlite would only trip the sanitizer.

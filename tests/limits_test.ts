@@ -2,7 +2,8 @@
 // too_many_connections and is closed; the admitted ones keep working; a freed slot is reused.
 
 import { NodeLineClient } from "./_node_line_client.ts";
-import { assert, assertEquals, fail } from "./_assert.ts";
+import { waitUntil } from "./_util.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { backends, sanitized, startTestServer, type TestClient, type TestServer } from "./_helpers.ts";
 
 for (const backend of backends) {
@@ -41,7 +42,11 @@ Deno.test({
     await expectRefused(refused);
 
     await b.close();
-    await waitUntil(() => server.service.server.connectionCount === 1, "the server still counts the closed connection");
+    await waitUntil(
+      () => server.service.server.connectionCount === 1,
+      5000,
+      "the server to forget the closed connection",
+    );
     await using c = await server.connect();
     assertEquals(await c.request({ type: "ping" }), { type: "pong" });
     assertEquals(await a.request({ type: "ping" }), { type: "pong" });
@@ -75,7 +80,11 @@ Deno.test({
     assertEquals(await x.request({ type: "ping" }), { type: "pong" });
 
     await b.close();
-    await waitUntil(() => server.service.server.connectionCount === 3, "the server still counts the closed connection");
+    await waitUntil(
+      () => server.service.server.connectionCount === 3,
+      5000,
+      "the server to forget the closed connection",
+    );
     await using c = await server.connect();
     assertEquals(await c.request({ type: "ping" }), { type: "pong" });
   },
@@ -99,12 +108,4 @@ async function expectRefused(client: TestClient): Promise<void> {
   assertEquals(frame.code, "too_many_connections");
   assertEquals(typeof frame.message, "string");
   assertEquals(await client.expectClosed(), []);
-}
-
-async function waitUntil(condition: () => boolean, message: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) fail(`${message} after ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
