@@ -1,6 +1,6 @@
 // One TCP connection to the chat server: JSON frames over lib/framing's bounded line splitter,
 // request_id correlation, and exactly one recorded loss cause. Knows nothing of logins or
-// reconnecting (session.ts does that). Imports lib/framing, errors, wire.
+// reconnecting (session.ts does that).
 
 import { LineTooLongError, readLines } from "../lib/framing.ts";
 import { ConnectFailed, ConnectionLost, type LossCause, ServerRefusal } from "./errors.ts";

@@ -1,5 +1,5 @@
 // Who the scripted modes log in as: --user or CHAT_USER, and CHAT_PASSWORD, asked for without
-// echo only when stdin is a terminal. Imports args, errors, terminal.
+// echo only when stdin is a terminal.
 
 import type { ClientArgs } from "./args.ts";
 import { UsageError } from "./errors.ts";

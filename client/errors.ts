@@ -1,5 +1,5 @@
 // The client's errors: a refusal by the server (its stable code), a lost connection, a failed
-// connect, and a usage mistake. format.ts turns each into a sentence for people. Imports wire.
+// connect, and a usage mistake. format.ts turns each into a sentence for people.
 
 import type { Frame } from "../lib/protocol.ts";
 

@@ -1,6 +1,5 @@
 // The interactive mode: asks to log in or register, shows the newest messages, then live ones
-// above the prompt, and runs the slash commands. Imports args, connection, credentials, errors,
-// format, output, session, terminal, wire.
+// above the prompt, and runs the slash commands.
 
 import type { ClientArgs } from "./args.ts";
 import { DEFAULT_INTERACTIVE_HISTORY } from "./args.ts";

@@ -1,6 +1,5 @@
 // The --listen mode: every incoming message as one JSON line on stdout, status on stderr, until
-// interrupted (exit 0) or the session is refused (exit 1). Imports args, credentials, format,
-// output, session, signals.
+// interrupted (exit 0) or the session is refused (exit 1).
 
 import type { ClientArgs } from "./args.ts";
 import { scriptedCredentials } from "./credentials.ts";

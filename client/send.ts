@@ -1,6 +1,5 @@
 // The scripted send mode: each line of stdin becomes a message; the client exits once every one
 // has come back as its own broadcast (matched by request_id), or with the refusals on stderr.
-// Imports lib/framing, args, backoff, credentials, errors, format, output, session.
 
 import { type ByteReader, LineTooLongError, readLines } from "../lib/framing.ts";
 import type { ClientArgs } from "./args.ts";

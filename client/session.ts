@@ -1,7 +1,7 @@
 // A logged-in session that outlives its connections: connects, registers and logs in, shows
 // history, and when the connection drops reconnects with backoff, logs in again and catches up
 // on what it missed, so every message is delivered exactly once and in id order. Sends are
-// exactly-once across a drop too. Imports connection, sequencer, sync, backoff, errors, wire.
+// exactly-once across a drop too.
 
 import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.ts";
 import { Connection } from "./connection.ts";

@@ -1,6 +1,5 @@
 // Merging history with live broadcasts on a freshly logged-in connection: the initial history,
 // and the catch-up after a reconnect, through the Sequencer that holds broadcasts meanwhile.
-// Imports connection, errors, sequencer, wire.
 
 import type { Connection } from "./connection.ts";
 import { ServerRefusal } from "./errors.ts";

@@ -1,4 +1,4 @@
-// The logged-in connections and the broadcast to them. Imports only session.
+// The logged-in connections and the broadcast to them.
 
 import type { Session, User } from "./session.ts";
 

@@ -1,5 +1,4 @@
 // Storing and broadcasting chat messages with group commit, and reading history.
-// Imports errors, protocol, recent, hub, session, log and db (its interface and errors only).
 //
 // Contract: a message is committed before it is broadcast; all connections receive messages in
 // id order. Both follow from one rule: batches are flushed one at a time (MUST NOT overlap), each
