@@ -77,10 +77,6 @@ export class Connection {
     return this.#closed.promise;
   }
 
-  get isOpen(): boolean {
-    return this.#loss === undefined;
-  }
-
   /**
    * Sends `frame` with a fresh request_id and resolves with the frame that echoes it (a reply, an
    * error, or for send_message the sender's own `new_message`). Rejects with ConnectionLost if the
