@@ -127,8 +127,12 @@ function newMessage(m: Stored): Frame {
   return { type: "new_message", id: m.id, sender: m.sender, message: m.message, timestamp: m.timestamp };
 }
 
-/** A session against `server`, collecting the messages it delivers. */
-async function openSession(server: ScriptedServer): Promise<{ session: ChatSession; delivered: number[] }> {
+/** Runs `fn` with a server following `rules` and a session on it that collects delivered ids. */
+async function withSession(
+  rules: ServerRules,
+  fn: (session: ChatSession, server: ScriptedServer, delivered: number[]) => Promise<void>,
+): Promise<void> {
+  await using server = new ScriptedServer(rules);
   const delivered: number[] = [];
   const session = await ChatSession.open({
     hostname: "127.0.0.1",
@@ -142,94 +146,73 @@ async function openSession(server: ScriptedServer): Promise<{ session: ChatSessi
   }, (event) => {
     if (event.kind === "message") delivered.push(event.message.id);
   });
-  return { session, delivered };
+  try {
+    await fn(session, server, delivered);
+  } finally {
+    session.close();
+  }
 }
 
-Deno.test(
-  "ChatSession resends with the same client_msg_id after a drop, and shows the message once",
-  sanitized,
-  async () => {
-    await using server = new ScriptedServer({
-      deduplicates: true,
-      // The second message is stored, then the connection drops before its acknowledgement.
-      action: (text, attempt) => text === "second" && attempt === 0 ? "store_and_drop" : "acknowledge",
-    });
-    const { session, delivered } = await openSession(server);
-    try {
-      assertEquals((await session.send("first")).id, 1);
-      const second = await session.send("second");
-      assertEquals([second.id, second.message], [2, "second"], "the original, from the duplicate reply");
-      const ids = server.sends.map((f) => f.client_msg_id);
-      assertEquals(ids.length, 3);
-      assertEquals(ids[1], ids[2], "the resend carried the same client_msg_id");
-      assertEquals(server.stored.length, 2, "nothing stored twice");
-      assertEquals(delivered, [1, 2], "each message shown once");
-      assertEquals(session.unacknowledged, [], "nothing left to resend");
-    } finally {
-      session.close();
-    }
-  },
-);
+Deno.test("ChatSession resends with the same client_msg_id after a drop, and shows it once", sanitized, async () => {
+  // The second message is stored, then the connection drops before its acknowledgement.
+  const rules: ServerRules = {
+    deduplicates: true,
+    action: (text, attempt) => text === "second" && attempt === 0 ? "store_and_drop" : "acknowledge",
+  };
+  await withSession(rules, async (session, server, delivered) => {
+    assertEquals((await session.send("first")).id, 1);
+    const second = await session.send("second");
+    assertEquals([second.id, second.message], [2, "second"], "the original, from the duplicate reply");
+    const ids = server.sends.map((f) => f.client_msg_id);
+    assertEquals(ids.length, 3);
+    assertEquals(ids[1], ids[2], "the resend carried the same client_msg_id");
+    assertEquals(server.stored.length, 2, "nothing stored twice");
+    assertEquals(delivered, [1, 2], "each message shown once");
+    assertEquals(session.unacknowledged, [], "nothing left to resend");
+  });
+});
 
 Deno.test("ChatSession resends with the same client_msg_id after unavailable", sanitized, async () => {
-  await using server = new ScriptedServer({
+  const rules: ServerRules = {
     deduplicates: true,
     action: (_text, attempt) => attempt < 2 ? "unavailable" : "acknowledge",
-  });
-  const { session, delivered } = await openSession(server);
-  try {
-    const sent = await session.send("hello");
-    assertEquals(sent.message, "hello");
+  };
+  await withSession(rules, async (session, server, delivered) => {
+    assertEquals((await session.send("hello")).message, "hello");
     const ids = server.sends.map((f) => f.client_msg_id);
     assertEquals(ids.length, 3);
     assertEquals(new Set(ids).size, 1, "every attempt carried the same client_msg_id");
     assertEquals(server.stored.length, 1);
     assertEquals(delivered, [1]);
-  } finally {
-    session.close();
-  }
+  });
 });
 
-Deno.test(
-  "ChatSession against a server that does not deduplicate looks in history before resending",
-  sanitized,
-  async () => {
-    await using server = new ScriptedServer({
-      deduplicates: false,
-      action: (_text, attempt) => attempt === 0 ? "store_and_drop" : "acknowledge",
-    });
-    const { session, delivered } = await openSession(server);
-    try {
-      const sent = await session.send("hello");
-      assertEquals([sent.id, sent.message], [1, "hello"]);
-      assertEquals(server.sends.length, 1, "found in history: not sent again, so not stored twice");
-      assertEquals(server.stored.length, 1);
-      assertEquals(delivered, [1]);
-    } finally {
-      session.close();
-    }
-  },
-);
+Deno.test("ChatSession against a server that does not deduplicate looks in history first", sanitized, async () => {
+  const rules: ServerRules = {
+    deduplicates: false,
+    action: (_text, attempt) => attempt === 0 ? "store_and_drop" : "acknowledge",
+  };
+  await withSession(rules, async (session, server, delivered) => {
+    const sent = await session.send("hello");
+    assertEquals([sent.id, sent.message], [1, "hello"]);
+    assertEquals(server.sends.length, 1, "found in history: not sent again, so not stored twice");
+    assertEquals(server.stored.length, 1);
+    assertEquals(delivered, [1]);
+  });
+});
 
-Deno.test(
-  "ChatSession keeps the messages queued behind a dropped one and sends each once, in order",
-  sanitized,
-  async () => {
-    await using server = new ScriptedServer({
-      deduplicates: true,
-      action: (text, attempt) => text === "a" && attempt === 0 ? "store_and_drop" : "acknowledge",
-    });
-    const { session, delivered } = await openSession(server);
-    try {
-      const sends = ["a", "b", "c"].map((text) => session.send(text));
-      assertEquals(session.unacknowledged.map((m) => m.text), ["a", "b", "c"]);
-      const sent = await Promise.all(sends);
-      assertEquals(sent.map((m) => [m.id, m.message]), [[1, "a"], [2, "b"], [3, "c"]]);
-      assertEquals(server.stored.map((m) => m.message), ["a", "b", "c"]);
-      assertEquals(delivered, [1, 2, 3]);
-      assertEquals(session.unacknowledged, []);
-    } finally {
-      session.close();
-    }
-  },
-);
+Deno.test("ChatSession sends the messages queued behind a dropped one once each, in order", sanitized, async () => {
+  const rules: ServerRules = {
+    deduplicates: true,
+    action: (text, attempt) => text === "a" && attempt === 0 ? "store_and_drop" : "acknowledge",
+  };
+  await withSession(rules, async (session, server, delivered) => {
+    const sends = ["a", "b", "c"].map((text) => session.send(text));
+    assertEquals(session.unacknowledged.map((m) => m.text), ["a", "b", "c"]);
+    const sent = await Promise.all(sends);
+    assertEquals(sent.map((m) => [m.id, m.message]), [[1, "a"], [2, "b"], [3, "c"]]);
+    assertEquals(server.stored.map((m) => m.message), ["a", "b", "c"]);
+    assertEquals(delivered, [1, 2, 3]);
+    assertEquals(session.unacknowledged, []);
+  });
+});
