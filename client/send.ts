@@ -4,7 +4,7 @@
 import { type ByteReader, LineTooLongError, readLines } from "../lib/framing.ts";
 import type { ClientArgs } from "./args.ts";
 import { backoffDelay } from "./backoff.ts";
-import { scriptedCredentials } from "./credentials.ts";
+import { scriptedLogin } from "./credentials.ts";
 import { ServerRefusal } from "./errors.ts";
 import { describeError, describeLost, describeReconnected, describeRefusal, snippet } from "./format.ts";
 import { writeStderr } from "./output.ts";
@@ -22,13 +22,8 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Returns the exit status: 0 all sent, 1 any refused or the connection given up. */
 export async function runSend(args: ClientArgs, input: ByteReader): Promise<number> {
-  const { username, password } = await scriptedCredentials(args);
   const session = await ChatSession.open({
-    hostname: args.hostname,
-    port: args.port,
-    username,
-    password,
-    register: args.register ? "if_free" : "no",
+    ...await scriptedLogin(args),
     initialHistory: 0,
     maxReconnectAttempts: RECONNECT_ATTEMPTS,
   }, (event) => {

@@ -7,6 +7,7 @@ import type { Frame } from "../lib/protocol.ts";
 
 export type { Frame } from "../lib/protocol.ts";
 export { sanitized } from "./_util.ts";
+import { sleep } from "./_util.ts";
 
 let nameCounter = 0;
 /** A username no other test uses: prefix + random + counter, within 50 characters. */
@@ -114,7 +115,7 @@ export class TestClient implements AsyncDisposable {
 
   /** Asserts that nothing arrives for `ms`. */
   async expectNothing(ms = 300): Promise<void> {
-    await new Promise((resolve) => setTimeout(resolve, ms));
+    await sleep(ms);
     if (this.#frames.length > 0) fail(`unexpected frame: ${JSON.stringify(this.#frames[0])}`);
   }
 
