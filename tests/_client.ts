@@ -4,10 +4,10 @@
 import { assertEquals, fail } from "./_assert.ts";
 import { readLines } from "../lib/framing.ts";
 import type { Frame } from "../lib/protocol.ts";
+import { sleep } from "./_util.ts";
 
 export type { Frame } from "../lib/protocol.ts";
 export { sanitized } from "./_util.ts";
-import { sleep } from "./_util.ts";
 
 let nameCounter = 0;
 /** A username no other test uses: prefix + random + counter, within 50 characters. */
