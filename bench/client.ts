@@ -6,9 +6,8 @@
 // Bench messages carry a marker as their text: "B<sent µs>.<sender>.<seq>." plus padding, so a
 // receiver knows who sent what and when without a lookup.
 
+import type { Frame } from "../lib/protocol.ts";
 import { nowUs } from "./stats.ts";
-
-export type Frame = Record<string, unknown>;
 
 /** One parsed broadcast. The client reuses the object: read it in the callback, do not keep it. */
 export interface Delivery {

@@ -5,6 +5,7 @@
 import { listeningPort } from "./proc.ts";
 import { SERVER_V8_FLAGS } from "../lib/v8_flags.ts";
 import { logEntries } from "../tests/_log_lines.ts";
+import { sleep } from "../tests/_util.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 /** The server's entry point: a snapshot of the code (see snapshotServerCode), else the working tree's. */
@@ -209,8 +210,4 @@ function kill(child: Deno.ChildProcess, signal: Deno.Signal): void {
   } catch {
     // Already exited.
   }
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -14,6 +14,8 @@
 import { readLines } from "../lib/framing.ts";
 import { SERVER_V8_FLAGS } from "../lib/v8_flags.ts";
 import { listeningPortOf, logEntries } from "../tests/_log_lines.ts";
+import { sleep } from "../tests/_util.ts";
+import type { Frame } from "../lib/protocol.ts";
 
 interface Options {
   minutes: number;
@@ -103,7 +105,6 @@ async function startServer(env: Record<string, string>): Promise<Server> {
 
 // ---- a small client ------------------------------------------------------------------------------
 
-type Frame = Record<string, unknown>;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -198,8 +199,6 @@ interface Counts {
   unexpected: number;
   timeouts: number;
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function virtualClient(index: number, port: number, until: number, counts: Counts, problems: string[]) {
   const username = `soak_${index}_${crypto.randomUUID().slice(0, 6)}`;

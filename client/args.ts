@@ -1,5 +1,6 @@
-// Command-line arguments of the client, and its --help text. Pure. Imports errors.
+// Command-line arguments of the client, and its --help text. Pure.
 
+import { parseArgs as parseNodeArgs } from "node:util";
 import { UsageError } from "./errors.ts";
 
 export const DEFAULT_HOST = "localhost";
@@ -58,58 +59,43 @@ Examples:
 Exit status: 0 done; 1 a message was refused, the login failed or the server could not be
 reached; 2 bad arguments or a missing setting.`;
 
+const OPTIONS = {
+  help: { type: "boolean", short: "h" },
+  user: { type: "string", short: "u" },
+  register: { type: "boolean" },
+  listen: { type: "boolean" },
+  history: { type: "string" },
+} as const;
+
 /** Parses `args` (without the "client" subcommand); throws UsageError. */
 export function parseArgs(args: readonly string[]): ClientArgs {
-  const result: ClientArgs = {
-    help: false,
-    hostname: DEFAULT_HOST,
-    port: DEFAULT_PORT,
-    user: undefined,
-    register: false,
-    listen: false,
-    history: undefined,
-  };
-  let address: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    const [name, inline] = arg.startsWith("--") && arg.includes("=")
-      ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)]
-      : [arg, undefined];
-    const value = (): string => {
-      const v = inline ?? args[++i];
-      if (v === undefined || v === "") throw new UsageError(`${name} needs a value`);
-      return v;
-    };
-    const flag = (): true => {
-      if (inline !== undefined) throw new UsageError(`${name} takes no value`);
-      return true;
-    };
-    switch (name) {
-      case "-h":
-      case "--help":
-        result.help = flag();
-        break;
-      case "-u":
-      case "--user":
-        result.user = value();
-        break;
-      case "--register":
-        result.register = flag();
-        break;
-      case "--listen":
-        result.listen = flag();
-        break;
-      case "--history":
-        result.history = parseCount(value(), name);
-        break;
-      default:
-        if (arg.startsWith("-") && arg !== "-") throw new UsageError(`unknown option ${name} (see --help)`);
-        if (address !== undefined) throw new UsageError(`unexpected argument ${arg} (see --help)`);
-        address = arg;
-    }
+  let parsed;
+  try {
+    parsed = parseNodeArgs({ args: [...args], options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw usageError(err);
   }
-  if (address !== undefined) Object.assign(result, parseAddress(address));
-  return result;
+  const { values, positionals } = parsed;
+  if (positionals.length > 1) throw new UsageError(`unexpected argument ${positionals[1]} (see --help)`);
+  if (values.user === "") throw new UsageError("--user needs a value");
+  return {
+    help: values.help ?? false,
+    ...(positionals.length === 1 ? parseAddress(positionals[0]) : { hostname: DEFAULT_HOST, port: DEFAULT_PORT }),
+    user: values.user,
+    register: values.register ?? false,
+    listen: values.listen ?? false,
+    history: values.history === undefined ? undefined : parseCount(values.history, "--history"),
+  };
+}
+
+/** node:util's parse errors, shortened to one line that names the option. */
+function usageError(err: unknown): UsageError {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = err instanceof Error && "code" in err ? err.code : undefined;
+  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    return new UsageError(`unknown option ${/'([^']+)'/.exec(message)?.[1] ?? message} (see --help)`);
+  }
+  return new UsageError(`${message.split("\n")[0]} (see --help)`);
 }
 
 /** "host", "host:port", ":port", "[v6]", "[v6]:port"; a bare IPv6 address has no port. */

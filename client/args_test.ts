@@ -1,7 +1,7 @@
-import { assertEquals, assertThrows } from "../tests/_assert.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
+import { UsageError } from "./errors.ts";
 import { DEFAULT_HOST, DEFAULT_PORT, parseAddress, parseArgs } from "./args.ts";
-
-const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
+import { sanitized } from "../tests/_util.ts";
 
 Deno.test({
   name: "parseArgs defaults to localhost:5555 and the interactive mode",
@@ -32,6 +32,8 @@ Deno.test({
     assertEquals(args.history, 5);
     assertEquals(parseArgs(["--user=bob"]).user, "bob");
     assertEquals(parseArgs(["-h"]).help, true);
+    assertEquals(parseArgs(["-ualice"]).user, "alice");
+    assertEquals(parseArgs(["--listen", "--", "example.org:7000"]).port, 7000);
   },
 });
 
@@ -63,9 +65,18 @@ Deno.test({
         ["host:65536"],
         ["host:12ab"],
         ["a", "b"],
+        ["-x"],
+        ["--register=yes"],
+        ["--user", "alice", "--user="],
       ]
     ) {
-      assertThrows(() => parseArgs(bad), JSON.stringify(bad));
+      let error: unknown;
+      try {
+        parseArgs(bad);
+      } catch (err) {
+        error = err;
+      }
+      assert(error instanceof UsageError, `${JSON.stringify(bad)}: ${error}`);
     }
   },
 });

@@ -1,5 +1,5 @@
 // Reconnect delays: exponential, capped, with jitter so that many clients dropped at once by a
-// server restart do not all come back in the same instant. Pure. Imports nothing.
+// server restart do not all come back in the same instant. Pure.
 
 export interface BackoffPolicy {
   /** Upper bound of the first delay. */

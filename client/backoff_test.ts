@@ -1,7 +1,6 @@
 import { assert, assertEquals } from "../tests/_assert.ts";
 import { backoffDelay, DEFAULT_BACKOFF } from "./backoff.ts";
-
-const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
+import { sanitized } from "../tests/_util.ts";
 
 Deno.test({
   name: "backoffDelay doubles its ceiling per attempt, from the initial delay",

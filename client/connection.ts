@@ -1,10 +1,10 @@
 // One TCP connection to the chat server: JSON frames over lib/framing's bounded line splitter,
 // request_id correlation, and exactly one recorded loss cause. Knows nothing of logins or
-// reconnecting (session.ts does that). Imports lib/framing, errors, wire.
+// reconnecting (session.ts does that).
 
 import { LineTooLongError, readLines } from "../lib/framing.ts";
 import { ConnectFailed, ConnectionLost, type LossCause, ServerRefusal } from "./errors.ts";
-import { type Frame, isFrame } from "./wire.ts";
+import { type Frame, isFrame } from "../lib/protocol.ts";
 
 /** Longest reply line accepted: a 500-message history page of 4000 escaped characters each fits. */
 export const MAX_REPLY_BYTES = 64 * 1024 * 1024;
@@ -75,10 +75,6 @@ export class Connection {
   /** Settles once, with the cause, when the connection has ended and every request has been rejected. */
   get closed(): Promise<LossCause> {
     return this.#closed.promise;
-  }
-
-  get isOpen(): boolean {
-    return this.#loss === undefined;
   }
 
   /**

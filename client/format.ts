@@ -1,5 +1,5 @@
 // Everything the client says to people: message lines, status lines, error texts for every
-// code of the contract, and the command help. Pure (the clock is a parameter). Imports errors, wire.
+// code of the contract, and the command help. Pure (the clock is a parameter).
 
 import {
   ConnectFailed,

@@ -13,8 +13,7 @@ import {
   snippet,
 } from "./format.ts";
 import { ERROR_CODES } from "../lib/errors.ts";
-
-const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
+import { sanitized } from "../tests/_util.ts";
 
 /** The local clock time of a UTC timestamp, computed independently of format.ts. */
 function localHHMM(utc: string): string {

@@ -1,6 +1,5 @@
 // The interactive mode: asks to log in or register, shows the newest messages, then live ones
-// above the prompt, and runs the slash commands. Imports args, connection, credentials, errors,
-// format, output, session, terminal, wire.
+// above the prompt, and runs the slash commands.
 
 import type { ClientArgs } from "./args.ts";
 import { DEFAULT_INTERACTIVE_HISTORY } from "./args.ts";
@@ -21,7 +20,8 @@ import {
 import { stdoutIsColorTerminal } from "./output.ts";
 import { ChatSession, type RegisterMode, type SessionEvent } from "./session.ts";
 import { type Input, Terminal } from "./terminal.ts";
-import { type ChatMessage, isValidPassword, isValidUsername, sameUser } from "./wire.ts";
+import { isValidPassword, isValidUsername } from "../lib/protocol.ts";
+import { type ChatMessage, sameUser } from "./wire.ts";
 
 /** Messages per /older page, and /history's default. */
 const PAGE = 20;

@@ -1,5 +1,5 @@
 // The interactive line editor's state: keystrokes in (as decoded text, escape sequences split
-// across reads included), the line and cursor out. Pure: terminal.ts does the I/O. Imports nothing.
+// across reads included), the line and cursor out. Pure: terminal.ts does the I/O.
 
 export type EditorAction =
   | { kind: "submit"; text: string }

@@ -1,7 +1,6 @@
 import { assertEquals } from "../tests/_assert.ts";
 import { LineEditor } from "./line_editor.ts";
-
-const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
+import { sanitized } from "../tests/_util.ts";
 
 Deno.test({
   name: "LineEditor submits typed text on Enter, with \\r\\n counted as one line end",

@@ -1,9 +1,8 @@
 // The --listen mode: every incoming message as one JSON line on stdout, status on stderr, until
-// interrupted (exit 0) or the session is refused (exit 1). Imports args, credentials, format,
-// output, session, signals.
+// interrupted (exit 0) or the session is refused (exit 1).
 
 import type { ClientArgs } from "./args.ts";
-import { scriptedCredentials } from "./credentials.ts";
+import { scriptedLogin } from "./credentials.ts";
 import { describeError, describeLost, describeReconnected, HISTORY_RESET_TEXT, messageJson } from "./format.ts";
 import { writeStderr, writeStdout } from "./output.ts";
 import { ChatSession } from "./session.ts";
@@ -12,14 +11,9 @@ import { onSignals } from "./signals.ts";
 const STOP_SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM"];
 
 export async function runListen(args: ClientArgs): Promise<number> {
-  const { username, password } = await scriptedCredentials(args);
   const done = Promise.withResolvers<number>();
   const session = await ChatSession.open({
-    hostname: args.hostname,
-    port: args.port,
-    username,
-    password,
-    register: args.register ? "if_free" : "no",
+    ...await scriptedLogin(args),
     initialHistory: args.history ?? 0,
     maxReconnectAttempts: Infinity,
   }, (event) => {

@@ -1,6 +1,6 @@
 // The terminal client's entry: parses the arguments, picks the mode (interactive when stdin is a
 // terminal, send when it is not, or --listen) and turns any failure into one line on stderr and
-// an exit status. Run as `deno task client` or `chat-server client`. Imports the modes.
+// an exit status. Run as `deno task client` or `chat-server client`.
 
 import { parseArgs, USAGE } from "./args.ts";
 import { UsageError } from "./errors.ts";

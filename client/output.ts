@@ -1,5 +1,5 @@
 // The client's only writer to stdout and stderr (it needs no console.*): each string goes out
-// whole, synchronously, so lines from different sources never interleave. Imports nothing.
+// whole, synchronously, so lines from different sources never interleave.
 
 const encoder = new TextEncoder();
 

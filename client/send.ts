@@ -1,11 +1,10 @@
 // The scripted send mode: each line of stdin becomes a message; the client exits once every one
 // has come back as its own broadcast (matched by request_id), or with the refusals on stderr.
-// Imports lib/framing, args, backoff, credentials, errors, format, output, session.
 
 import { type ByteReader, LineTooLongError, readLines } from "../lib/framing.ts";
 import type { ClientArgs } from "./args.ts";
 import { backoffDelay } from "./backoff.ts";
-import { scriptedCredentials } from "./credentials.ts";
+import { scriptedLogin } from "./credentials.ts";
 import { ServerRefusal } from "./errors.ts";
 import { describeError, describeLost, describeReconnected, describeRefusal, snippet } from "./format.ts";
 import { writeStderr } from "./output.ts";
@@ -18,19 +17,13 @@ export const MAX_INPUT_LINE_BYTES = 1024 * 1024;
 const RECONNECT_ATTEMPTS = 8;
 /** rate_limited is waited out, a bounded number of times per message. */
 const MAX_RATE_LIMIT_WAITS = 50;
-const MAX_UNAVAILABLE_RETRIES = 5;
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Returns the exit status: 0 all sent, 1 any refused or the connection given up. */
 export async function runSend(args: ClientArgs, input: ByteReader): Promise<number> {
-  const { username, password } = await scriptedCredentials(args);
   const session = await ChatSession.open({
-    hostname: args.hostname,
-    port: args.port,
-    username,
-    password,
-    register: args.register ? "if_free" : "no",
+    ...await scriptedLogin(args),
     initialHistory: 0,
     maxReconnectAttempts: RECONNECT_ATTEMPTS,
   }, (event) => {
@@ -75,17 +68,17 @@ export async function runSend(args: ClientArgs, input: ByteReader): Promise<numb
   return refused > 0 ? 1 : 0;
 }
 
-/** Sends, waiting out rate limits and short database outages (nothing was stored then). */
+/**
+ * Sends, waiting out rate limits (nothing was stored then, so the next try is a new message). The
+ * session itself sends again after drops and short database outages, with the same client_msg_id.
+ */
 async function sendPatiently(session: ChatSession, text: string): Promise<ChatMessage> {
   for (let waits = 0;; waits++) {
     try {
       return await session.send(text);
     } catch (err) {
       if (!(err instanceof ServerRefusal)) throw err;
-      const again = err.code === "rate_limited"
-        ? waits < MAX_RATE_LIMIT_WAITS
-        : err.code === "unavailable" && waits < MAX_UNAVAILABLE_RETRIES;
-      if (!again) throw err;
+      if (err.code !== "rate_limited" || waits >= MAX_RATE_LIMIT_WAITS) throw err;
       const ms = err.retryAfterMs ?? backoffDelay(waits);
       await new Promise((resolve) => setTimeout(resolve, ms));
     }

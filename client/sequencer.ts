@@ -1,6 +1,6 @@
 // Exactly-once, in-order delivery of messages that come from two sources at once: the live
 // broadcasts of a fresh connection and the history pages that catch up on what came before it.
-// Pure. Imports wire.
+// Pure.
 //
 // Why buffering is enough: a logged-in connection receives every message broadcast after its
 // login, in id order. So once login is done, the broadcasts from the first one received on (id B)
@@ -25,10 +25,6 @@ export class Sequencer {
 
   get lastId(): number | undefined {
     return this.#lastId;
-  }
-
-  get buffering(): boolean {
-    return this.#buffering;
   }
 
   /** Called right after a login, before any history request: live messages wait from now on. */

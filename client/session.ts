@@ -1,14 +1,17 @@
 // A logged-in session that outlives its connections: connects, registers and logs in, shows
 // history, and when the connection drops reconnects with backoff, logs in again and catches up
 // on what it missed, so every message is delivered exactly once and in id order. Sends are
-// exactly-once across a drop too. Imports connection, sequencer, sync, backoff, errors, wire.
+// exactly-once across a drop or an `unavailable` too: each message keeps its client_msg_id and is
+// sent again with it until acknowledged.
 
 import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.ts";
 import { Connection } from "./connection.ts";
 import { ConnectFailed, ConnectionLost, type LossCause, NotConnected, ServerRefusal, SessionEnded } from "./errors.ts";
+import { Outbox, type Outgoing, sendFrame } from "./outbox.ts";
 import { Sequencer } from "./sequencer.ts";
 import { CATCH_UP_PAGE, catchUp, historyOn, initialSync, type MessageOrigin } from "./sync.ts";
-import { type ChatMessage, type Frame, historyMessages, sameUser, toChatMessage } from "./wire.ts";
+import type { Frame } from "../lib/protocol.ts";
+import { type ChatMessage, historyMessages, sameUser, toChatMessage } from "./wire.ts";
 
 /** "if_free": register first, and an existing account of that name is fine (then just log in). */
 export type RegisterMode = "no" | "if_free" | "new";
@@ -46,6 +49,8 @@ const HEARTBEAT_MS = 30_000;
 const HEARTBEAT_TIMEOUT_MS = 10_000;
 /** How often one message is sent again after drops that left its fate unknown. */
 const MAX_RESENDS = 3;
+/** How often one message is sent again after `unavailable` (the database is away for a moment). */
+const MAX_UNAVAILABLE_RESENDS = 5;
 /** Refusals on a reconnect that waiting can cure; any other refusal ends the session. */
 const RETRYABLE_CODES = new Set([
   "too_many_attempts",
@@ -69,10 +74,17 @@ export class ChatSession {
   #ready = ChatSession.#readyPromise();
   #ended: SessionEnded | undefined;
   readonly #endedSignal = Promise.withResolvers<SessionEnded>();
-  #cancelSleep: (() => void) | undefined;
+  /** Wakes every pending #sleep when the session ends. */
+  readonly #wakeSleepers = new Set<() => void>();
   #heartbeat: ReturnType<typeof setInterval> | undefined;
-  /** Sends go one at a time, so a resend can never be confused with a later message. */
+  /** Sends go one at a time, in the order typed, so a resend never overtakes a later message. */
   #sending: Promise<unknown> = Promise.resolve();
+  readonly #outbox = new Outbox();
+  /**
+   * True once the server echoed a client_msg_id: it deduplicates resends (protocol v1.1). Until
+   * then a send whose fate a drop left unknown is looked up in history before it is sent again.
+   */
+  #serverDeduplicates = false;
 
   private constructor(options: SessionOptions, listener: SessionListener) {
     this.options = options;
@@ -109,14 +121,23 @@ export class ChatSession {
   }
 
   /**
-   * Sends a message and resolves with it as stored (its id and timestamp) once its broadcast
-   * came back. Waits for a reconnect when offline. Rejects with ServerRefusal when refused, or
-   * SessionEnded. After a drop mid-send it looks the message up before sending it again.
+   * Sends a message with a new client_msg_id and resolves with it as stored (its id and
+   * timestamp) once the server acknowledged it: its own broadcast came back, or a
+   * `"duplicate":true` reply naming the original. Waits for a reconnect when offline, and sends
+   * again with the same client_msg_id after a drop or `unavailable`. Rejects with ServerRefusal
+   * when refused, or SessionEnded.
    */
   send(text: string): Promise<ChatMessage> {
-    const result = this.#sending.then(() => this.#sendOnce(text));
+    const outgoing = this.#outbox.add(text);
+    const result = this.#sending.then(() => this.#sendUntilAcknowledged(outgoing))
+      .finally(() => this.#outbox.settle(outgoing));
     this.#sending = result.catch(() => undefined);
     return result;
+  }
+
+  /** Messages typed and not yet acknowledged, oldest first. */
+  get unacknowledged(): readonly Outgoing[] {
+    return this.#outbox.pending;
   }
 
   /** `get_history`; throws NotConnected while offline, ServerRefusal or ConnectionLost. */
@@ -195,6 +216,9 @@ export class ChatSession {
 
   #onFrame(generation: number, frame: Frame): void {
     if (generation !== this.#generation || this.#ended || frame.type !== "new_message") return;
+    if (this.#outbox.acknowledged(frame)) this.#serverDeduplicates = true;
+    // A duplicate reply names a message delivered before (or in the catch-up): the sequencer,
+    // which drops ids already delivered, shows it once.
     const message = toChatMessage(frame);
     if (!message) return;
     for (const ready of this.#sequencer.live(message)) this.#deliver(ready, "live");
@@ -238,26 +262,47 @@ export class ChatSession {
     this.#end(new SessionEnded("gave_up", cause));
   }
 
-  async #sendOnce(text: string): Promise<ChatMessage> {
-    for (let resend = 0;; resend++) {
+  async #sendUntilAcknowledged(outgoing: Outgoing): Promise<ChatMessage> {
+    let drops = 0;
+    let unavailable = 0;
+    while (true) {
       const conn = await this.#whenReady();
       // Our message will get a larger id than any delivered so far.
       const since = this.#sequencer.lastId ?? 0;
+      let reply: Frame;
       try {
-        const reply = await conn.request({ type: "send_message", message: text });
-        const message = reply.type === "new_message" ? toChatMessage(reply) : undefined;
-        if (message) return message;
-        throw ServerRefusal.fromFrame(reply);
+        reply = await conn.request(sendFrame(outgoing));
       } catch (err) {
         if (!(err instanceof ConnectionLost)) throw err;
         // The server names this line as the reason it closed: sending it again would do the same.
         if (err.loss.kind === "closed" && err.loss.serverError?.code === "line_too_long") throw err.loss.serverError;
-        // Stored or not? The drop left it unknown: look before sending again.
-        const stored = await this.#findOwn(text, since);
+        if (++drops > MAX_RESENDS) throw err;
+        const stored = await this.#storedBefore(outgoing, since);
         if (stored) return stored;
-        if (resend >= MAX_RESENDS) throw err;
+        continue;
       }
+      const message = reply.type === "new_message" ? toChatMessage(reply) : undefined;
+      if (message) {
+        if (reply.client_msg_id === outgoing.clientMsgId) this.#serverDeduplicates = true;
+        return message;
+      }
+      const refusal = ServerRefusal.fromFrame(reply);
+      // Stored or not, `unavailable` leaves unknown: the same client_msg_id makes sending again safe.
+      if (refusal.code !== "unavailable" || ++unavailable > MAX_UNAVAILABLE_RESENDS) throw refusal;
+      if (!await this.#sleep(refusal.retryAfterMs ?? backoffDelay(unavailable - 1))) {
+        throw this.#ended ?? new SessionEnded("closed");
+      }
+      const stored = await this.#storedBefore(outgoing, since);
+      if (stored) return stored;
     }
+  }
+
+  /**
+   * Before sending again: a server that deduplicates answers a resend with the original, so
+   * there is nothing to look up; with one that does not, our own message in history is the ack.
+   */
+  async #storedBefore(outgoing: Outgoing, since: number): Promise<ChatMessage | undefined> {
+    return this.#serverDeduplicates ? undefined : await this.#findOwn(outgoing.text, since);
   }
 
   /** Our own message with this text after `since`, if the server stored it. */
@@ -290,14 +335,16 @@ export class ChatSession {
   #sleep(ms: number): Promise<boolean> {
     if (this.#ended) return Promise.resolve(false);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.#cancelSleep = undefined;
-        resolve(true);
-      }, ms);
-      this.#cancelSleep = () => {
+      const wake = () => {
         clearTimeout(timer);
+        this.#wakeSleepers.delete(wake);
         resolve(false);
       };
+      const timer = setTimeout(() => {
+        this.#wakeSleepers.delete(wake);
+        resolve(true);
+      }, ms);
+      this.#wakeSleepers.add(wake);
     });
   }
 
@@ -318,7 +365,7 @@ export class ChatSession {
     if (this.#ended) return;
     this.#ended = error;
     this.#stopHeartbeat();
-    this.#cancelSleep?.();
+    for (const wake of [...this.#wakeSleepers]) wake();
     const conn = this.#conn;
     this.#conn = undefined;
     conn?.close();

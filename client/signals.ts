@@ -1,5 +1,5 @@
 // Signal listeners that tolerate platforms without some signals (Windows has only SIGINT and
-// SIGBREAK). Imports nothing.
+// SIGBREAK).
 
 /** Adds `handler` for each signal this platform has; returns the function that removes them. */
 export function onSignals(signals: readonly Deno.Signal[], handler: () => void): () => void {

@@ -1,11 +1,11 @@
 // Merging history with live broadcasts on a freshly logged-in connection: the initial history,
 // and the catch-up after a reconnect, through the Sequencer that holds broadcasts meanwhile.
-// Imports connection, errors, sequencer, wire.
 
 import type { Connection } from "./connection.ts";
 import { ServerRefusal } from "./errors.ts";
 import type { Sequencer } from "./sequencer.ts";
-import { type ChatMessage, type Frame, historyMessages } from "./wire.ts";
+import type { Frame } from "../lib/protocol.ts";
+import { type ChatMessage, historyMessages } from "./wire.ts";
 
 export type MessageOrigin = "history" | "live" | "missed";
 export type Deliver = (message: ChatMessage, origin: MessageOrigin) => void;

@@ -1,7 +1,6 @@
 // The interactive terminal, without a full-screen takeover: stdin in raw mode through LineEditor,
 // and output that never garbles what is being typed: a printed line first clears the prompt line
-// ("\r\x1b[2K"), then the prompt and the typed text are drawn again below it. Imports
-// line_editor, output, signals.
+// ("\r\x1b[2K"), then the prompt and the typed text are drawn again below it.
 
 import { LineEditor } from "./line_editor.ts";
 import { writeStdout } from "./output.ts";

@@ -1,7 +1,7 @@
-// The client's view of the wire format: frame and message shapes, and checks on what the server
-// sends, so the rest of the client only sees well-formed messages. Imports nothing.
+// The client's view of chat messages: checks on what the server sends, so the rest of the client
+// only sees well-formed messages. Frames and field rules are lib/protocol.ts's, shared with the server.
 
-export type Frame = Record<string, unknown>;
+import { type Frame, isFrame } from "../lib/protocol.ts";
 
 /** A chat message as broadcast (`new_message`) and as listed by `history_response`. */
 export interface ChatMessage {
@@ -10,10 +10,6 @@ export interface ChatMessage {
   readonly message: string;
   /** UTC, `YYYY-MM-DDTHH:MM:SS`. */
   readonly timestamp: string;
-}
-
-export function isFrame(value: unknown): value is Frame {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /** The message in a `new_message` frame or a history entry; undefined when a field is missing or mistyped. */
@@ -35,20 +31,6 @@ export function historyMessages(frame: Frame): ChatMessage[] {
     if (message) messages.push(message);
   }
   return messages;
-}
-
-const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{3,50}$/;
-const MIN_PASSWORD_BYTES = 6;
-const MAX_PASSWORD_BYTES = 72;
-
-/** Same rule as the server's, checked before sending so people get the hint at once. */
-export function isValidUsername(name: string): boolean {
-  return USERNAME_PATTERN.test(name);
-}
-
-export function isValidPassword(password: string): boolean {
-  const bytes = new TextEncoder().encode(password).length;
-  return bytes >= MIN_PASSWORD_BYTES && bytes <= MAX_PASSWORD_BYTES && !password.includes("\0");
 }
 
 /** Usernames are unique regardless of case, so "Alice" and "alice" are the same person. */

@@ -1,5 +1,5 @@
 // Wires one running chat service together: database, schema, services, server. Used by main.ts
-// and by the tests, which start it on port 0. Imports the other lib modules; reads no environment.
+// and by the tests, which start it on port 0. Reads no environment.
 
 import { AuthService } from "./auth.ts";
 import type { Config } from "./config.ts";

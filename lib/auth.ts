@@ -1,5 +1,4 @@
 // Registration and login: bcrypt hashing off the event loop, constant-shape failures, throttling.
-// Imports errors, protocol, rate_limit, session, log and db (its interface and errors only).
 
 import bcryptModule from "bcrypt";
 import { ChatError, unavailable } from "./errors.ts";
@@ -40,7 +39,7 @@ export class AuthService {
   readonly #log: Logger;
   readonly #cost: number;
   readonly #throttle: LoginThrottle;
-  #dummyHash: Promise<string> | undefined;
+  readonly #dummyHash = cachedUnlessRejected(() => bcrypt.hash("not-a-real-password", this.#cost));
   readonly #hashSlots = new Semaphore(HASH_SLOTS);
   readonly #throttleLogs = new TokenBuckets(0.1, 1);
 
@@ -114,12 +113,12 @@ export class AuthService {
 
   /** Starts computing the hash that unknown users are checked against, so the first miss is not faster. */
   warmUp(): void {
-    void this.#dummy().catch(() => {});
+    // A failure here is retried by the first login that needs the hash.
+    this.#dummy().catch((err) => this.#log.warn("dummy hash failed", { error: String(err) }));
   }
 
   #dummy(): Promise<string> {
-    this.#dummyHash ??= bcrypt.hash("not-a-real-password", this.#cost);
-    return this.#dummyHash;
+    return this.#dummyHash();
   }
 
   async #query<T extends Record<string, unknown>>(text: string, params: unknown[]): Promise<T[]> {
@@ -159,6 +158,23 @@ class Semaphore {
       else this.#free++;
     }
   }
+}
+
+/**
+ * `compute`'s promise, made once and shared while it is pending or fulfilled; a rejection is
+ * forgotten, so that the next call tries again instead of failing forever.
+ */
+export function cachedUnlessRejected<T>(compute: () => Promise<T>): () => Promise<T> {
+  let cached: Promise<T> | undefined;
+  return () => {
+    if (cached) return cached;
+    const attempt = compute();
+    cached = attempt;
+    attempt.catch(() => {
+      if (cached === attempt) cached = undefined;
+    });
+    return attempt;
+  };
 }
 
 function usernameTaken(): ChatError {

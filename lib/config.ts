@@ -1,6 +1,8 @@
 // Configuration: the environment, over a `.env` file in the working directory, validated once.
-// The only module that reads the environment. Imports only log (for its level names).
+// The only module that reads the environment. The file is read at run time, so a compiled binary
+// reads the `.env` of its working directory too.
 
+import { parse as parseDotEnvText } from "dotenv";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
 
 export interface Config {
@@ -118,25 +120,13 @@ export function parseConfig(env: Environment): Config {
   return Object.freeze(config);
 }
 
-/** Parses a `.env` file: `KEY=value` lines, `#` comments, optional `export`, single or double quotes. */
+/**
+ * Parses a `.env` file with npm dotenv's parser: `KEY=value` lines, `#` comments, optional `export`,
+ * single, double or backtick quotes (a `#` inside quotes is kept; `\n` and `\r` are expanded in
+ * double quotes only).
+ */
 export function parseDotEnv(text: string): Environment {
-  const env: Environment = {};
-  for (const line of text.split(/\r?\n/)) {
-    const match = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/.exec(line);
-    if (!match) continue;
-    const [, key, rawValue] = match;
-    // A quoted value ends at its closing quote (a comment may follow); a bare one at " #".
-    const quoted = /^(["'])((?:\\.|(?!\1).)*)\1\s*(?:#.*)?$/.exec(rawValue);
-    let value: string;
-    if (quoted) {
-      value = quoted[2];
-      if (quoted[1] === '"') value = value.replaceAll("\\n", "\n").replaceAll('\\"', '"');
-    } else {
-      value = rawValue.replace(/\s+#.*$/, "");
-    }
-    env[key] = value;
-  }
-  return env;
+  return parseDotEnvText(text);
 }
 
 /** The process environment over `.env` in the working directory (real variables win, as with dotenv). */

@@ -8,9 +8,7 @@ import {
   parseDotEnv,
   readEnvironment,
 } from "./config.ts";
-
-/** Sanitizers on (Deno 2.8+ turns them off by default). */
-const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
+import { sanitized } from "../tests/_util.ts";
 
 const DEFAULT_CONFIG: Config = {
   host: "0.0.0.0",
@@ -204,11 +202,36 @@ Deno.test("parseDotEnv reads KEY=value lines, comments, export and quotes", sani
     DATA_DIR: "/tmp/with # hash",
     DATABASE_URL: "postgres://u:p@h/db",
     LOG_FORMAT: "json",
-    MULTI: 'a\nb "q"',
+    // dotenv expands \n in double quotes and keeps other backslashes as written.
+    MULTI: 'a\nb \\"q\\"',
     SINGLE: "no \\n escapes",
     EQUALS: "a=b=c",
     EMPTY: "",
     WINDOWS: "crlf",
+  });
+});
+
+Deno.test("parseDotEnv keeps what quotes protect: #, other quotes, spaces, multi-line values", sanitized, () => {
+  const text = [
+    'DATABASE_URL="postgres://chat:p#ss@db:5432/chat" # the # in the password is not a comment',
+    "PASSWORD='it \"is\" #1'",
+    "GREETING=`say 'hi' and \"bye\"`",
+    'PADDED="  two spaces  "',
+    'ESCAPES="tab\\there, line\\nbreak, return\\r"',
+    "LITERAL='line\\nbreak'",
+    'MULTILINE="first',
+    'second"',
+    "UNQUOTED=p#ss # an unquoted # starts a comment",
+  ].join("\n");
+  assertEquals(parseDotEnv(text), {
+    DATABASE_URL: "postgres://chat:p#ss@db:5432/chat",
+    PASSWORD: 'it "is" #1',
+    GREETING: `say 'hi' and "bye"`,
+    PADDED: "  two spaces  ",
+    ESCAPES: "tab\\there, line\nbreak, return\r",
+    LITERAL: "line\\nbreak",
+    MULTILINE: "first\nsecond",
+    UNQUOTED: "p",
   });
 });
 

@@ -1,5 +1,4 @@
 // One client's socket: its line reader and its writer with a bounded outbound queue.
-// Imports errors, framing, protocol, session, log.
 //
 // Write contract: send() MUST NOT block and MUST NOT reorder. Queued chunks are coalesced into
 // one write per turn of the event loop; one write is in flight at a time; partial writes are

@@ -1,5 +1,5 @@
 // The database: one postgres.js pool (DATABASE_URL) or embedded PGlite, behind one small interface.
-// The only module that imports the drivers; their errors become DatabaseError here.
+// The drivers' errors become DatabaseError here.
 
 import postgres from "postgres";
 import { PGlite } from "@electric-sql/pglite";

@@ -1,5 +1,4 @@
 // The one typed error of the protocol: a stable `code` and a message safe to show the client.
-// Imports nothing from lib/.
 
 /** Every machine-readable error code of the contract (docs/protocol.md). */
 export const ERROR_CODES = [

@@ -1,5 +1,5 @@
 // Bounded line framing over a byte stream: newline-delimited frames, "\r\n" accepted, empty lines
-// skipped, and memory per connection capped at the line limit. Imports nothing from lib/.
+// skipped, and memory per connection capped at the line limit.
 
 /** What the splitter reads from: a Deno.Conn, or anything with the same `read`. */
 export interface ByteReader {

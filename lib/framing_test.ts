@@ -1,8 +1,7 @@
 import { assert, assertEquals, fail } from "../tests/_assert.ts";
 import { type ByteReader, LineTooLongError, MAX_READ_BUFFER, MIN_READ_BUFFER, readLines } from "./framing.ts";
+import { sanitized } from "../tests/_util.ts";
 
-/** Sanitizers on (Deno 2.8+ turns them off by default). */
-const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 

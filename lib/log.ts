@@ -1,5 +1,5 @@
 // Leveled logging in text or JSON lines. The only module allowed to use console.
-// Imports nothing from lib/. Never log passwords; message texts only at debug.
+// Never log passwords; message texts only at debug.
 // deno-lint-ignore-file no-console
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -72,6 +72,3 @@ function formatText(fields?: LogFields): string {
   }
   return out;
 }
-
-/** A logger that writes nothing, for tests and tools. */
-export const silentLogger = new Logger("error", "text");

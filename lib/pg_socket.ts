@@ -1,7 +1,7 @@
 // The TCP transport under postgres.js: a Node-style socket over Deno.connect, given to postgres.js
 // through its `socket` option. Deno's node:net costs about as much CPU per small write as the
 // rest of a message's handling (a quarter of the server's time in the fan-out bench); Deno's own
-// TCP writes cost a fraction of that. Imported only by db.
+// TCP writes cost a fraction of that.
 //
 // What postgres.js asks of it (src/connection.js): the socket is handed over at once and written
 // to before it is connected (writes wait); 'data' gets Buffers; a failure emits 'error', then

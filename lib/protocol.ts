@@ -1,5 +1,4 @@
 // The wire format: decoding and validating frames, and encoding replies as single lines.
-// Imports only errors.
 
 import { ChatError } from "./errors.ts";
 
@@ -25,10 +24,13 @@ export function decodeFrame(line: Uint8Array): Frame {
   } catch {
     throw new ChatError("bad_request", "Frame is not valid JSON");
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new ChatError("bad_request", "Frame must be a JSON object");
-  }
-  return value as Frame;
+  if (!isFrame(value)) throw new ChatError("bad_request", "Frame must be a JSON object");
+  return value;
+}
+
+/** A JSON object, as every frame (request, reply or broadcast) is. */
+export function isFrame(value: unknown): value is Frame {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /** The frame's own `request_id`, if it has a valid one (a string or a finite number). */

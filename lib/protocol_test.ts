@@ -1,4 +1,5 @@
 import { assert, assertEquals, fail } from "../tests/_assert.ts";
+import { sanitized } from "../tests/_util.ts";
 import { ChatError, type ErrorCode } from "./errors.ts";
 import {
   checkMessageText,
@@ -20,8 +21,6 @@ import {
   requestIdOf,
 } from "./protocol.ts";
 
-/** Sanitizers on (Deno 2.8+ turns them off by default). */
-const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 

@@ -1,5 +1,4 @@
 // Token buckets keyed by a string (a user, a username, an address), with a bounded key count.
-// Imports nothing from lib/.
 
 interface Bucket {
   tokens: number;
@@ -14,6 +13,11 @@ const MAX_KEYS = 100_000;
 export class TokenBuckets {
   readonly #ratePerMs: number;
   readonly #burst: number;
+  /**
+   * Least recently updated first: every update moves its key to the end (Map keeps insertion
+   * order), so the keys whose buckets are full again are always at the front, and forgetting them
+   * never scans the rest (amortised O(1) per new key).
+   */
   readonly #buckets = new Map<string, Bucket>();
 
   /** `ratePerSec` of 0 disables the limit: every take succeeds. */
@@ -65,6 +69,8 @@ export class TokenBuckets {
     }
     bucket.tokens = Math.min(this.#burst, bucket.tokens + (now - bucket.updatedAt) * this.#ratePerMs);
     bucket.updatedAt = now;
+    this.#buckets.delete(key);
+    this.#buckets.set(key, bucket);
     return bucket;
   }
 
@@ -72,14 +78,12 @@ export class TokenBuckets {
     return Math.max(1, Math.ceil((1 - bucket.tokens) / this.#ratePerMs));
   }
 
+  /** Forgets the full buckets at the front, then, past the cap, the least recently updated keys. */
   #prune(now: number): void {
     const fullAfterMs = this.#burst / this.#ratePerMs;
+    // Each key is deleted at most once per insertion, so this loop is amortised O(1) per new key.
     for (const [key, bucket] of this.#buckets) {
-      if (now - bucket.updatedAt >= fullAfterMs) this.#buckets.delete(key);
-    }
-    // Still too many: forget the oldest keys (Map keeps insertion order).
-    for (const key of this.#buckets.keys()) {
-      if (this.#buckets.size < MAX_KEYS) break;
+      if (now - bucket.updatedAt < fullAfterMs && this.#buckets.size < MAX_KEYS) break;
       this.#buckets.delete(key);
     }
   }

@@ -1,8 +1,6 @@
 import { assert, assertEquals } from "../tests/_assert.ts";
 import { TokenBuckets } from "./rate_limit.ts";
-
-/** Sanitizers on (Deno 2.8+ turns them off by default). */
-const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
+import { sanitized } from "../tests/_util.ts";
 
 /** A wait rounded up to whole milliseconds may be 1 ms longer through floating point. */
 function assertWait(actual: number, expected: number): void {
@@ -95,4 +93,28 @@ Deno.test("TokenBuckets forgets full buckets once it holds many keys", sanitized
   buckets.take("late", 10_000);
   assert(buckets.size < 100, `size ${buckets.size}`);
   assertEquals(buckets.take("late", 10_000), 1000, "the new key's bucket works");
+});
+
+Deno.test("TokenBuckets keeps a busy old key while forgetting the full buckets around it", sanitized, () => {
+  const buckets = new TokenBuckets(1, 1);
+  buckets.take("busy", 0);
+  for (let i = 0; i < 10_000; i++) buckets.take(`key-${i}`, 0);
+  // "busy" was added first but is updated last: it is not full again when the others are.
+  assertEquals(buckets.take("busy", 9_500), 0);
+  assert(buckets.take("busy", 9_500) > 0, "busy is empty now");
+  buckets.take("late", 10_000);
+  assertEquals(buckets.size, 2, "only busy and late remain");
+  assert(buckets.peek("busy", 10_000) > 0, "busy kept its state: still waiting for a token");
+});
+
+Deno.test("TokenBuckets past its key cap forgets the least recently updated keys first", sanitized, () => {
+  const buckets = new TokenBuckets(1 / 3, 1);
+  for (let i = 0; i < 100_000; i++) buckets.take(`key-${i}`, 0);
+  // Every bucket is empty, none full again yet; key-0 is updated again, so key-1 is now the oldest.
+  buckets.take("key-0", 1);
+  buckets.take("new", 2);
+  assertEquals(buckets.size, 100_000, "one key made room for the new one");
+  assertEquals(buckets.peek("key-1", 2), 0, "key-1 was forgotten");
+  assert(buckets.peek("key-0", 2) > 0, "key-0, updated recently, is kept");
+  assert(buckets.peek("key-2", 2) > 0, "key-2 is kept");
 });

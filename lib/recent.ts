@@ -1,5 +1,4 @@
 // The newest messages in memory, so most get_history requests never touch the database.
-// Imports only protocol (for the query shape).
 //
 // Invariant: the window holds every stored message with id ≥ its oldest id (or every message at
 // all, when `complete`). It is filled from the database at start-up and then only by our own
@@ -16,8 +15,10 @@ export interface StoredMessage extends Record<string, unknown> {
 
 export class RecentMessages {
   readonly #capacity: number;
-  /** Oldest first. */
+  /** Oldest first; the window is `#messages[#start..]`, older entries wait for compaction. */
   #messages: StoredMessage[] = [];
+  /** Index of the window's oldest message in `#messages`. */
+  #start = 0;
   /** True while the window holds every message ever stored. */
   #complete = true;
 
@@ -33,16 +34,24 @@ export class RecentMessages {
   /** Replaces the window with the newest of `messages` (oldest first); `all` = the database holds no others. */
   reset(messages: StoredMessage[], all: boolean): void {
     this.#messages = messages.slice(-this.#capacity);
+    this.#start = 0;
     this.#complete = all && messages.length <= this.#capacity;
   }
 
-  /** Appends newly committed messages, which have larger ids than any before. */
+  /**
+   * Appends newly committed messages, which have larger ids than any before. Amortised O(batch):
+   * messages that fall out of the window are dropped in one copy once they number `capacity`.
+   */
   append(messages: StoredMessage[]): void {
-    this.#messages.push(...messages);
-    const excess = this.#messages.length - this.#capacity;
-    if (excess > 0) {
-      this.#messages.splice(0, excess);
+    for (const message of messages) this.#messages.push(message);
+    const start = this.#messages.length - this.#capacity;
+    if (start > this.#start) {
+      this.#start = start;
       this.#complete = false;
+    }
+    if (this.#start >= this.#capacity) {
+      this.#messages = this.#messages.slice(this.#start);
+      this.#start = 0;
     }
   }
 
@@ -51,11 +60,12 @@ export class RecentMessages {
     const after = query.after ?? -1;
     const before = query.before ?? Number.MAX_SAFE_INTEGER;
     const messages = this.#messages;
-    const oldest = messages.length > 0 ? messages[0].id : Number.MAX_SAFE_INTEGER;
+    const first = this.#start;
+    const oldest = messages.length > first ? messages[first].id : Number.MAX_SAFE_INTEGER;
     // Ids in (after, oldest) may exist outside the window, unless it holds everything.
     const coversLowerEnd = this.#complete || after + 1 >= oldest;
-    const start = lowerBound(messages, after + 1);
-    const end = lowerBound(messages, before);
+    const start = lowerBound(messages, first, after + 1);
+    const end = lowerBound(messages, first, before);
     const count = Math.max(0, end - start);
     if (query.after !== undefined) {
       // The oldest `limit` after `after`: exact when no uncached id can come first.
@@ -68,9 +78,9 @@ export class RecentMessages {
   }
 }
 
-/** Index of the first message with id ≥ `id`. */
-function lowerBound(messages: StoredMessage[], id: number): number {
-  let low = 0;
+/** Index of the first message at or after `from` with id ≥ `id`. */
+function lowerBound(messages: StoredMessage[], from: number, id: number): number {
+  let low = from;
   let high = messages.length;
   while (low < high) {
     const mid = (low + high) >>> 1;

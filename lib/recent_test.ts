@@ -63,3 +63,37 @@ Deno.test("RecentMessages serves the newest page from memory once it is full", (
   assertEquals(recent.query({ limit: 5, before: undefined, after: 0 }), undefined);
   assertEquals(recent.query({ limit: 5, before: undefined, after: 1 })?.map((m) => m.id), [2, 3, 4]);
 });
+
+Deno.test("RecentMessages keeps answering exactly across many appends that wrap past its capacity", () => {
+  const capacity = 5;
+  const recent = new RecentMessages(capacity);
+  recent.reset([], true);
+  const all: StoredMessage[] = [];
+  let id = 0;
+  // Batch sizes below, at and above the capacity, so the dropped prefix is compacted many times.
+  for (const size of [1, 2, 3, 4, 5, 6, 1, 1, 1, 11, 2, 3, 1, 7, 5, 5, 1]) {
+    const batch = Array.from({ length: size }, () => message(++id));
+    all.push(...batch);
+    recent.append(batch);
+    const newest = all.slice(-capacity);
+    assertEquals(recent.query({ limit: capacity, before: undefined, after: undefined }), newest, `after id ${id}`);
+    assertEquals(recent.query({ limit: capacity, before: undefined, after: newest[0].id - 1 }), newest);
+    assertEquals(recent.query({ limit: 2, before: id, after: undefined }), all.slice(-3, -1));
+    if (all.length > capacity) {
+      assertEquals(recent.query({ limit: capacity + 1, before: undefined, after: undefined }), undefined);
+      assertEquals(recent.query({ limit: 1, before: undefined, after: newest[0].id - 2 }), undefined);
+    }
+  }
+});
+
+Deno.test("RecentMessages takes a batch far larger than its capacity", () => {
+  const recent = new RecentMessages(3);
+  recent.reset([message(1)], true);
+  recent.append(Array.from({ length: 200_000 }, (_, i) => message(i + 2)));
+  assertEquals(recent.query({ limit: 10, before: undefined, after: undefined })?.map((m) => m.id), undefined);
+  assertEquals(recent.query({ limit: 3, before: undefined, after: undefined })?.map((m) => m.id), [
+    199_999,
+    200_000,
+    200_001,
+  ]);
+});

@@ -1,6 +1,5 @@
 // The TCP listener: accepts connections within the limits, keeps the registry of connections,
-// closes idle unauthenticated ones, and shuts down in order. Imports connection, dispatcher,
-// hub, messages, errors, protocol, session, log.
+// closes idle unauthenticated ones, and shuts down in order.
 
 import { ClientConnection, type ConnectionHost } from "./connection.ts";
 import type { Dispatcher } from "./dispatcher.ts";

@@ -1,5 +1,5 @@
 // What the dispatcher and services know of a client: its identity and a way to send it bytes.
-// No sockets here, so the dispatcher can be driven without TCP. Imports nothing from lib/.
+// No sockets here, so the dispatcher can be driven without TCP.
 
 export interface User {
   readonly id: number;

@@ -1,5 +1,5 @@
 // The V8 flags the server runs with. deno.json's start, dev and compile tasks pass them, and so
-// do the tests and the bench that start the server themselves. Imports nothing.
+// do the tests and the bench that start the server themselves.
 
 /**
  * Semi-spaces of 4 MiB instead of V8's 16 MiB: a burst of logins otherwise grows the young

@@ -3,8 +3,11 @@
 
 import { assertEquals, fail } from "./_assert.ts";
 import { readLines } from "../lib/framing.ts";
+import type { Frame } from "../lib/protocol.ts";
+import { sleep } from "./_util.ts";
 
-export type Frame = Record<string, unknown>;
+export type { Frame } from "../lib/protocol.ts";
+export { sanitized } from "./_util.ts";
 
 let nameCounter = 0;
 /** A username no other test uses: prefix + random + counter, within 50 characters. */
@@ -112,7 +115,7 @@ export class TestClient implements AsyncDisposable {
 
   /** Asserts that nothing arrives for `ms`. */
   async expectNothing(ms = 300): Promise<void> {
-    await new Promise((resolve) => setTimeout(resolve, ms));
+    await sleep(ms);
     if (this.#frames.length > 0) fail(`unexpected frame: ${JSON.stringify(this.#frames[0])}`);
   }
 
@@ -153,6 +156,3 @@ export class TestClient implements AsyncDisposable {
     });
   }
 }
-
-/** Deno.test options with the sanitizers on (Deno 2.8+ turns them off by default). */
-export const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;

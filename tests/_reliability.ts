@@ -183,19 +183,6 @@ export function uniqueText(prefix: string): string {
   return `${prefix} ${crypto.randomUUID()}`;
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls `condition` every `everyMs` until it holds; fails with `what` after `ms`. */
-export async function waitUntil(condition: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) fail(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
 /** Resident memory of this process (bytes). */
 export function rssBytes(): number {
   return Deno.memoryUsage().rss;

@@ -2,6 +2,7 @@
 // database look-ups that check what was (or was not) stored.
 
 import { fail } from "./_assert.ts";
+import { sleep } from "./_util.ts";
 import type { Frame, TestClient, TestServer } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
@@ -10,10 +11,6 @@ const decoder = new TextDecoder();
 /** Keys of a frame, sorted, for exact-shape assertions. */
 export function keysOf(frame: Frame): string[] {
   return Object.keys(frame).sort();
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** A frame as one JSON line, in bytes. */
@@ -171,15 +168,6 @@ export async function storedIdsBetween(server: TestServer, after: number, before
 export async function sendAndConfirm(client: TestClient, message: string): Promise<Frame> {
   await client.send({ type: "send_message", message });
   return await client.waitFor((f) => f.type === "new_message" && f.message === message);
-}
-
-/** Polls until `check` passes or `ms` elapse (the server notices a peer's close asynchronously). */
-export async function eventually(check: () => Promise<boolean>, ms = 5000, what = "condition"): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() >= deadline) fail(`${what} not reached within ${ms} ms`);
-    await sleep(20);
-  }
 }
 
 /** A message marker unique to one test, so its frames can be told from other tests' frames. */

@@ -224,6 +224,42 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "client: piped, across a server killed in the middle of its input: every line appears exactly once",
+  ...sanitized,
+  async fn() {
+    await withDatabase(async (db) => {
+      const port = freePort();
+      const env = { ...db, PORT: String(port), RATE_LIMIT_PER_SEC: "0" };
+      const alice = uniqueName("alice");
+      const bob = uniqueName("bob");
+      const lines = Array.from({ length: 300 }, (_, i) => `line ${i + 1}`);
+      const first = await spawnServer(env);
+      await using listener = new ClientProcess([address(port), "--listen", "--user", bob, "--register"]);
+      await using sender = new ClientProcess([address(port), "--user", alice, "--register"], {}, { keepStdin: true });
+      try {
+        await listener.waitForStderr(/^listening on /);
+        await sender.write(lines.slice(0, 200).map((line) => line + "\n").join(""));
+        // Killed while the sender is busy with its input: a send may be stored and not yet acknowledged.
+        await listener.waitFor("some of the lines", () => textsFrom(listener, alice).length >= 60);
+      } finally {
+        await first.stop("SIGKILL");
+      }
+      const beforeKill = textsFrom(listener, alice).length;
+      assert(beforeKill < 200, `the sender had sent all ${beforeKill} lines before the kill`);
+      await sender.waitForStderr(/^connection lost /);
+      await using second = await spawnServer(env);
+      await sender.write(lines.slice(200).map((line) => line + "\n").join(""));
+      await sender.closeStdin();
+      assertEquals(await sender.exited(60_000), 0, sender.stderr.join("\n"));
+      await listener.waitFor("every line", () => textsFrom(listener, alice).length >= lines.length);
+      assertEquals(textsFrom(listener, alice), lines, "each line once, in order");
+      assertEquals(await listener.stop("SIGTERM"), 0);
+      assertEquals(await second.stop("SIGTERM"), 0);
+    });
+  },
+});
+
 const HAS_TMUX = await new Deno.Command("tmux", { args: ["-V"], stdout: "null", stderr: "null" }).output()
   .then((output) => output.success, () => false);
 

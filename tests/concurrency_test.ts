@@ -12,9 +12,8 @@ import {
   privateDatabaseEnv,
   readAllHistory,
   runTraffic,
-  sleep,
-  waitUntil,
 } from "./_reliability.ts";
+import { sleep, waitUntil } from "./_util.ts";
 
 // Each test opens its own database; the shared in-process PGlite would only trip the sanitizer.
 await closeSharedPglite();

@@ -15,10 +15,9 @@ import {
   newTrafficLog,
   readAllHistory,
   runTraffic,
-  sleep,
   type TrafficLog,
-  waitUntil,
 } from "./_reliability.ts";
+import { sleep, waitUntil } from "./_util.ts";
 
 // These tests bring their own databases; the shared in-process PGlite is not needed.
 await closeSharedPglite();

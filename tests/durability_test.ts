@@ -18,11 +18,10 @@ import {
   readAllHistory,
   runTraffic,
   seedFromEnv,
-  sleep,
   type StoredMessage,
   type TrafficLog,
-  waitUntil,
 } from "./_reliability.ts";
+import { sleep, waitUntil } from "./_util.ts";
 
 // These tests bring their own databases; the shared in-process PGlite would only trip the sanitizer.
 await closeSharedPglite();

@@ -16,10 +16,9 @@ import {
   readAllHistory,
   runTraffic,
   seedFromEnv,
-  sleep,
   type TrafficLog,
-  waitUntil,
 } from "./_reliability.ts";
+import { sleep, waitUntil } from "./_util.ts";
 
 await closeSharedPglite();
 

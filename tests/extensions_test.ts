@@ -3,7 +3,8 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./_helpers.ts";
-import { eventually, keysOf, lines, marker, storedCount } from "./_wire.ts";
+import { keysOf, lines, marker, storedCount } from "./_wire.ts";
+import { waitUntil } from "./_util.ts";
 
 async function usersOnline(client: TestClient): Promise<string[]> {
   const reply = await client.request({ type: "list_users" });
@@ -92,7 +93,7 @@ for (const backend of backends) {
       assertEquals(await usersOnline(c), [bName, cName, aName]);
       // b disconnects: gone once the server has noticed.
       await b.close();
-      await eventually(async () => !(await usersOnline(a1)).includes(bName), 5000, "b gone from list_users");
+      await waitUntil(async () => !(await usersOnline(a1)).includes(bName), 5000, "b gone from list_users");
       assertEquals(await usersOnline(a1), [cName, aName]);
       // a logs out on one of two connections: still online; on both: gone.
       await a1.request({ type: "logout" });

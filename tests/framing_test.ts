@@ -4,7 +4,8 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { backends, type Frame, sanitized, startTestServer, uniqueName } from "./_helpers.ts";
-import { keysOf, line, lines, RawClient, sleep } from "./_wire.ts";
+import { keysOf, line, lines, RawClient } from "./_wire.ts";
+import { sleep } from "./_util.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

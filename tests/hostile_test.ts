@@ -12,10 +12,10 @@ import {
   privateDatabaseEnv,
   rssBytes,
   runTraffic,
-  sleep,
   uniqueText,
-  waitUntil,
 } from "./_reliability.ts";
+import { sleep, waitUntil } from "./_util.ts";
+import { NodeLineClient } from "./_node_line_client.ts";
 
 // Each test opens its own database; the shared in-process PGlite would only trip the sanitizer.
 await closeSharedPglite();
@@ -290,6 +290,43 @@ Deno.test({
       assert(spray.includes("too_many_attempts"), spray.join(","));
       assert(spray.filter((c) => c === "invalid_credentials").length <= 20, spray.join(","));
     });
+  },
+});
+
+/** Distinct peers for the login flood: 127.1.0.0/16 addresses, each its own rate-limit key. */
+const FLOOD_ADDRESSES = 2_000;
+const FLOOD_NAMES_PER_ADDRESS = 2;
+const FLOOD_CONCURRENCY = 50;
+
+Deno.test({
+  name: "hostile: failed logins from thousands of addresses and names each get an answer; others unaffected",
+  ...sanitized,
+  async fn() {
+    await using server = await start();
+    const suffix = crypto.randomUUID().slice(0, 8);
+    const codes = new Map<string, number>();
+    await underAttack(server, async () => {
+      let nextAddress = 0;
+      const worker = async () => {
+        while (nextAddress < FLOOD_ADDRESSES) {
+          const i = nextAddress++;
+          await using peer = await NodeLineClient.connect(server.port, `127.1.${i >> 8}.${i & 255}`);
+          for (let j = 0; j < FLOOD_NAMES_PER_ADDRESS; j++) {
+            const reply = await peer.request({
+              type: "login",
+              username: `flood_${i}_${j}_${suffix}`,
+              password: "guess1",
+            });
+            assertEquals(reply.type, "login_response");
+            const code = String(reply.code);
+            codes.set(code, (codes.get(code) ?? 0) + 1);
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: FLOOD_CONCURRENCY }, worker));
+    });
+    // Every name and every address is new, so no throttle applies: each attempt is a plain failure.
+    assertEquals(Object.fromEntries(codes), { invalid_credentials: FLOOD_ADDRESSES * FLOOD_NAMES_PER_ADDRESS });
   },
 });
 

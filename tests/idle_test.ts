@@ -3,12 +3,9 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { backends, sanitized, startTestServer } from "./_helpers.ts";
+import { sleep } from "./_util.ts";
 
 const backend = backends[0];
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 Deno.test({
   name: "idle: a connection that never logs in and sends nothing is closed with idle_timeout",

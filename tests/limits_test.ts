@@ -1,9 +1,10 @@
 // Connection limits: MAX_CONNECTIONS and MAX_CONNECTIONS_PER_IP. The refused connection gets
 // too_many_connections and is closed; the admitted ones keep working; a freed slot is reused.
 
-import net from "node:net";
-import { assert, assertEquals, fail } from "./_assert.ts";
-import { backends, type Frame, sanitized, startTestServer, type TestClient, type TestServer } from "./_helpers.ts";
+import { NodeLineClient } from "./_node_line_client.ts";
+import { waitUntil } from "./_util.ts";
+import { assert, assertEquals } from "./_assert.ts";
+import { backends, sanitized, startTestServer, type TestClient, type TestServer } from "./_helpers.ts";
 
 for (const backend of backends) {
   Deno.test({
@@ -41,7 +42,11 @@ Deno.test({
     await expectRefused(refused);
 
     await b.close();
-    await waitUntil(() => server.service.server.connectionCount === 1, "the server still counts the closed connection");
+    await waitUntil(
+      () => server.service.server.connectionCount === 1,
+      5000,
+      "the server to forget the closed connection",
+    );
     await using c = await server.connect();
     assertEquals(await c.request({ type: "ping" }), { type: "pong" });
     assertEquals(await a.request({ type: "ping" }), { type: "pong" });
@@ -75,7 +80,11 @@ Deno.test({
     assertEquals(await x.request({ type: "ping" }), { type: "pong" });
 
     await b.close();
-    await waitUntil(() => server.service.server.connectionCount === 3, "the server still counts the closed connection");
+    await waitUntil(
+      () => server.service.server.connectionCount === 3,
+      5000,
+      "the server to forget the closed connection",
+    );
     await using c = await server.connect();
     assertEquals(await c.request({ type: "ping" }), { type: "pong" });
   },
@@ -99,92 +108,4 @@ async function expectRefused(client: TestClient): Promise<void> {
   assertEquals(frame.code, "too_many_connections");
   assertEquals(typeof frame.message, "string");
   assertEquals(await client.expectClosed(), []);
-}
-
-async function waitUntil(condition: () => boolean, message: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) fail(`${message} after ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-/** A line client on node:net, which (unlike Deno.connect) can choose its local address. */
-class NodeLineClient implements AsyncDisposable {
-  readonly #socket: net.Socket;
-  readonly #lines: string[] = [];
-  readonly #closed: Promise<void>;
-  #pending = "";
-  #wake: (() => void) | undefined;
-  #ended = false;
-
-  private constructor(socket: net.Socket) {
-    this.#socket = socket;
-    socket.setEncoding("utf8");
-    socket.on("data", (text: string) => {
-      this.#pending += text;
-      let newline;
-      while ((newline = this.#pending.indexOf("\n")) >= 0) {
-        this.#lines.push(this.#pending.slice(0, newline));
-        this.#pending = this.#pending.slice(newline + 1);
-      }
-      this.#wake?.();
-    });
-    this.#closed = new Promise((resolve) =>
-      socket.once("close", () => {
-        this.#ended = true;
-        this.#wake?.();
-        resolve();
-      })
-    );
-    // Errors (a reset) end the socket and are followed by "close".
-    socket.on("error", () => {});
-  }
-
-  static connect(port: number, localAddress: string): Promise<NodeLineClient> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: "127.0.0.1", port, localAddress });
-      socket.once("connect", () => resolve(new NodeLineClient(socket)));
-      socket.once("error", reject);
-    });
-  }
-
-  async request(frame: Frame): Promise<Frame> {
-    this.#socket.write(JSON.stringify(frame) + "\n");
-    return await this.next();
-  }
-
-  async next(ms = 5000): Promise<Frame> {
-    const deadline = Date.now() + ms;
-    while (this.#lines.length === 0) {
-      if (this.#ended || Date.now() >= deadline) fail(`no frame within ${ms} ms${this.#ended ? " (closed)" : ""}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
-        this.#wake = () => {
-          clearTimeout(timer);
-          this.#wake = undefined;
-          resolve();
-        };
-      });
-    }
-    return JSON.parse(this.#lines.shift()!);
-  }
-
-  /** Waits until the server closes the connection. */
-  async closed(ms = 5000): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`connection still open after ${ms} ms`)), ms);
-    });
-    try {
-      await Promise.race([this.#closed, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#socket.destroy();
-    await this.#closed;
-  }
 }

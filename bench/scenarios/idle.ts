@@ -8,7 +8,8 @@ import type { Delivery, LoadClient } from "../client.ts";
 import { fmt, progress } from "../out.ts";
 import { CpuMeter, rssKiB } from "../proc.ts";
 import { relayMessageLine, sendMessageLine } from "../client.ts";
-import { type Process, sleep, startRelay } from "../servers.ts";
+import { type Process, startRelay } from "../servers.ts";
+import { sleep } from "../../tests/_util.ts";
 import { Histogram, round } from "../stats.ts";
 import {
   type BenchContext,
