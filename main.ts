@@ -5,9 +5,9 @@
 
 import { startChatService } from "./lib/app.ts";
 import { ConfigError, loadConfig } from "./lib/config.ts";
-import { applySchema, DatabaseError, DataDirInUseError, openDatabase } from "./lib/db.ts";
+import { DatabaseError, DataDirInUseError, openDatabase } from "./lib/db.ts";
 import { Logger } from "./lib/log.ts";
-import { SchemaMismatchError } from "./lib/migrate.ts";
+import { applySchema, SchemaMismatchError } from "./lib/schema.ts";
 
 /** The process exits by then even if a peer or the database hangs the shutdown. */
 const SHUTDOWN_DEADLINE_MS = 10_000;

@@ -318,9 +318,10 @@ export function markerText(sender: number, seq: number, size: number): string {
   return marker.length >= size ? marker : marker + "x".repeat(size - marker.length);
 }
 
-/** A send_message line for the chat server. */
-export function sendMessageLine(sender: number, seq: number, size: number): string {
-  return `{"type":"send_message","message":"${markerText(sender, seq, size)}","request_id":${seq}}\n`;
+/** A send_message line for the chat server; with `clientMsgId`, one unique to the run, sender and seq. */
+export function sendMessageLine(sender: number, seq: number, size: number, clientMsgId?: string): string {
+  const id = clientMsgId === undefined ? "" : `"client_msg_id":"${clientMsgId}.${sender}.${seq}",`;
+  return `{"type":"send_message","message":"${markerText(sender, seq, size)}",${id}"request_id":${seq}}\n`;
 }
 
 /** The same message as the bare relay gets it: already shaped like the server's broadcast of it. */

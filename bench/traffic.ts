@@ -13,6 +13,8 @@ export interface TrafficOptions {
   senders: number;
   /** Message text length in characters. */
   messageChars: number;
+  /** "server" mode: send each message with a client_msg_id (exactly-once), starting with this prefix. */
+  clientMsgIdPrefix?: string;
   /** Closed loop: at most this many unacknowledged messages per sender. */
   window?: number;
   /** Open loop: this many messages per second in total, spread over the senders. */
@@ -201,7 +203,7 @@ export class Traffic {
     const seq = this.#sent[s]++;
     this.#unacked[s]++;
     return this.#o.mode === "server"
-      ? sendMessageLine(s, seq, this.#o.messageChars)
+      ? sendMessageLine(s, seq, this.#o.messageChars, this.#o.clientMsgIdPrefix)
       : relayMessageLine(s, seq, this.#o.messageChars);
   }
 

@@ -3,7 +3,7 @@
 
 import { AuthService } from "./auth.ts";
 import type { Config } from "./config.ts";
-import { applySchema, type Database, openDatabase } from "./db.ts";
+import { type Database, openDatabase } from "./db.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
@@ -11,6 +11,7 @@ import { LoginThrottle } from "./login_throttle.ts";
 import { Maintenance } from "./maintenance.ts";
 import { MessageService } from "./messages.ts";
 import { Presence } from "./presence.ts";
+import { applySchema } from "./schema.ts";
 import { ChatServer } from "./server.ts";
 
 export interface ChatService extends AsyncDisposable {

@@ -4,7 +4,6 @@
 import postgres from "postgres";
 import { PGlite } from "@electric-sql/pglite";
 import type { Logger } from "./log.ts";
-import { migrateSchema } from "./migrate.ts";
 import { DenoPgSocket, plainTcpTarget } from "./pg_socket.ts";
 
 export type Row = Record<string, unknown>;
@@ -296,24 +295,4 @@ async function runWork<T>(
   } catch (err) {
     throw err === ownError ? err : translate(err);
   }
-}
-
-/** The schema file, read from beside main.ts (it is included in the compiled binary). */
-export async function readSchema(): Promise<string> {
-  return await Deno.readTextFile(new URL("../schema.sql", import.meta.url));
-}
-
-/**
- * Brings a database made by this project's earlier schema up to date (lib/migrate.ts), then
- * applies schema.sql, in one transaction; idempotent, and safe when several servers start at
- * once. Throws SchemaMismatchError for a database of neither shape, leaving it untouched.
- */
-export async function applySchema(db: Database, log: Logger): Promise<void> {
-  const schema = await readSchema();
-  const migrated = await db.schemaTransaction(async (tx) => {
-    const steps = await migrateSchema(tx);
-    await tx.exec(schema);
-    return steps;
-  });
-  if (migrated.length > 0) log.info(`schema migrated from the earlier layout: ${migrated.join("; ")}`);
 }

@@ -396,13 +396,14 @@ function withExtras(
   line: string,
   extra: { requestId: RequestId | undefined; clientMsgId: string | undefined },
 ): string {
+  // request_id last, where clients that read it without parsing the line (the bench) expect it.
   let tail = "";
-  if (extra.requestId !== undefined) tail += `,"request_id":${JSON.stringify(extra.requestId)}`;
   if (extra.clientMsgId !== undefined) tail += `,"client_msg_id":${JSON.stringify(extra.clientMsgId)}`;
+  if (extra.requestId !== undefined) tail += `,"request_id":${JSON.stringify(extra.requestId)}`;
   return `${line.slice(0, -2)}${tail}}\n`;
 }
 
 /** The answer to a repeated client_msg_id: the original message, to this connection alone. */
 function duplicateLine(original: StoredMessage, send: PendingSend): string {
-  return `${withExtras(newMessageLine(original), send).slice(0, -2)},"duplicate":true}\n`;
+  return withExtras(`${newMessageLine(original).slice(0, -2)},"duplicate":true}\n`, send);
 }

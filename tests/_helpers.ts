@@ -5,7 +5,8 @@ import "./_pglite_timers.ts";
 import { TestClient } from "./_client.ts";
 import { type ChatService, startChatService, type StartOptions } from "../lib/app.ts";
 import { type Environment, parseConfig } from "../lib/config.ts";
-import { applySchema, type Database, openDatabase } from "../lib/db.ts";
+import { type Database, openDatabase } from "../lib/db.ts";
+import { applySchema } from "../lib/schema.ts";
 import { Logger } from "../lib/log.ts";
 
 // The client side needs no database: process-only test files import it from _client.ts directly,

@@ -96,7 +96,9 @@ for (const backend of backends) {
         assert(got.every((m) => m.message === "to all my sessions" && m.sender === name && m.id === got[0].id));
         // Logging out one connection leaves the others logged in.
         await clients[3].request({ type: "logout" });
-        assertEquals((await clients[4].request({ type: "list_users" })).users, [name]);
+        // (Other servers on a shared test database may list their users too: look for this one.)
+        const after = (await clients[4].request({ type: "list_users" })).users as string[];
+        assertEquals(after.filter((u) => u === name), [name], "still listed once");
       } finally {
         await Promise.all(clients.map((c) => c.close()));
       }

@@ -10,9 +10,9 @@ import { runServerCommand, spawnServer } from "./_process.ts";
 import { type BackendName, scratchBackends, scratchDatabase, withOpen } from "./_scratch_db.ts";
 import { startChatService } from "../lib/app.ts";
 import { parseConfig } from "../lib/config.ts";
-import { applySchema, type Database, openDatabase, type Row, type Transaction } from "../lib/db.ts";
+import { type Database, openDatabase, type Row, type Transaction } from "../lib/db.ts";
 import { Logger } from "../lib/log.ts";
-import { SchemaMismatchError } from "../lib/migrate.ts";
+import { applySchema, SchemaMismatchError } from "../lib/schema.ts";
 
 const quiet = new Logger("error");
 const ROOT = new URL("..", import.meta.url).pathname;

@@ -1,9 +1,9 @@
-// Before schema.sql runs: brings a database made by this project's earlier schema.sql (messages.content,
-// no sender_username) to the seed's layout, and refuses a database of neither shape. Runs inside the
-// schema's transaction (lib/db.ts applySchema), so a failure leaves the database as it was.
-// Imports db's interface only.
+// The schema: applies schema.sql, after bringing a database made by this project's earlier
+// schema.sql (messages.content, no sender_username) to the seed's layout, or refusing a database
+// of neither shape; all in one transaction, so a failure leaves the database as it was.
 
-import type { Transaction } from "./db.ts";
+import type { Database, Transaction } from "./db.ts";
+import type { Logger } from "./log.ts";
 
 /** A table the server needs lacks a column it reads or writes, or has one it cannot fill. */
 export class SchemaMismatchError extends Error {
@@ -112,4 +112,24 @@ function checkShape(table: string, columns: Map<string, Column>): void {
       throw new SchemaMismatchError(table, name, "NOT NULL without a default: the server could not insert rows");
     }
   }
+}
+
+/** The schema file, read from beside main.ts (it is included in the compiled binary). */
+export async function readSchema(): Promise<string> {
+  return await Deno.readTextFile(new URL("../schema.sql", import.meta.url));
+}
+
+/**
+ * Brings a database made by this project's earlier schema up to date (migrateSchema above), then
+ * applies schema.sql, in one transaction; idempotent, and safe when several servers start at
+ * once. Throws SchemaMismatchError for a database of neither shape, leaving it untouched.
+ */
+export async function applySchema(db: Database, log: Logger): Promise<void> {
+  const schema = await readSchema();
+  const migrated = await db.schemaTransaction(async (tx) => {
+    const steps = await migrateSchema(tx);
+    await tx.exec(schema);
+    return steps;
+  });
+  if (migrated.length > 0) log.info(`schema migrated from the earlier layout: ${migrated.join("; ")}`);
 }
