@@ -42,11 +42,14 @@ $$;
 CREATE TABLE IF NOT EXISTS chat_client_msg_ids (
     sender_id INTEGER NOT NULL,
     client_msg_id VARCHAR(64) NOT NULL,
-    message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    -- No foreign key: it would cost a check per row on the hot path; an id whose message is gone
+    -- simply no longer matches (chat_store_messages joins messages).
+    message_id INTEGER NOT NULL,
     created_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
     PRIMARY KEY (sender_id, client_msg_id)
 );
-CREATE INDEX IF NOT EXISTS chat_client_msg_ids_created_at ON chat_client_msg_ids (created_at);
+-- BRIN: rows arrive in created_at order, so a tiny index serves the pruning at almost no cost per insert.
+CREATE INDEX IF NOT EXISTS chat_client_msg_ids_created_brin ON chat_client_msg_ids USING brin (created_at);
 
 -- Presence across servers: each live server's logged-in usernames, refreshed every few seconds.
 -- A row whose seen_at is older than 30 s belongs to a server that died.
@@ -82,55 +85,66 @@ CREATE OR REPLACE FUNCTION chat_store_messages(
     OUT duplicates BOOLEAN[],
     OUT original_texts TEXT[]
 ) LANGUAGE plpgsql AS $fn$
+-- Each statement has one obvious plan (an index probe per row, or a scan of the input), so the
+-- generic plans PL/pgSQL caches stay good whatever the batch size.
 DECLARE
+    n INTEGER := coalesce(cardinality(p_sender_ids), 0);
+    stored_at TIMESTAMP := now() AT TIME ZONE 'UTC';
+    stamp TEXT := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS');
+    with_ids INTEGER := n - coalesce(array_length(array_positions(p_client_msg_ids, NULL), 1), 0);
+    claimed INTEGER := 0;
     last_id INTEGER;
+    r RECORD;
+    id_sequence REGCLASS := pg_get_serial_sequence('messages', 'id')::REGCLASS;
 BEGIN
     PERFORM pg_advisory_xact_lock(1667785076, 1);
-    WITH input AS (
-        SELECT t.sender_id, t.sender_username, t.message_text, t.client_msg_id, t.ord
-        FROM unnest(p_sender_ids, p_sender_names, p_texts, p_client_msg_ids)
-            WITH ORDINALITY AS t(sender_id, sender_username, message_text, client_msg_id, ord)
-    ),
-    earlier AS (
-        SELECT i.ord, m.id, m.timestamp, m.message_text
-        FROM input i
-        JOIN chat_client_msg_ids c ON c.sender_id = i.sender_id AND c.client_msg_id = i.client_msg_id
-        JOIN messages m ON m.id = c.message_id
-    ),
-    fresh AS (
-        SELECT i.*, row_number() OVER (ORDER BY i.ord) AS rank
-        FROM input i
-        WHERE NOT EXISTS (SELECT 1 FROM earlier e WHERE e.ord = i.ord)
-    ),
-    inserted AS (
-        -- Ids are drawn in the order rows leave this SELECT, so the k-th id is the k-th fresh row.
-        INSERT INTO messages (sender_id, sender_username, message_text, timestamp)
-        SELECT f.sender_id, f.sender_username, f.message_text, now() AT TIME ZONE 'UTC'
-        FROM fresh f ORDER BY f.ord
-        RETURNING messages.id, messages.timestamp
-    ),
-    stored AS (
-        SELECT f.ord, n.id, n.timestamp, f.sender_id, f.client_msg_id
-        FROM fresh f
-        JOIN (SELECT ins.id, ins.timestamp, row_number() OVER (ORDER BY ins.id) AS rank FROM inserted ins) n
-            ON n.rank = f.rank
-    ),
-    remembered AS (
-        INSERT INTO chat_client_msg_ids (sender_id, client_msg_id, message_id)
-        SELECT s.sender_id, s.client_msg_id, s.id FROM stored s WHERE s.client_msg_id IS NOT NULL
-    ),
-    answer AS (
-        SELECT s.ord, s.id, s.timestamp, false AS duplicate, NULL::text AS message_text FROM stored s
-        UNION ALL
-        SELECT e.ord, e.id, e.timestamp, true, e.message_text FROM earlier e
-    )
-    SELECT array_agg(a.id ORDER BY a.ord),
-           array_agg(to_char(a.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') ORDER BY a.ord),
-           array_agg(a.duplicate ORDER BY a.ord),
-           array_agg(a.message_text ORDER BY a.ord),
-           max(a.id) FILTER (WHERE NOT a.duplicate)
-      INTO ids, stamps, duplicates, original_texts, last_id
-      FROM answer a;
+    -- Every row's id, drawn now and in input order (a duplicate's id is never used: a hole).
+    ids := ARRAY(SELECT nextval(id_sequence)::INTEGER FROM generate_series(1, n));
+    stamps := array_fill(stamp, ARRAY[n]);
+    duplicates := array_fill(false, ARRAY[n]);
+    original_texts := array_fill(NULL::TEXT, ARRAY[n]);
+    IF with_ids > 0 THEN
+        -- Claiming an id is one unique-index insert; only ids someone claimed before need a look-up.
+        WITH fresh AS (
+            INSERT INTO chat_client_msg_ids (sender_id, client_msg_id, message_id)
+            SELECT t.sender_id, t.client_msg_id, ids[t.ord]
+            FROM unnest(p_sender_ids, p_client_msg_ids) WITH ORDINALITY AS t(sender_id, client_msg_id, ord)
+            WHERE t.client_msg_id IS NOT NULL
+            ON CONFLICT (sender_id, client_msg_id) DO NOTHING
+            RETURNING 1
+        )
+        SELECT count(*) INTO claimed FROM fresh;
+        IF claimed < with_ids THEN
+            -- Ids claimed before this batch: answer with the original message. If that message
+            -- was deleted since, the id passes to this one.
+            FOR r IN
+                SELECT t.ord, t.sender_id, t.client_msg_id, e.message_id, m.id, m.timestamp, m.message_text
+                FROM unnest(p_sender_ids, p_client_msg_ids) WITH ORDINALITY AS t(sender_id, client_msg_id, ord)
+                CROSS JOIN LATERAL (
+                    SELECT c.message_id FROM chat_client_msg_ids c
+                    WHERE c.sender_id = t.sender_id AND c.client_msg_id = t.client_msg_id
+                ) e
+                LEFT JOIN LATERAL (SELECT * FROM messages WHERE messages.id = e.message_id) m ON true
+                WHERE t.client_msg_id IS NOT NULL AND e.message_id <> ids[t.ord]
+            LOOP
+                IF r.id IS NULL THEN
+                    UPDATE chat_client_msg_ids SET message_id = ids[r.ord], created_at = stored_at
+                    WHERE sender_id = r.sender_id AND client_msg_id = r.client_msg_id;
+                ELSE
+                    ids[r.ord] := r.id;
+                    stamps[r.ord] := to_char(r.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS');
+                    duplicates[r.ord] := true;
+                    original_texts[r.ord] := r.message_text;
+                END IF;
+            END LOOP;
+        END IF;
+    END IF;
+    INSERT INTO messages (id, sender_id, sender_username, message_text, timestamp)
+    SELECT ids[t.ord], t.sender_id, t.sender_username, t.message_text, stored_at
+    FROM unnest(p_sender_ids, p_sender_names, p_texts) WITH ORDINALITY AS t(sender_id, sender_username, message_text, ord)
+    WHERE NOT duplicates[t.ord];
+    last_id := CASE WHEN claimed = with_ids THEN ids[n] ELSE
+        (SELECT max(t.id) FROM unnest(ids, duplicates) AS t(id, duplicate) WHERE NOT t.duplicate) END;
     IF last_id IS NOT NULL THEN
         PERFORM pg_notify('chat_messages', last_id::text);
     END IF;

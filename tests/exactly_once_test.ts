@@ -228,3 +228,25 @@ for (const backend of backends) {
     },
   });
 }
+
+for (const backend of backends) {
+  Deno.test({
+    name: `exactly-once: an id whose message was deleted since is stored anew, once [${backend.name}]`,
+    ...sanitized,
+    async fn() {
+      await using server = await startTestServer(backend);
+      await using alice = await server.connect();
+      await alice.registerAndLogin();
+      const text = marker("deleted");
+      const id = crypto.randomUUID();
+      const first = await alice.request(sendFrame(text, id));
+      await server.service.db.query("DELETE FROM messages WHERE id = $1", [first.id]);
+      const again = await alice.request(sendFrame(text, id));
+      assertEquals(again.duplicate, undefined);
+      assert((again.id as number) > (first.id as number));
+      assertEquals(await storedCount(server, text), 1);
+      const third = await alice.request(sendFrame(text, id));
+      assertEquals([third.duplicate, third.id], [true, again.id]);
+    },
+  });
+}
