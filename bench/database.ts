@@ -52,6 +52,8 @@ export interface QueryCeiling {
 /** A connection for the bench's own queries and ceilings. */
 interface Runner {
   query(text: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
+  /** Several statements without parameters (schema.sql). */
+  exec(script: string): Promise<void>;
   insertRows(rows: CeilingRow[]): Promise<void>;
   close(): Promise<void>;
 }
@@ -97,6 +99,9 @@ async function openPostgres(adminUrl: string): Promise<BenchDatabase> {
     async query(text, params = []) {
       return await sql.unsafe(text, params as Parameters<typeof sql.unsafe>[1], { prepare: true });
     },
+    async exec(script) {
+      await sql.unsafe(script).simple();
+    },
     async insertRows(rows) {
       const values = rows.map((r) => ({
         sender_id: r.senderId,
@@ -131,6 +136,9 @@ async function openEmbedded(): Promise<BenchDatabase> {
   const runner: Runner = {
     async query(text, params = []) {
       return (await pg.query<Record<string, unknown>>(text, params)).rows;
+    },
+    async exec(script) {
+      await pg.exec(script);
     },
     async insertRows(rows) {
       const params: unknown[] = [];
@@ -170,11 +178,9 @@ function makeDatabase(
   let schemaReady: Promise<void> | undefined;
   const ensureSchema = () =>
     schemaReady ??= (async () => {
-      const schema = await Deno.readTextFile(new URL("../schema.sql", import.meta.url));
-      // The seed's two tables; enough for the ceilings (the server applies the rest itself).
-      for (const statement of schema.split(";").filter((s) => /CREATE TABLE/i.test(s))) {
-        await runner.query(statement.replace(/^[\s\S]*?CREATE TABLE/i, "CREATE TABLE"));
-      }
+      // The whole schema (idempotent, as the server applies it): tables, and the function the
+      // locked-batch ceiling calls.
+      await runner.exec(await Deno.readTextFile(new URL("../schema.sql", import.meta.url)));
       await runner.query(CEILING_TABLE_SQL);
     })();
   /** Users with these ids, for the foreign key (already there when the server made them). */
