@@ -3,7 +3,7 @@
 import bcryptModule from "bcrypt";
 import { ChatError, unavailable } from "./errors.ts";
 import type { Database } from "./db.ts";
-import { DatabaseError } from "./db.ts";
+import { DatabaseError, databaseErrorFields } from "./db.ts";
 import type { Logger } from "./log.ts";
 import { checkPassword, checkUsername, isValidPassword, isValidUsername } from "./protocol.ts";
 import type { LoginThrottle } from "./login_throttle.ts";
@@ -130,10 +130,7 @@ export class AuthService {
   }
 
   #unavailable(err: unknown): ChatError {
-    this.#log.error("database error during authentication", {
-      sql_state: err instanceof DatabaseError ? err.sqlState : undefined,
-      error: err instanceof Error ? err.message : String(err),
-    });
+    this.#log.error("database error during authentication", databaseErrorFields(err));
     return unavailable(err);
   }
 }

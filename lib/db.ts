@@ -60,6 +60,14 @@ export class DatabaseError extends Error {
   }
 }
 
+/** The fields a log line gives a database failure: PostgreSQL's code and the message, no SQL text. */
+export function databaseErrorFields(err: unknown): { sql_state: string | undefined; error: string } {
+  return {
+    sql_state: err instanceof DatabaseError ? err.sqlState : undefined,
+    error: err instanceof Error ? err.message : String(err),
+  };
+}
+
 function translate(err: unknown): DatabaseError {
   if (err instanceof DatabaseError) return err;
   const sqlState = typeof err === "object" && err !== null && "code" in err && typeof err.code === "string" &&

@@ -2,7 +2,7 @@
 // exactly-once window, and login-failure buckets that are full again. Deletes go in small
 // chunks, each its own short transaction, so sends never wait behind them.
 
-import type { Database } from "./db.ts";
+import { type Database, databaseErrorFields } from "./db.ts";
 import type { Logger } from "./log.ts";
 import type { LoginThrottle } from "./login_throttle.ts";
 
@@ -53,7 +53,7 @@ export class Maintenance {
       await this.#throttle.forgetOld();
       if (pruned > 0) this.#log.info("pruned expired client_msg_ids", { count: pruned });
     } catch (err) {
-      this.#log.warn("background clean-up failed; will retry", { error: err instanceof Error ? err.message : err });
+      this.#log.warn("background clean-up failed; will retry", databaseErrorFields(err));
     }
     return pruned;
   }

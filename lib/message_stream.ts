@@ -13,7 +13,7 @@
 // from the database, where the bound is a committed id: a notified id, or max(id) read on the
 // ordered connection, which puts it in line with this server's own batches.
 
-import type { Database } from "./db.ts";
+import { type Database, databaseErrorFields } from "./db.ts";
 import type { Logger } from "./log.ts";
 import type { StoredMessage } from "./recent.ts";
 
@@ -141,7 +141,7 @@ export class MessageStream<Extra> {
         through = await bound;
       } catch (err) {
         if (this.#stopped) return;
-        this.#log.warn("cannot check for new messages; retrying", { error: errorText(err) });
+        this.#log.warn("cannot check for new messages; retrying", databaseErrorFields(err));
         await this.#pause(RETRY_MAX_MS);
         this.resync();
         return;
@@ -174,7 +174,7 @@ export class MessageStream<Extra> {
         rows = await this.#db.query<StoredMessage>(CATCH_UP_SQL, [this.#lastDelivered, through, CATCH_UP_PAGE]);
       } catch (err) {
         if (this.#stopped) return;
-        this.#log.warn("cannot read new messages; retrying", { error: errorText(err), retry_ms: delay });
+        this.#log.warn("cannot read new messages; retrying", { ...databaseErrorFields(err), retry_ms: delay });
         await this.#pause(delay);
         delay = Math.min(delay * 2, RETRY_MAX_MS);
         continue;
@@ -215,8 +215,4 @@ export class MessageStream<Extra> {
       this.#log.error("delivering messages failed", { error: err });
     }
   }
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -8,7 +8,7 @@
 
 import { unavailable } from "./errors.ts";
 import type { Database } from "./db.ts";
-import { DatabaseError } from "./db.ts";
+import { databaseErrorFields } from "./db.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import { MessageStream, type OwnCommit } from "./message_stream.ts";
@@ -324,11 +324,7 @@ export class MessageService {
   }
 
   #logDatabaseError(msg: string, err: unknown, count?: number): void {
-    this.#log.error(msg, {
-      count,
-      sql_state: err instanceof DatabaseError ? err.sqlState : undefined,
-      error: err instanceof Error ? err.message : String(err),
-    });
+    this.#log.error(msg, { count, ...databaseErrorFields(err) });
   }
 }
 

@@ -3,7 +3,7 @@
 // PRESENCE_EXPIRY_SEC (a killed one) stops counting. The embedded database serves one server,
 // which then needs none of this.
 
-import type { Database } from "./db.ts";
+import { type Database, databaseErrorFields } from "./db.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 
@@ -62,7 +62,7 @@ export class Presence {
       });
       this.#lastOthers = rows.map((r) => r.username);
     } catch (err) {
-      this.#log.warn("cannot read other servers' users; listing the last known", { error: String(err) });
+      this.#log.warn("cannot read other servers' users; listing the last known", databaseErrorFields(err));
     }
     return [...new Set([...local, ...this.#lastOthers])].sort();
   }
@@ -98,7 +98,7 @@ export class Presence {
         try {
           await this.#db.query(PUBLISH_SQL, [this.serverId, this.#hub.usernames()], { timeoutMs: HEARTBEAT_MS });
         } catch (err) {
-          this.#log.warn("cannot publish this server's users", { error: String(err) });
+          this.#log.warn("cannot publish this server's users", databaseErrorFields(err));
           break;
         }
       } while (this.#dirty);
