@@ -11,7 +11,7 @@
 // unexpected reply or a timeout. Not part of the test run.
 // deno-lint-ignore-file no-console
 
-import { readLines } from "../lib/framing.ts";
+import { forEachLine } from "../lib/framing.ts";
 import { SERVER_V8_FLAGS } from "../lib/v8_flags.ts";
 import { listeningPortOf, logEntries } from "../tests/_log_lines.ts";
 import { sleep } from "../tests/_util.ts";
@@ -127,7 +127,7 @@ class Client {
 
   async #read(): Promise<void> {
     try {
-      for await (const line of readLines(this.#conn, 64 * 1024 * 1024)) {
+      await forEachLine(this.#conn, 64 * 1024 * 1024, (line) => {
         const frame = JSON.parse(decoder.decode(line)) as Frame;
         const id = typeof frame.request_id === "string" ? frame.request_id : undefined;
         const waiter = id === undefined ? undefined : this.#waiting.get(id);
@@ -137,7 +137,7 @@ class Client {
         } else if (frame.type === "new_message") {
           this.broadcasts++;
         }
-      }
+      });
     } catch {
       // Closed or reset.
     } finally {

@@ -6,7 +6,7 @@
 // passes the bound is cut off.
 
 import { ChatError } from "./errors.ts";
-import { LineTooLongError, readLines } from "./framing.ts";
+import { forEachLine, LineTooLongError } from "./framing.ts";
 import type { Logger } from "./log.ts";
 import { encodeLine, errorReply } from "./protocol.ts";
 import type { Session, User } from "./session.ts";
@@ -60,12 +60,10 @@ export class ClientConnection implements Session {
   /** Reads and dispatches frames until the peer leaves or the connection is closed. */
   async run(): Promise<void> {
     try {
-      for await (const line of readLines(this.#conn, this.#host.maxLineBytes)) {
-        if (this.closed) break;
+      await forEachLine(this.#conn, this.#host.maxLineBytes, (line) => {
         this.lastActivity = this.#host.clock;
-        const wait = this.#host.handleLine(this, line);
-        if (wait) await wait;
-      }
+        return this.#host.handleLine(this, line);
+      }, () => this.closed);
       this.close("peer_closed");
     } catch (err) {
       if (err instanceof LineTooLongError) {

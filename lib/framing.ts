@@ -15,33 +15,45 @@ export class LineTooLongError extends Error {
 
 const NEWLINE = 0x0a;
 const CARRIAGE_RETURN = 0x0d;
-/** Idle connections hold only this much; a read that fills the buffer doubles it, up to MAX_READ_BUFFER. */
-export const MIN_READ_BUFFER = 1024;
+/**
+ * Idle connections hold only this much (each holds a read in progress, so its buffer counts per
+ * connection); a read that fills the buffer doubles it, up to MAX_READ_BUFFER. Most frames fit.
+ */
+export const MIN_READ_BUFFER = 256;
 export const MAX_READ_BUFFER = 64 * 1024;
 
 /**
- * Yields each non-empty line of `reader`, without its line end, and returns at end of stream
- * (a final line without "\n" is yielded too). Throws LineTooLongError as soon as a line passes
- * `maxLineBytes`, without buffering more than that.
- *
- * The yielded bytes may be a view of a reused read buffer: the consumer MUST NOT keep them after
- * asking for the next line.
+ * What to do with each line: the returned promise, if any, is awaited before the next line
+ * (back-pressure). The line may be a view of a reused read buffer: it MUST NOT be kept after the
+ * call (or its promise) returns.
  */
-export async function* readLines(
+export type LineHandler = (line: Uint8Array) => Promise<void> | void;
+
+/**
+ * Reads `reader` to its end, calling `onLine` with each non-empty line, without its line end (a
+ * final line without "\n" counts too), until `stopped()` says so. Throws LineTooLongError as soon
+ * as a line passes `maxLineBytes`, without buffering more than that.
+ *
+ * A plain loop rather than an async generator: every connection keeps one of these suspended in
+ * a read, and the generator's machinery cost about 0.4 KB more per idle connection.
+ */
+export async function forEachLine(
   reader: ByteReader,
   maxLineBytes: number,
-): AsyncGenerator<Uint8Array, void, undefined> {
+  onLine: LineHandler,
+  stopped: () => boolean = () => false,
+): Promise<void> {
   let buffer: Uint8Array = new Uint8Array(MIN_READ_BUFFER);
   // Bytes of a line that began in an earlier read, copied out of the reused buffer.
   let partial: Uint8Array[] = [];
   let partialBytes = 0;
 
-  while (true) {
+  while (!stopped()) {
     const n = await reader.read(buffer);
     if (n === null) break;
     const chunk = buffer.subarray(0, n);
     let start = 0;
-    while (start < n) {
+    while (start < n && !stopped()) {
       const end = chunk.indexOf(NEWLINE, start);
       if (end === -1) {
         // A "\r" may still be dropped from the end of the line, hence the one extra byte.
@@ -59,15 +71,18 @@ export async function* readLines(
       start = end + 1;
       const length = line.length > 0 && line[line.length - 1] === CARRIAGE_RETURN ? line.length - 1 : line.length;
       if (length > maxLineBytes) throw new LineTooLongError(maxLineBytes);
-      if (length > 0) yield line.subarray(0, length);
+      if (length > 0) {
+        const wait = onLine(line.subarray(0, length));
+        if (wait) await wait;
+      }
     }
     buffer = nextBufferSize(buffer, n);
   }
-  if (partialBytes > 0) {
+  if (partialBytes > 0 && !stopped()) {
     const line = concat(partial, partialBytes, new Uint8Array(0));
     const length = line[line.length - 1] === CARRIAGE_RETURN ? line.length - 1 : line.length;
     if (length > maxLineBytes) throw new LineTooLongError(maxLineBytes);
-    if (length > 0) yield line.subarray(0, length);
+    if (length > 0) await onLine(line.subarray(0, length));
   }
 }
 

@@ -1,5 +1,5 @@
 import { assert, assertEquals, fail } from "../tests/_assert.ts";
-import { type ByteReader, LineTooLongError, MAX_READ_BUFFER, MIN_READ_BUFFER, readLines } from "./framing.ts";
+import { type ByteReader, forEachLine, LineTooLongError, MAX_READ_BUFFER, MIN_READ_BUFFER } from "./framing.ts";
 import { sanitized } from "../tests/_util.ts";
 
 const encoder = new TextEncoder();
@@ -48,14 +48,14 @@ class EndlessReader implements ByteReader {
 /** Every line as text, copied as soon as it is yielded (the views may be reused). */
 async function collect(reader: ByteReader, maxLineBytes = 1024): Promise<string[]> {
   const out: string[] = [];
-  for await (const line of readLines(reader, maxLineBytes)) out.push(decoder.decode(line));
+  await forEachLine(reader, maxLineBytes, (line) => void out.push(decoder.decode(line)));
   return out;
 }
 
 async function expectTooLong(reader: ByteReader, maxLineBytes: number): Promise<string[]> {
   const seen: string[] = [];
   try {
-    for await (const line of readLines(reader, maxLineBytes)) seen.push(decoder.decode(line));
+    await forEachLine(reader, maxLineBytes, (line) => void seen.push(decoder.decode(line)));
   } catch (err) {
     assert(err instanceof LineTooLongError, `expected LineTooLongError, got ${err}`);
     assertEquals(err.maxLineBytes, maxLineBytes);
@@ -64,51 +64,51 @@ async function expectTooLong(reader: ByteReader, maxLineBytes: number): Promise<
   fail("no LineTooLongError");
 }
 
-Deno.test("readLines yields each line of one read without its line end", sanitized, async () => {
+Deno.test("forEachLine yields each line of one read without its line end", sanitized, async () => {
   assertEquals(await collect(new ChunkReader(["one\ntwo\nthree\n"])), ["one", "two", "three"]);
 });
 
-Deno.test("readLines joins a line split across reads", sanitized, async () => {
+Deno.test("forEachLine joins a line split across reads", sanitized, async () => {
   assertEquals(await collect(new ChunkReader(['{"ty', 'pe":"pi', 'ng"}\n'])), ['{"type":"ping"}']);
   const bytes = [...encoder.encode('{"type":"ping"}\n{"x":1}\n')].map((b) => new Uint8Array([b]));
   assertEquals(await collect(new ChunkReader(bytes)), ['{"type":"ping"}', '{"x":1}']);
 });
 
-Deno.test("readLines keeps a multi-byte character split across reads intact", sanitized, async () => {
+Deno.test("forEachLine keeps a multi-byte character split across reads intact", sanitized, async () => {
   const text = "€😀é𝄞";
   const bytes = encoder.encode(`${text}\n`);
   const chunks = [...bytes].map((b) => new Uint8Array([b]));
   const lines: Uint8Array[] = [];
-  for await (const line of readLines(new ChunkReader(chunks), 1024)) lines.push(line.slice());
+  await forEachLine(new ChunkReader(chunks), 1024, (line) => void lines.push(line.slice()));
   assertEquals(lines, [bytes.subarray(0, bytes.length - 1)]);
   assertEquals(decoder.decode(lines[0]), text);
 });
 
-Deno.test("readLines strips CRLF, also when the CR and LF arrive in different reads", sanitized, async () => {
+Deno.test("forEachLine strips CRLF, also when the CR and LF arrive in different reads", sanitized, async () => {
   assertEquals(await collect(new ChunkReader(["a\r\nb\r\n"])), ["a", "b"]);
   assertEquals(await collect(new ChunkReader(["abc\r", "\ndef\r", "\n"])), ["abc", "def"]);
 });
 
-Deno.test("readLines keeps a CR that is not at the end of the line", sanitized, async () => {
+Deno.test("forEachLine keeps a CR that is not at the end of the line", sanitized, async () => {
   assertEquals(await collect(new ChunkReader(["a\rb\n\rc\n"])), ["a\rb", "\rc"]);
 });
 
-Deno.test("readLines skips empty lines", sanitized, async () => {
+Deno.test("forEachLine skips empty lines", sanitized, async () => {
   assertEquals(await collect(new ChunkReader(["\n\n\r\n", "a\n\n", "\r\n\nb\n\n"])), ["a", "b"]);
   assertEquals(await collect(new ChunkReader(["\n", "\r\n", "\n"])), []);
 });
 
-Deno.test("readLines yields a final line without a newline at end of stream", sanitized, async () => {
+Deno.test("forEachLine yields a final line without a newline at end of stream", sanitized, async () => {
   assertEquals(await collect(new ChunkReader(["a\nlast"])), ["a", "last"]);
   assertEquals(await collect(new ChunkReader(["a\nla", "st\r"])), ["a", "last"]);
   assertEquals(await collect(new ChunkReader(["a\n\r"])), ["a"]);
 });
 
-Deno.test("readLines ends on an empty stream", sanitized, async () => {
+Deno.test("forEachLine ends on an empty stream", sanitized, async () => {
   assertEquals(await collect(new ChunkReader([])), []);
 });
 
-Deno.test("readLines accepts a line of exactly maxLineBytes, with LF or CRLF", sanitized, async () => {
+Deno.test("forEachLine accepts a line of exactly maxLineBytes, with LF or CRLF", sanitized, async () => {
   const max = 2000;
   const exact = "x".repeat(max);
   assertEquals(await collect(new ChunkReader([`${exact}\n`]), max), [exact]);
@@ -117,7 +117,7 @@ Deno.test("readLines accepts a line of exactly maxLineBytes, with LF or CRLF", s
   assertEquals(await collect(new ChunkReader([exact]), max), [exact], "at end of stream too");
 });
 
-Deno.test("readLines throws LineTooLongError for a line of maxLineBytes + 1", sanitized, async () => {
+Deno.test("forEachLine throws LineTooLongError for a line of maxLineBytes + 1", sanitized, async () => {
   const max = 2000;
   const long = "x".repeat(max + 1);
   assertEquals(await expectTooLong(new ChunkReader([`ok\n${long}\nlater\n`]), max), ["ok"]);
@@ -127,7 +127,7 @@ Deno.test("readLines throws LineTooLongError for a line of maxLineBytes + 1", sa
 });
 
 Deno.test(
-  "readLines throws LineTooLongError before a newline arrives, having buffered at most the bound",
+  "forEachLine throws LineTooLongError before a newline arrives, having buffered at most the bound",
   sanitized,
   async () => {
     for (const perRead of [1, 100, 1024, Infinity]) {
@@ -145,14 +145,14 @@ Deno.test(
   },
 );
 
-Deno.test("readLines bounds a line of CRs without a newline too", sanitized, async () => {
+Deno.test("forEachLine bounds a line of CRs without a newline too", sanitized, async () => {
   const max = 1024;
   const reader = new EndlessReader(0x0d);
   await expectTooLong(reader, max);
   assert(reader.bytesGiven <= max + 1 + reader.largestBuffer);
 });
 
-Deno.test("readLines keeps its read buffer between MIN_READ_BUFFER and MAX_READ_BUFFER", sanitized, async () => {
+Deno.test("forEachLine keeps its read buffer between MIN_READ_BUFFER and MAX_READ_BUFFER", sanitized, async () => {
   const big = "y".repeat(300_000);
   const reader = new ChunkReader([`${big}\n`, "small\n", "small\n", "small\n"]);
   assertEquals(await collect(reader, 400_000), [big, "small", "small", "small"]);
@@ -162,12 +162,12 @@ Deno.test("readLines keeps its read buffer between MIN_READ_BUFFER and MAX_READ_
   assertEquals(reader.bufferSizes.at(-1), MIN_READ_BUFFER, "and gives it back once traffic is small");
 });
 
-Deno.test("readLines yields many lines of one large read correctly", sanitized, async () => {
+Deno.test("forEachLine yields many lines of one large read correctly", sanitized, async () => {
   const many = Array.from({ length: 5000 }, (_, i) => `line ${i}`);
   assertEquals(await collect(new ChunkReader([many.join("\n") + "\n"])), many);
 });
 
-Deno.test("readLines passes a reader's error on", sanitized, async () => {
+Deno.test("forEachLine passes a reader's error on", sanitized, async () => {
   const reader: ByteReader = {
     read: () => Promise.reject(new Deno.errors.ConnectionReset("reset")),
   };

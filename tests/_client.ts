@@ -2,7 +2,7 @@
 // Re-exported by _helpers.ts; process-only test files import this module directly.
 
 import { assertEquals, fail } from "./_assert.ts";
-import { readLines } from "../lib/framing.ts";
+import { forEachLine } from "../lib/framing.ts";
 import type { Frame } from "../lib/protocol.ts";
 import { sleep } from "./_util.ts";
 
@@ -42,10 +42,10 @@ export class TestClient implements AsyncDisposable {
 
   async #read(): Promise<void> {
     try {
-      for await (const line of readLines(this.conn, 64 * 1024 * 1024)) {
+      await forEachLine(this.conn, 64 * 1024 * 1024, (line) => {
         this.#frames.push(JSON.parse(decoder.decode(line)));
         this.#waiter?.();
-      }
+      });
     } catch {
       // Closed by us or reset by the server: both end the stream.
     } finally {
