@@ -103,6 +103,10 @@ export class MessageStream<Extra> {
    * committed after all, a later catch-up delivers it).
    */
   own(committed: Promise<OwnCommit<Extra>>): Promise<void> {
+    // Handled in the step; but the step may start only after `committed` has failed (a catch-up
+    // ahead of it retries for as long as the database is away), and a rejection nobody handles
+    // by then ends the process.
+    committed.catch(() => {});
     return this.#queue(async () => {
       let commit: OwnCommit<Extra>;
       try {
