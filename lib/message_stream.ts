@@ -22,6 +22,11 @@ export const NOTIFY_CHANNEL = "chat_messages";
 const CATCH_UP_PAGE = 1000;
 /** How often the server checks for messages it may not have been told of (a silently dead LISTEN). */
 export const RESYNC_INTERVAL_MS = 5000;
+/**
+ * A read of the stream that has not answered by then is cancelled and retried: every own batch's
+ * acknowledgement waits behind it, so one hung read must not stall them all.
+ */
+const READ_TIMEOUT_MS = 10_000;
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
 
@@ -133,7 +138,8 @@ export class MessageStream<Extra> {
   resync(): void {
     if (this.#stopped) return;
     // Read on the ordered connection: it sees every own batch sent before it, and none after.
-    const bound = this.#db.ordered<{ id: number | string }>(NEWEST_ID_SQL).then((rows) => Number(rows[0].id));
+    const bound = this.#db.ordered<{ id: number | string }>(NEWEST_ID_SQL, [], { timeoutMs: READ_TIMEOUT_MS })
+      .then((rows) => Number(rows[0].id));
     bound.catch(() => {}); // Handled in the step.
     void this.#queue(async () => {
       let through: number;
@@ -169,7 +175,9 @@ export class MessageStream<Extra> {
     while (through > this.#lastDelivered) {
       let rows: StoredMessage[];
       try {
-        rows = await this.#db.query<StoredMessage>(CATCH_UP_SQL, [this.#lastDelivered, through, CATCH_UP_PAGE]);
+        rows = await this.#db.query<StoredMessage>(CATCH_UP_SQL, [this.#lastDelivered, through, CATCH_UP_PAGE], {
+          timeoutMs: READ_TIMEOUT_MS,
+        });
       } catch (err) {
         if (this.#stopped) return;
         this.#log.warn("cannot read new messages; retrying", { error: errorText(err), retry_ms: delay });
