@@ -2,10 +2,11 @@
 // through it, this server's own and other servers' alike: strictly in id order, exactly once,
 // and only after it is committed. The rest of the server does not know whether it is alone.
 //
-// Why id order is commit order: every writer stores its batch through chat_store_messages()
-// (schema.sql), which takes one advisory lock before it draws ids and holds it to COMMIT. So when
-// a batch with first id N commits, every id below N is committed already or never will be
-// (aborted inserts leave holes, which are never waited for). Each commit NOTIFYs its last id.
+// Why id order is commit order: every writer takes one advisory lock before it draws ids and holds
+// it to COMMIT (schema.sql: chat_store_messages() for servers, a trigger for any other INSERT into
+// messages, such as the seed's server's). So when a batch with first id N commits, every id below
+// N is committed already or never will be (aborted inserts leave holes, which are never waited
+// for). Each commit NOTIFYs its last id.
 //
 // Contract: steps run one at a time in the order they are queued (MUST NOT overlap). An own
 // batch's step is queued when the batch is sent to the database, so that no catch-up step can

@@ -2,8 +2,8 @@
 // Imports only protocol (for the query shape).
 //
 // Invariant: the window holds every stored message with id ≥ its oldest id (or every message at
-// all, when `complete`). It is filled from the database at start-up and then only by our own
-// commits, in id order, so it assumes this server is the only writer of its database.
+// all, when `complete`). It is filled from the database at start-up and then by the ordered
+// message stream (every server's commits, in id order, each once), which keeps that true.
 
 import type { HistoryQuery } from "./protocol.ts";
 
