@@ -61,6 +61,8 @@ export class MessageStream<Extra> {
   #chain: Promise<void> = Promise.resolve();
   #stopped = false;
   #resyncTimer: ReturnType<typeof setInterval> | undefined;
+  /** The one retry of a failed resync waiting to run (one at most, however many resyncs failed). */
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #stats = { delivered: 0, caughtUp: 0 };
 
   constructor(db: Database, log: Logger, deliver: Deliver<Extra>) {
@@ -95,6 +97,7 @@ export class MessageStream<Extra> {
   stop(): void {
     this.#stopped = true;
     if (this.#resyncTimer !== undefined) clearInterval(this.#resyncTimer);
+    clearTimeout(this.#retryTimer);
   }
 
   /** Settles when every step queued so far has run. */
@@ -147,8 +150,14 @@ export class MessageStream<Extra> {
       try {
         through = await bound;
       } catch (err) {
+        if (this.#stopped) return;
         this.#log.warn("cannot check for new messages; retrying", { error: errorText(err) });
-        setTimeout(() => this.resync(), RETRY_MAX_MS);
+        // One retry pending at most: every failed batch and every interval tick of an outage
+        // resyncs, and a retry each would pile up into a storm of attempts and warnings.
+        this.#retryTimer ??= setTimeout(() => {
+          this.#retryTimer = undefined;
+          this.resync();
+        }, RETRY_MAX_MS);
         return;
       }
       if (through > this.#lastDelivered) await this.#catchUp(through);
