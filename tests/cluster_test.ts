@@ -148,7 +148,12 @@ class Peer implements AsyncDisposable {
   async request(frame: Frame, ms = 10_000): Promise<Frame> {
     const requestId = `q:${this.#nextRequest++}`;
     await this.client.send({ ...frame, request_id: requestId });
-    await this.until(() => this.#replies.has(requestId), ms, `the reply to ${frame.type}`);
+    return await this.reply(requestId, ms);
+  }
+
+  /** The reply with this request_id (not an `s:` send's), once it has come. */
+  async reply(requestId: string, ms = 10_000): Promise<Frame> {
+    await this.until(() => this.#replies.has(requestId), ms, `the reply to ${requestId}`);
     const reply = this.#replies.get(requestId)!;
     this.#replies.delete(requestId);
     return reply;
@@ -496,8 +501,13 @@ Deno.test({
     try {
       await waitUntil(() => senders.every((s) => s.acked.size >= 30), 15_000, "traffic to flow on every server");
       await proxy.cut();
+      const cutAt = Date.now();
       await waitUntil(() => senders[2].failed.size > 0, 10_000, "a send to be refused during the outage");
-      await sleep(3000);
+      // More than one catch-up page (1,000 rows) is committed while the server is cut off.
+      const burst = await receivers[0].sendMany("burst", { max: 1100, window: 50 });
+      assertEquals(burst.length, 1100);
+      assertEquals(receivers[0].acked.size, 1100);
+      await sleep(Math.max(0, 3000 - (Date.now() - cutAt)));
       proxy.restore();
       const ackedAtRestore = senders[2].acked.size;
       await waitUntil(() => senders[2].acked.size >= ackedAtRestore + 30, 20_000, "the cut-off server to recover")
@@ -519,7 +529,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "cluster: a resend with the same client_msg_id through another server is deduplicated: the original back, one row, no second broadcast",
+    "cluster: a resend with the same client_msg_id through another server is deduplicated (the original back, one row, no second broadcast), also when both servers get it at once",
   ignore,
   ...sanitized,
   async fn() {
@@ -564,6 +574,28 @@ Deno.test({
       text,
     ]);
     assertEquals(stored[0].n, 1);
+
+    // The same client_msg_id through both servers at once: one row, one broadcast; one sender gets the duplicate.
+    const raceId = `race:${crypto.randomUUID()}`;
+    const raceText = `race ${raceId}`;
+    const racers = [aliceOnA, aliceOnB];
+    await Promise.all(
+      racers.map((p, i) =>
+        p.client.send({ type: "send_message", message: raceText, client_msg_id: raceId, request_id: `r${i}` })
+      ),
+    );
+    const answers = await Promise.all(racers.map((p, i) => p.reply(`r${i}`)));
+    assertEquals(answers[0].id, answers[1].id, JSON.stringify(answers));
+    assertEquals(answers.filter((a) => a.duplicate === true).length, 1, JSON.stringify(answers));
+    const raced = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM messages WHERE message_text = $1", [
+      raceText,
+    ]);
+    assertEquals(raced[0].n, 1);
+    const last = await watchA.request({ type: "send_message", message: "after the race" });
+    await Promise.all(everyone.map((p) => p.until(() => p.lastId >= (last.id as number), 10_000, "the last message")));
+    for (const p of everyone) {
+      assertEquals(p.messages.filter((m) => m.message === raceText).length, 1, `${p.username}: the race's broadcasts`);
+    }
   },
 });
 
