@@ -71,7 +71,9 @@ export class AuthService {
 
   /** Verifies credentials. Unknown user and wrong password fail alike, after the same bcrypt work. */
   async login(usernameValue: unknown, passwordValue: unknown, address: string): Promise<User> {
-    const usernameKey = typeof usernameValue === "string" ? usernameValue.toLowerCase().slice(0, 64) : "";
+    // The throttle's key goes to the database, whose text cannot hold a NUL: names that cannot
+    // exist share one key (they never log in), so any string typed as a name is a failed login.
+    const usernameKey = isValidUsername(usernameValue) ? usernameValue.toLowerCase() : "";
     // What is not a valid username is not logged as one: people type passwords into the wrong field.
     const loggedName = isValidUsername(usernameValue) ? usernameKey : "(invalid username)";
     let waitMs: number;
