@@ -20,10 +20,9 @@ const CEILING_TABLE_SQL = `CREATE TABLE IF NOT EXISTS bench_ceiling_messages (
 )`;
 
 /** The server's own history query (lib/messages.ts, NEWEST_SQL), copied so the ceiling runs the same SQL. */
-const HISTORY_SQL = `SELECT m.id, COALESCE(u.username, '') AS sender, m.content AS message,
-  to_char(m.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp
-  FROM messages m LEFT JOIN users u ON u.id = m.sender_id
-  WHERE m.id < $1::bigint AND m.id > $2::bigint ORDER BY m.id DESC LIMIT $3`;
+const HISTORY_SQL = `SELECT id, sender_username AS sender, message_text AS message,
+  to_char(timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp
+  FROM messages WHERE id < $1::bigint AND id > $2::bigint ORDER BY id DESC LIMIT $3`;
 const NO_UPPER_BOUND = "9223372036854775807";
 
 export interface CeilingRow {
@@ -216,9 +215,12 @@ function makeDatabase(
       if (have < limit) {
         await ensureUsers([1]);
         for (let i = have; i < limit * 4; i++) {
-          await runner.query("INSERT INTO messages (sender_id, content) VALUES (1, $1)", [
-            `history ceiling ${i} ${"x".repeat(120)}`,
-          ]);
+          await runner.query(
+            "INSERT INTO messages (sender_id, sender_username, message_text) VALUES (1, 'bench_ceiling_1', $1)",
+            [
+              `history ceiling ${i} ${"x".repeat(120)}`,
+            ],
+          );
         }
       }
       const latency = new Histogram();
