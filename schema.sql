@@ -93,7 +93,6 @@ DECLARE
     stamp TEXT := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS');
     with_ids INTEGER := n - coalesce(array_length(array_positions(p_client_msg_ids, NULL), 1), 0);
     claimed INTEGER := 0;
-    last_id INTEGER;
     r RECORD;
     id_sequence REGCLASS := pg_get_serial_sequence('messages', 'id')::REGCLASS;
 BEGIN
@@ -143,10 +142,48 @@ BEGIN
     SELECT ids[t.ord], t.sender_id, t.sender_username, t.message_text, stored_at
     FROM unnest(p_sender_ids, p_sender_names, p_texts) WITH ORDINALITY AS t(sender_id, sender_username, message_text, ord)
     WHERE NOT duplicates[t.ord];
-    last_id := CASE WHEN claimed = with_ids THEN ids[n] ELSE
-        (SELECT max(t.id) FROM unnest(ids, duplicates) AS t(id, duplicate) WHERE NOT t.duplicate) END;
+    -- The trigger chat_messages_announce (below) NOTIFYs the batch's last id.
+END
+$fn$;
+
+-- Every other writer of messages (the seed's server, a script, psql) is put in the same order:
+-- before an INSERT draws its first id it takes the lock chat_store_messages() takes, held to
+-- COMMIT, and its last id is announced on commit. So ids stay commit order for every writer, and
+-- a row the seed's server inserts reaches every server live, and in every server's history, like
+-- any other (without this, a row committed after a later id had been delivered would be in no
+-- server's live stream nor in-memory history). Statement-level BEFORE triggers run before the
+-- statement draws any id from the sequence. chat_store_messages() holds the lock already (taking
+-- it again in one transaction is free), and PostgreSQL folds its identical NOTIFY into one.
+CREATE OR REPLACE FUNCTION chat_messages_lock() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1667785076, 1);
+    RETURN NULL;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION chat_messages_announce() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    last_id INTEGER;
+BEGIN
+    SELECT max(id) INTO last_id FROM chat_inserted_messages;
     IF last_id IS NOT NULL THEN
         PERFORM pg_notify('chat_messages', last_id::text);
     END IF;
+    RETURN NULL;
 END
 $fn$;
+
+-- Created once (not replaced at every start-up, which would lock the table while servers run).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'chat_messages_lock' AND tgrelid = 'messages'::regclass) THEN
+        CREATE TRIGGER chat_messages_lock BEFORE INSERT ON messages
+            FOR EACH STATEMENT EXECUTE FUNCTION chat_messages_lock();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'chat_messages_announce' AND tgrelid = 'messages'::regclass) THEN
+        CREATE TRIGGER chat_messages_announce AFTER INSERT ON messages
+            REFERENCING NEW TABLE AS chat_inserted_messages
+            FOR EACH STATEMENT EXECUTE FUNCTION chat_messages_announce();
+    END IF;
+END
+$$;

@@ -73,13 +73,18 @@ export interface BenchDatabase {
   close(): Promise<void>;
 }
 
-export async function openBenchDatabase(embedded: boolean, databaseUrl: string | undefined): Promise<BenchDatabase> {
+/** `suffix` tells apart several throw-away databases of one run (`chat_bench_<pid><suffix>`). */
+export async function openBenchDatabase(
+  embedded: boolean,
+  databaseUrl: string | undefined,
+  suffix = "",
+): Promise<BenchDatabase> {
   if (embedded) return await openEmbedded();
-  return await openPostgres(databaseUrl || DEFAULT_ADMIN_URL);
+  return await openPostgres(databaseUrl || DEFAULT_ADMIN_URL, suffix);
 }
 
-async function openPostgres(adminUrl: string): Promise<BenchDatabase> {
-  const name = `chat_bench_${Deno.pid}`;
+async function openPostgres(adminUrl: string, suffix: string): Promise<BenchDatabase> {
+  const name = `chat_bench_${Deno.pid}${suffix}`;
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {}, connect_timeout: 5 });
   try {
     await admin.unsafe(`DROP DATABASE IF EXISTS ${name}`);

@@ -2,7 +2,7 @@
 // measures the ceilings in the same run, prints one JSON line and a table per scenario, then a
 // summary of the targets, and saves the output under bench/results/.
 //
-//   deno task bench [--scenario ingest,fanout,paced,burst,logins,idle,history] [--embedded] [--quick]
+//   deno task bench [--scenario ingest,fanout,paced,burst,logins,idle,history,cluster] [--embedded] [--quick]
 //                   [--profile] [--no-save]
 
 import { type BenchDatabase, openBenchDatabase } from "./database.ts";
@@ -12,6 +12,7 @@ import { printProfile, summarise } from "./profile.ts";
 import { profilesWritten, removeSnapshot, snapshotServerCode, stopAll } from "./servers.ts";
 import { type BenchContext, printReport, type ScenarioReport, verdict } from "./scenarios/common.ts";
 import { burst } from "./scenarios/burst.ts";
+import { cluster } from "./scenarios/cluster.ts";
 import { fanout } from "./scenarios/fanout.ts";
 import { history } from "./scenarios/history.ts";
 import { idle } from "./scenarios/idle.ts";
@@ -21,7 +22,7 @@ import { paced } from "./scenarios/paced.ts";
 
 type Scenario = (ctx: BenchContext) => Promise<ScenarioReport>;
 
-const SCENARIOS: Record<string, Scenario> = { ingest, fanout, paced, burst, logins, idle, history };
+const SCENARIOS: Record<string, Scenario> = { ingest, fanout, paced, burst, logins, idle, history, cluster };
 
 const USAGE = `deno task bench [options]
   --scenario a,b   run only these (${Object.keys(SCENARIOS).join(", ")}); default all

@@ -16,6 +16,9 @@ export interface TrafficResult {
   messages_per_s: number;
   deliveries_per_s: number;
   latency: LatencySummary;
+  /** With `serverOf`: at receivers on another server than the sender's, and on its own. */
+  cross_server_latency?: LatencySummary;
+  same_server_latency?: LatencySummary;
   ack_latency: LatencySummary;
   /** CPU seconds of the process under test while measuring. */
   cpu_s: number;
@@ -34,6 +37,8 @@ export interface RunSpec extends Omit<TrafficOptions, "clients"> {
   clients: LoadClient[];
   /** The process under test, for its CPU. */
   pid: number;
+  /** Several processes under test (servers on one database): their CPU is added up. Default: [pid]. */
+  pids?: number[];
   label: string;
   /** Pace this run at the message rate measured so far on the run at this index (open loop). */
   rateOf?: number;
@@ -91,7 +96,7 @@ export async function measureInterleaved(specs: RunSpec[], schedule: Schedule): 
       }
       traffic.start(rate);
       await runFor(r === 0 ? schedule.warmupS : schedule.rewarmS, `${label} warm-up`, status);
-      const target = new CpuMeter(spec.pid);
+      const target = new CpuMeters(spec.pids ?? [spec.pid]);
       const self = new CpuMeter("self");
       const db = spec.backendPattern ? new GroupCpuMeter(spec.backendPattern) : undefined;
       const [machine0] = await Promise.all([machineCpuSeconds(), target.start(), self.start(), db?.start()]);
@@ -111,7 +116,7 @@ export async function measureInterleaved(specs: RunSpec[], schedule: Schedule): 
       run.drained = (await traffic.drain(10_000)) && run.drained;
     }
   }
-  return runs.map((run) => {
+  return runs.map((run, i) => {
     const { traffic, cpuS, wallS } = run;
     const deliveries = traffic.windowDeliveries;
     const cores = run.selfCpuS / wallS;
@@ -121,6 +126,12 @@ export async function measureInterleaved(specs: RunSpec[], schedule: Schedule): 
       messages_per_s: round(traffic.windowAcks / wallS, 1),
       deliveries_per_s: round(deliveries / wallS, 1),
       latency: traffic.latency.summary(),
+      ...(specs[i].serverOf
+        ? {
+          cross_server_latency: traffic.crossServerLatency.summary(),
+          same_server_latency: traffic.sameServerLatency.summary(),
+        }
+        : {}),
       ack_latency: traffic.ackLatency.summary(),
       cpu_s: round3(cpuS),
       cpu_ms_per_1000_deliveries: deliveries > 0 ? round((cpuS * 1000 * 1000) / deliveries, 3) : null,
@@ -134,6 +145,21 @@ export async function measureInterleaved(specs: RunSpec[], schedule: Schedule): 
       loadgen: { cpu_s: round3(run.selfCpuS), wall_s: round3(wallS), cores: round3(cores), saturated: cores >= 0.9 },
     };
   });
+}
+
+/** The CPU of several processes over one window, added up. */
+class CpuMeters {
+  readonly #meters: CpuMeter[];
+  constructor(pids: number[]) {
+    this.#meters = pids.map((pid) => new CpuMeter(pid));
+  }
+  async start(): Promise<void> {
+    await Promise.all(this.#meters.map((m) => m.start()));
+  }
+  async stop(): Promise<{ cpuS: number; wallS: number }> {
+    const each = await Promise.all(this.#meters.map((m) => m.stop()));
+    return { cpuS: each.reduce((sum, e) => sum + e.cpuS, 0), wallS: each[0].wallS };
+  }
 }
 
 /** Problems a reader must see in a traffic result. */

@@ -26,6 +26,11 @@ export interface TrafficOptions {
    * the others only count lines, which proves delivery at a fraction of the cost. Default: all.
    */
   observers?: number;
+  /**
+   * Which server each client is on (several servers on one database): latency is then also kept
+   * apart for deliveries on the sender's own server and on another one.
+   */
+  serverOf?: (client: number) => number;
 }
 
 export interface TrafficCounts {
@@ -49,6 +54,9 @@ export interface TrafficCounts {
 export class Traffic {
   /** Send-to-receive latency of deliveries received while measuring, at every receiver. */
   latency = new Histogram();
+  /** With `serverOf`: latency of deliveries on another server than the sender's, and on its own. */
+  readonly crossServerLatency = new Histogram();
+  readonly sameServerLatency = new Histogram();
   /** Send-to-own-copy latency of the senders' acknowledgements received while measuring. */
   readonly ackLatency = new Histogram();
   windowDeliveries = 0;
@@ -243,6 +251,10 @@ export class Traffic {
     if (this.#measuring) {
       this.latency.record(now - d.sentAtUs);
       this.windowDeliveries++;
+      const serverOf = this.#o.serverOf;
+      if (serverOf) {
+        (serverOf(r) === serverOf(s) ? this.sameServerLatency : this.crossServerLatency).record(now - d.sentAtUs);
+      }
     }
     const k = r * this.#s + s;
     this.#got[k]++;

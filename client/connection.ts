@@ -2,7 +2,7 @@
 // request_id correlation, and exactly one recorded loss cause. Knows nothing of logins or
 // reconnecting (session.ts does that).
 
-import { LineTooLongError, readLines } from "../lib/framing.ts";
+import { forEachLine, LineTooLongError } from "../lib/framing.ts";
 import { ConnectFailed, ConnectionLost, type LossCause, ServerRefusal } from "./errors.ts";
 import { type Frame, isFrame } from "../lib/protocol.ts";
 
@@ -112,15 +112,15 @@ export class Connection {
   async #read(): Promise<void> {
     let cause: LossCause = { kind: "closed" };
     try {
-      for await (const line of readLines(this.#conn, MAX_REPLY_BYTES)) {
+      await forEachLine(this.#conn, MAX_REPLY_BYTES, (line) => {
         let value: unknown;
         try {
           value = JSON.parse(decoder.decode(line));
         } catch {
-          continue; // Not JSON: a server bug we can live with; the next line may be fine.
+          return; // Not JSON: a server bug we can live with; the next line may be fine.
         }
         if (isFrame(value)) this.#deliver(value);
-      }
+      });
     } catch (err) {
       if (err instanceof LineTooLongError) cause = { kind: "reply_too_long" };
       else cause = { kind: "network", detail: err instanceof Error ? err.message : String(err) };

@@ -1,7 +1,7 @@
 // The scripted send mode: each line of stdin becomes a message; the client exits once every one
 // has come back as its own broadcast (matched by request_id), or with the refusals on stderr.
 
-import { type ByteReader, LineTooLongError, readLines } from "../lib/framing.ts";
+import { type ByteReader, forEachLine, LineTooLongError } from "../lib/framing.ts";
 import type { ClientArgs } from "./args.ts";
 import { backoffDelay } from "./backoff.ts";
 import { scriptedLogin } from "./credentials.ts";
@@ -31,33 +31,36 @@ export async function runSend(args: ClientArgs, input: ByteReader): Promise<numb
     if (event.kind === "reconnected") writeStderr(describeReconnected(event.missed) + "\n");
   });
   let refused = 0;
+  let failed = false;
   try {
-    for await (const bytes of readLines(input, MAX_INPUT_LINE_BYTES)) {
+    await forEachLine(input, MAX_INPUT_LINE_BYTES, async (bytes) => {
       let text: string;
       try {
         text = utf8.decode(bytes);
       } catch {
         writeStderr("not sent: a line of stdin is not valid UTF-8\n");
         refused++;
-        continue;
+        return;
       }
       // The server would refuse it (invalid_message): say so without asking. Empty lines never get here.
       if (text.trim() === "") {
         writeStderr("not sent: a line of stdin is blank, and a message must not be\n");
         refused++;
-        continue;
+        return;
       }
       try {
         await sendPatiently(session, text);
       } catch (err) {
         if (!(err instanceof ServerRefusal)) {
           writeStderr(`not sent (${snippet(text)}): ${describeError(err)}\n`);
-          return 1;
+          failed = true;
+          return;
         }
         writeStderr(`not sent (${snippet(text)}): ${describeRefusal(err)}\n`);
         refused++;
       }
-    }
+    }, () => failed);
+    if (failed) return 1;
   } catch (err) {
     if (!(err instanceof LineTooLongError)) throw err;
     writeStderr(`stopped: a line of stdin is longer than ${MAX_INPUT_LINE_BYTES} bytes\n`);

@@ -4,7 +4,7 @@
 
 import { assertEquals } from "../tests/_assert.ts";
 import { sanitized } from "../tests/_util.ts";
-import { readLines } from "../lib/framing.ts";
+import { forEachLine } from "../lib/framing.ts";
 import type { Frame } from "../lib/protocol.ts";
 import { ChatSession } from "./session.ts";
 import type { ChatMessage } from "./wire.ts";
@@ -56,12 +56,16 @@ class ScriptedServer implements AsyncDisposable {
 
   async #handle(conn: Deno.TcpConn): Promise<void> {
     try {
-      for await (const line of readLines(conn, 1 << 20)) {
+      let dropped = false;
+      await forEachLine(conn, 1 << 20, async (line) => {
         const frame = JSON.parse(new TextDecoder().decode(line)) as Frame;
         const reply = this.#answer(frame);
-        if (reply === "drop") break;
+        if (reply === "drop") {
+          dropped = true;
+          return;
+        }
         await conn.write(encoder.encode(JSON.stringify({ ...reply, request_id: frame.request_id }) + "\n"));
-      }
+      }, () => dropped);
     } catch {
       // Closed by the client or by close().
     } finally {

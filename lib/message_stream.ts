@@ -2,10 +2,11 @@
 // through it, this server's own and other servers' alike: strictly in id order, exactly once,
 // and only after it is committed. The rest of the server does not know whether it is alone.
 //
-// Why id order is commit order: every writer stores its batch through chat_store_messages()
-// (schema.sql), which takes one advisory lock before it draws ids and holds it to COMMIT. So when
-// a batch with first id N commits, every id below N is committed already or never will be
-// (aborted inserts leave holes, which are never waited for). Each commit NOTIFYs its last id.
+// Why id order is commit order: every writer takes one advisory lock before it draws ids and holds
+// it to COMMIT (schema.sql: chat_store_messages() for servers, a trigger for any other INSERT into
+// messages, such as the seed's server's). So when a batch with first id N commits, every id below
+// N is committed already or never will be (aborted inserts leave holes, which are never waited
+// for). Each commit NOTIFYs its last id.
 //
 // Contract: steps run one at a time in the order they are queued (MUST NOT overlap). An own
 // batch's step is queued when the batch is sent to the database, so that no catch-up step can
@@ -22,6 +23,11 @@ export const NOTIFY_CHANNEL = "chat_messages";
 const CATCH_UP_PAGE = 1000;
 /** How often the server checks for messages it may not have been told of (a silently dead LISTEN). */
 export const RESYNC_INTERVAL_MS = 5000;
+/**
+ * A read of the stream that has not answered by then is cancelled and retried: every own batch's
+ * acknowledgement waits behind it, so one hung read must not stall them all.
+ */
+const READ_TIMEOUT_MS = 10_000;
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
 
@@ -57,6 +63,8 @@ export class MessageStream<Extra> {
   #resyncTimer: ReturnType<typeof setInterval> | undefined;
   /** Pending retry waits, cut short by stop(). */
   readonly #waits = new Set<() => void>();
+  /** The one retry of a failed resync waiting to run (one at most, however many resyncs failed). */
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #stats = { delivered: 0, caughtUp: 0 };
 
   constructor(db: Database, log: Logger, deliver: Deliver<Extra>) {
@@ -92,6 +100,7 @@ export class MessageStream<Extra> {
     this.#stopped = true;
     if (this.#resyncTimer !== undefined) clearInterval(this.#resyncTimer);
     for (const wake of this.#waits) wake();
+    clearTimeout(this.#retryTimer);
   }
 
   /** Settles when every step queued so far has run. */
@@ -106,7 +115,10 @@ export class MessageStream<Extra> {
    * committed after all, a later catch-up delivers it).
    */
   own(committed: Promise<OwnCommit<Extra>>): Promise<void> {
-    committed.catch(() => {}); // Its failure is the caller's to answer; the step only skips it.
+    // Handled in the step; but the step may start only after `committed` has failed (a catch-up
+    // ahead of it retries for as long as the database is away), and a rejection nobody handles
+    // by then ends the process.
+    committed.catch(() => {});
     return this.#queue(async () => {
       let commit: OwnCommit<Extra>;
       try {
@@ -133,7 +145,8 @@ export class MessageStream<Extra> {
   resync(): void {
     if (this.#stopped) return;
     // Read on the ordered connection: it sees every own batch sent before it, and none after.
-    const bound = this.#db.ordered<{ id: number | string }>(NEWEST_ID_SQL).then((rows) => Number(rows[0].id));
+    const bound = this.#db.ordered<{ id: number | string }>(NEWEST_ID_SQL, [], { timeoutMs: READ_TIMEOUT_MS })
+      .then((rows) => Number(rows[0].id));
     bound.catch(() => {}); // Handled in the step.
     void this.#queue(async () => {
       let through: number;
@@ -142,8 +155,12 @@ export class MessageStream<Extra> {
       } catch (err) {
         if (this.#stopped) return;
         this.#log.warn("cannot check for new messages; retrying", databaseErrorFields(err));
-        await this.#pause(RETRY_MAX_MS);
-        this.resync();
+        // One retry pending at most: every failed batch and every interval tick of an outage
+        // resyncs, and a retry each would pile up into a storm of attempts and warnings.
+        this.#retryTimer ??= setTimeout(() => {
+          this.#retryTimer = undefined;
+          this.resync();
+        }, RETRY_MAX_MS);
         return;
       }
       if (through > this.#lastDelivered) await this.#catchUp(through);
@@ -171,7 +188,9 @@ export class MessageStream<Extra> {
     while (through > this.#lastDelivered) {
       let rows: StoredMessage[];
       try {
-        rows = await this.#db.query<StoredMessage>(CATCH_UP_SQL, [this.#lastDelivered, through, CATCH_UP_PAGE]);
+        rows = await this.#db.query<StoredMessage>(CATCH_UP_SQL, [this.#lastDelivered, through, CATCH_UP_PAGE], {
+          timeoutMs: READ_TIMEOUT_MS,
+        });
       } catch (err) {
         if (this.#stopped) return;
         this.#log.warn("cannot read new messages; retrying", { ...databaseErrorFields(err), retry_ms: delay });

@@ -1,8 +1,8 @@
 // The newest messages in memory, so most get_history requests never touch the database.
 //
 // Invariant: the window holds every stored message with id ≥ its oldest id (or every message at
-// all, when `complete`). It is filled from the database at start-up and then only by our own
-// commits, in id order, so it assumes this server is the only writer of its database.
+// all, when `complete`). It is filled from the database at start-up and then by the ordered
+// message stream (every server's commits, in id order, each once), which keeps that true.
 
 import type { HistoryQuery } from "./protocol.ts";
 

@@ -55,6 +55,25 @@ function assertThrottled(reply: Frame, context: string): void {
 
 for (const backend of backends) {
   Deno.test({
+    name:
+      `login with a username that cannot exist (NUL, lone surrogate, too long) fails as a wrong password [${backend.name}]`,
+    ...sanitized,
+    async fn() {
+      await using server = await startTestServer(backend);
+      await using client = await server.connect();
+      for (const username of ["nul\u0000name", "\ud800lone", "x".repeat(500)]) {
+        const reply = await client.request({ type: "login", username, password: "secret123" });
+        assertEquals(
+          reply.code,
+          "invalid_credentials",
+          `${JSON.stringify(username.slice(0, 20))}: ${JSON.stringify(reply)}`,
+        );
+      }
+      assertEquals(await client.request({ type: "ping" }), { type: "pong" });
+    },
+  });
+
+  Deno.test({
     name: `login success reply has the exact shape [${backend.name}]`,
     ...sanitized,
     async fn() {

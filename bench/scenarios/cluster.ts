@@ -1,0 +1,303 @@
+// cluster: three servers on one database (contract v1.1, "several servers on one database"), 60
+// logged-in clients spread over them round-robin, 6 senders (2 per server) with up to 10
+// unacknowledged messages each. Deliveries/s, latency at receivers on another server than the
+// sender's (commit, NOTIFY, every server's catch-up read) apart from those on its own server,
+// missed and out-of-order deliveries, the three servers' CPU per 1,000 deliveries added up; next to
+// ONE server (on a throw-away database of its own) with the same clients and load, in alternating
+// rounds. Then the database's ceiling for this path, measured with the servers stopped:
+// chat_store_messages() called serially on one connection (every writer holds one lock to COMMIT,
+// so batches are sequenced one at a time whatever the number of servers), with batches of the
+// size the servers formed and of one message.
+
+import { type BenchDatabase, openBenchDatabase } from "../database.ts";
+import { cpuRows, latencyRows, measureInterleaved, trafficProblems } from "../measure.ts";
+import { fmt } from "../out.ts";
+import type { Process } from "../servers.ts";
+import { Histogram, round } from "../stats.ts";
+import type { LoadClient } from "../client.ts";
+import {
+  type BenchContext,
+  closeAll,
+  connectLoggedIn,
+  ratioText,
+  registerUsers,
+  type Row,
+  type ScenarioReport,
+  serverProblems,
+  startChatServer,
+  usernames,
+} from "./common.ts";
+
+const SERVERS = 3;
+const STORE_SQL = `SELECT ids FROM chat_store_messages($1::int[], $2::text[], $3::text[], $4::text[])`;
+const NEWEST_ID_SQL = `SELECT COALESCE(max(id), 0)::int AS id FROM messages`;
+/** One transaction per batch: rows that share xmin were committed together. */
+const BATCHES_SQL = `SELECT count(*)::int AS messages, count(DISTINCT xmin::text)::int AS batches
+  FROM messages WHERE id > $1::int`;
+
+export interface LockedBatchCeiling {
+  batch: number;
+  batches: number;
+  seconds: number;
+  batches_per_s: number;
+  messages_per_s: number;
+  latency: ReturnType<Histogram["summary"]>;
+}
+
+export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
+  if (ctx.db.kind !== "postgres") {
+    throw new Error("the cluster scenario needs PostgreSQL: the embedded database serves one server only");
+  }
+  const params = {
+    servers: SERVERS,
+    clients: 60,
+    senders: 6,
+    window: 10,
+    message_chars: 100,
+    rounds: ctx.quick ? 2 : 3,
+    round_s: ctx.quick ? 1 : 2.5,
+    warmup_s: ctx.quick ? 0.5 : 1,
+    rewarm_s: 0.3,
+    ceiling_s: ctx.quick ? 1 : 3,
+  };
+  const traffic = { senders: params.senders, window: params.window, messageChars: params.message_chars };
+  // The single server gets a database of its own: on the cluster's it would follow the cluster's traffic.
+  const alone = await openBenchDatabase(false, Deno.env.get("DATABASE_URL"), "_single");
+  const processes: Process[] = [];
+  const clientSets: LoadClient[][] = [];
+  try {
+    for (let i = 0; i < SERVERS; i++) processes.push(await startChatServer(ctx));
+    const servers = processes.slice();
+    const one = await startChatServer(ctx, alone.serverEnv);
+    processes.push(one);
+
+    const names = usernames("clu", params.clients);
+    await registerUsers(servers[0].port, names);
+    await registerUsers(one.port, names);
+    // Client i is on server i % 3: senders 0..5 are two per server, and so are the receivers.
+    const perServer = await Promise.all(
+      servers.map((s, k) =>
+        connectLoggedIn(s.port, Math.ceil((params.clients - k) / SERVERS), {
+          usernames: names.filter((_, i) => i % SERVERS === k),
+        })
+      ),
+    );
+    clientSets.push(...perServer);
+    const clusterClients = Array.from(
+      { length: params.clients },
+      (_, i) => perServer[i % SERVERS][Math.floor(i / SERVERS)],
+    );
+    const singleClients = await connectLoggedIn(one.port, params.clients, { usernames: names });
+    clientSets.push(singleClients);
+    const firstId = await newestId(ctx.db);
+    const firstIdAlone = await newestId(alone);
+
+    const [clustered, single] = await measureInterleaved([
+      {
+        ...traffic,
+        mode: "server",
+        clients: clusterClients,
+        pid: servers[0].pid,
+        pids: servers.map((s) => s.pid),
+        serverOf: (i) => i % SERVERS,
+        backendPattern: ctx.db.backendPattern,
+        label: "cluster (3 servers)",
+      },
+      {
+        ...traffic,
+        mode: "server",
+        clients: singleClients,
+        pid: one.pid,
+        backendPattern: alone.backendPattern,
+        label: "one server",
+      },
+    ], { rounds: params.rounds, warmupS: params.warmup_s, rewarmS: params.rewarm_s, roundS: params.round_s });
+    for (const set of clientSets) closeAll(set);
+    clientSets.length = 0;
+    const problems = processes.flatMap((p) => serverProblems(p));
+    const batching = await batchesSince(ctx.db, firstId);
+    const batchingAlone = await batchesSince(alone, firstIdAlone);
+    await Promise.all(processes.map((p) => p.stop()));
+
+    const batchSize = Math.max(1, Math.round(batching.messages / Math.max(1, batching.batches)));
+    const sender = (await ctx.db.query("SELECT id, username FROM users ORDER BY id LIMIT 1"))[0];
+    const ceilingSized = await lockedBatchCeiling(ctx.db, batchSize, params.ceiling_s, sender);
+    const ceilingOne = await lockedBatchCeiling(ctx.db, 1, params.ceiling_s, sender);
+
+    const cpuRatio = clustered.cpu_ms_per_1000_deliveries !== null && single.cpu_ms_per_1000_deliveries
+      ? clustered.cpu_ms_per_1000_deliveries / single.cpu_ms_per_1000_deliveries
+      : null;
+    const cross = clustered.cross_server_latency!;
+    const same = clustered.same_server_latency!;
+    const headroom = clustered.messages_per_s > 0 ? ceilingSized.messages_per_s / clustered.messages_per_s : null;
+    const c = clustered.counts;
+    const rows: Row[] = [
+      [
+        "messages/s (acknowledged)",
+        fmt(clustered.messages_per_s),
+        fmt(single.messages_per_s),
+        ratioText(
+          clustered.messages_per_s / single.messages_per_s,
+        ),
+      ],
+      [
+        "deliveries/s",
+        fmt(clustered.deliveries_per_s),
+        fmt(single.deliveries_per_s),
+        ratioText(
+          clustered.deliveries_per_s / single.deliveries_per_s,
+        ),
+      ],
+      ...latencyRows("latency, every receiver", clustered.latency, single.latency),
+      [
+        "cross-server latency p50 (ms)",
+        fmt(cross.p50_ms),
+        `same server: ${fmt(same.p50_ms)}`,
+        ratioText(
+          cross.p50_ms !== null && same.p50_ms ? cross.p50_ms / same.p50_ms : null,
+        ),
+      ],
+      [
+        "cross-server latency p99 (ms)",
+        fmt(cross.p99_ms),
+        `same server: ${fmt(same.p99_ms)}`,
+        ratioText(
+          cross.p99_ms !== null && same.p99_ms ? cross.p99_ms / same.p99_ms : null,
+        ),
+      ],
+      [
+        "messages per batch (committed together)",
+        fmt(batching.messages / Math.max(1, batching.batches)),
+        fmt(
+          batchingAlone.messages / Math.max(1, batchingAlone.batches),
+        ),
+        "",
+      ],
+      [
+        "database CPU ms per message",
+        fmt(clustered.database_cpu_ms_per_message),
+        fmt(
+          single.database_cpu_ms_per_message,
+        ),
+        "",
+      ],
+      ...cpuRows(clustered, single),
+      [`ceiling: locked batches/s, ${batchSize} per batch, serial`, "", fmt(ceilingSized.batches_per_s), ""],
+      [
+        `ceiling: messages/s at ${batchSize} per batch`,
+        fmt(clustered.messages_per_s),
+        fmt(
+          ceilingSized.messages_per_s,
+        ),
+        ratioText(headroom === null ? null : 1 / headroom),
+      ],
+      ["ceiling: locked batches/s, 1 per batch, serial", "", fmt(ceilingOne.batches_per_s), ""],
+      [
+        "ceiling: batch round trip p50 / p99 (ms)",
+        "",
+        `${fmt(ceilingSized.latency.p50_ms)} / ${fmt(ceilingSized.latency.p99_ms)}`,
+        "",
+      ],
+    ];
+    return {
+      scenario: "cluster",
+      params,
+      results: { ...clustered, batching } as unknown as Record<string, unknown>,
+      ceiling: {
+        kind: "one server (own database), same clients and load; chat_store_messages serially on one connection",
+        one_server: { ...single, batching: batchingAlone },
+        locked_batches: ceilingSized,
+        locked_single_messages: ceilingOne,
+      },
+      loadgen: clustered.loadgen,
+      targets: [
+        {
+          name: "cluster missed / out of order",
+          target: "0 / 0",
+          measured: `${c.missed} / ${c.out_of_order}`,
+          ratio: null,
+          pass: c.missed === 0 && c.out_of_order === 0 && clustered.drained,
+        },
+        {
+          name: "cluster CPU per delivery (3 servers added up) vs one server",
+          target: "info",
+          measured: `${fmt(clustered.cpu_ms_per_1000_deliveries)} vs ${
+            fmt(single.cpu_ms_per_1000_deliveries)
+          } ms/1000 (${ratioText(cpuRatio)})`,
+          ratio: cpuRatio === null ? null : round(cpuRatio, 3),
+          pass: null,
+        },
+        {
+          name: "cluster cross-server latency p50 / p99",
+          target: "info",
+          measured: `${fmt(cross.p50_ms)} / ${fmt(cross.p99_ms)} ms (same server: ${fmt(same.p50_ms)} / ${
+            fmt(same.p99_ms)
+          } ms)`,
+          ratio: null,
+          pass: null,
+        },
+        {
+          name: "database ceiling: locked batches committed per second",
+          target: "info",
+          measured: `${fmt(ceilingSized.batches_per_s)} of ${batchSize} (${
+            fmt(ceilingSized.messages_per_s)
+          } messages/s); ${fmt(ceilingOne.batches_per_s)} of 1`,
+          ratio: headroom === null ? null : round(headroom, 2),
+          pass: null,
+        },
+      ],
+      problems: [...problems, ...trafficProblems("cluster", clustered), ...trafficProblems("one server", single)],
+      rows,
+    };
+  } finally {
+    for (const set of clientSets) closeAll(set);
+    await Promise.all(processes.map((p) => p.stop()));
+    await alone.close();
+  }
+}
+
+async function newestId(db: BenchDatabase): Promise<number> {
+  return Number((await db.query(NEWEST_ID_SQL))[0].id);
+}
+
+async function batchesSince(db: BenchDatabase, id: number): Promise<{ messages: number; batches: number }> {
+  const row = (await db.query(BATCHES_SQL, [id]))[0];
+  return { messages: Number(row.messages), batches: Number(row.batches) };
+}
+
+/**
+ * Calls chat_store_messages() with batches of `size` messages, one after another, for `seconds`
+ * (at most 100,000 batches): what one database sequences when every writer holds the lock in turn.
+ */
+async function lockedBatchCeiling(
+  db: BenchDatabase,
+  size: number,
+  seconds: number,
+  sender: Record<string, unknown>,
+): Promise<LockedBatchCeiling> {
+  const params = [
+    Array(size).fill(Number(sender.id)),
+    Array(size).fill(String(sender.username)),
+    Array.from({ length: size }, (_, i) => `ceiling ${i} ${"x".repeat(90)}`),
+    Array(size).fill(null),
+  ];
+  for (let i = 0; i < 20; i++) await db.query(STORE_SQL, params);
+  const latency = new Histogram();
+  let batches = 0;
+  const t0 = performance.now();
+  while (performance.now() - t0 < seconds * 1000 && batches < 100_000) {
+    const start = performance.now();
+    await db.query(STORE_SQL, params);
+    latency.record((performance.now() - start) * 1000);
+    batches++;
+  }
+  const elapsed = (performance.now() - t0) / 1000;
+  return {
+    batch: size,
+    batches,
+    seconds: round(elapsed, 3),
+    batches_per_s: round(batches / elapsed, 1),
+    messages_per_s: round((batches * size) / elapsed, 1),
+    latency: latency.summary(),
+  };
+}
