@@ -6,6 +6,7 @@ import { ChatError, unavailable } from "./errors.ts";
 import type { Database } from "./db.ts";
 import { DatabaseError } from "./db.ts";
 import type { Logger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
 import { checkPassword, checkUsername, isValidPassword, isValidUsername } from "./protocol.ts";
 import { TokenBuckets } from "./rate_limit.ts";
 import type { User } from "./session.ts";
@@ -39,12 +40,14 @@ const INSERT_USER_SQL = `INSERT INTO users (username, password_hash)
 
 export interface AuthOptions {
   bcryptCost: number;
+  metrics?: Metrics;
 }
 
 export class AuthService {
   readonly #db: Database;
   readonly #log: Logger;
   readonly #cost: number;
+  readonly #metrics: Metrics;
   readonly #usernameFailures = new TokenBuckets(USERNAME_FAILURES_PER_SEC, USERNAME_FAILURE_BURST);
   readonly #addressFailures = new TokenBuckets(ADDRESS_FAILURES_PER_SEC, ADDRESS_FAILURE_BURST);
   #dummyHash: Promise<string> | undefined;
@@ -55,6 +58,7 @@ export class AuthService {
     this.#db = db;
     this.#log = log;
     this.#cost = options.bcryptCost;
+    this.#metrics = options.metrics ?? new Metrics();
   }
 
   /** Creates a user; does not log anyone in. */
@@ -86,6 +90,7 @@ export class AuthService {
       if (this.#throttleLogs.take(address) === 0) {
         this.#log.warn("login throttled", { username: loggedName, address, retry_after_ms: waitMs });
       }
+      this.#metrics.failedLogins.inc();
       throw new ChatError("too_many_attempts", "Too many failed logins, try again later", { retryAfterMs: waitMs });
     }
 
@@ -106,6 +111,7 @@ export class AuthService {
       this.#usernameFailures.take(usernameKey);
       this.#addressFailures.take(address);
       this.#log.info("login failed", { username: loggedName, address });
+      this.#metrics.failedLogins.inc();
       throw new ChatError("invalid_credentials", "Invalid username or password");
     }
     this.#usernameFailures.reset(usernameKey);

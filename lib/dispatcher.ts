@@ -6,6 +6,7 @@ import type { AuthService } from "./auth.ts";
 import { ChatError } from "./errors.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
 import type { MessageService } from "./messages.ts";
 import {
   authErrorReply,
@@ -48,14 +49,23 @@ export class Dispatcher {
   readonly #log: Logger;
   readonly #options: DispatcherOptions;
   readonly #sendRate: TokenBuckets;
+  readonly #metrics: Metrics;
   /** At most one rate-limit log line per user every 10 s, so a flood cannot flood the log. */
   readonly #rateLimitLogs = new TokenBuckets(0.1, 1);
   readonly #commands: Record<string, Command>;
   /** Set at shutdown: requests from then on are answered unavailable (in their usual reply shape). */
   #stopped = false;
 
-  constructor(auth: AuthService, messages: MessageService, hub: Hub, log: Logger, options: DispatcherOptions) {
+  constructor(
+    auth: AuthService,
+    messages: MessageService,
+    hub: Hub,
+    log: Logger,
+    options: DispatcherOptions,
+    metrics = new Metrics(),
+  ) {
     this.#auth = auth;
+    this.#metrics = metrics;
     this.#messages = messages;
     this.#hub = hub;
     this.#log = log;
@@ -166,6 +176,7 @@ export class Dispatcher {
       const text = checkMessageText(field(frame, "message"), this.#options.maxMessageLength);
       const waitMs = this.#sendRate.take(String(user.id));
       if (waitMs > 0) {
+        this.#metrics.rateLimited.inc();
         if (this.#rateLimitLogs.take(String(user.id)) === 0) {
           this.#log.warn("send rate limited", { username: user.username, retry_after_ms: waitMs });
         }

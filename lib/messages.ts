@@ -10,6 +10,7 @@ import type { Database } from "./db.ts";
 import { DatabaseError } from "./db.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
 import { encodeLine, errorReply, type HistoryQuery, type RequestId } from "./protocol.ts";
 import { RecentMessages, type StoredMessage } from "./recent.ts";
 import type { Session, User } from "./session.ts";
@@ -64,10 +65,19 @@ export class MessageService {
   #stats = { committed: 0, failed: 0, batches: 0 };
   readonly #recent: RecentMessages;
   readonly #commitTimeoutMs: number;
+  readonly #metrics: Metrics;
 
   /** `recentCapacity`: how many of the newest messages history serves from memory (MAX_HISTORY_LIMIT). */
-  constructor(db: Database, hub: Hub, log: Logger, recentCapacity: number, commitTimeoutMs = COMMIT_TIMEOUT_MS) {
+  constructor(
+    db: Database,
+    hub: Hub,
+    log: Logger,
+    recentCapacity: number,
+    commitTimeoutMs = COMMIT_TIMEOUT_MS,
+    metrics = new Metrics(),
+  ) {
     this.#db = db;
+    this.#metrics = metrics;
     this.#commitTimeoutMs = commitTimeoutMs;
     this.#hub = hub;
     this.#log = log;
@@ -151,12 +161,14 @@ export class MessageService {
     const { items } = batch;
     try {
       let rows: { id: number; timestamp: string }[];
+      const started = performance.now();
       try {
         rows = await this.#db.query(INSERT_BATCH_SQL, [items.map((m) => m.user.id), items.map((m) => m.text)], {
           timeoutMs: this.#commitTimeoutMs,
         });
       } catch (err) {
         this.#stats.failed += items.length;
+        this.#metrics.messagesFailed.inc(items.length);
         this.#logDatabaseError("database error storing messages; senders told unavailable", err, items.length);
         const failure = unavailable(err);
         for (const item of items) item.session.send(encodeLine(errorReply(failure, item.requestId)));
@@ -164,6 +176,7 @@ export class MessageService {
       }
       this.#stats.committed += items.length;
       this.#stats.batches++;
+      this.#metrics.batchCommitted(items.length, performance.now() - started);
       this.#broadcast(items, rows);
     } finally {
       for (const item of items) item.session.pendingSends--;
@@ -205,6 +218,7 @@ export class MessageService {
         personal.set(session, encoder.encode(own.join("")));
       }
     }
+    this.#metrics.deliveries.inc(items.length * this.#hub.size);
     this.#hub.broadcast(shared, personal);
   }
 
