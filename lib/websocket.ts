@@ -78,6 +78,13 @@ export class WebSocketConnection implements Connection {
     this.#host = host;
     this.#lines = lines;
     this.lastActivity = host.clock;
+    socket.onclose = () => {
+      this.#closeReason ??= "peer_closed";
+      this.#release();
+    };
+    socket.onerror = () => {
+      this.#closeReason ??= "read_error";
+    };
   }
 
   get closed(): boolean {
@@ -87,13 +94,6 @@ export class WebSocketConnection implements Connection {
   /** Starts reading; call once the socket is open and the connection admitted. */
   start(): void {
     this.#socket.onmessage = (event) => this.#receive(event.data);
-    this.#socket.onclose = () => {
-      this.#closeReason ??= "peer_closed";
-      this.#release();
-    };
-    this.#socket.onerror = () => {
-      this.#closeReason ??= "read_error";
-    };
   }
 
   send(bytes: Uint8Array): void {
