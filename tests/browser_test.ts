@@ -7,7 +7,10 @@ import { assert, assertEquals } from "./_assert.ts";
 import { CHROMIUM, chromiumMissing, launchBrowser } from "./_browser.ts";
 import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./_helpers.ts";
 
-if (chromiumMissing) console.log(`browser tests skipped: no ${CHROMIUM} (apt-get install chromium)`);
+if (chromiumMissing) {
+  // deno-lint-ignore no-console
+  console.log(`browser tests skipped: no ${CHROMIUM} (apt-get install chromium)`);
+}
 
 const browserTest = { ignore: chromiumMissing, ...sanitized };
 
