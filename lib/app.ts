@@ -62,7 +62,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     await messages.loadRecent();
     const dispatcher = new Dispatcher(auth, messages, hub, log, config, metrics);
     const tlsPort = tls ? options.tlsPort ?? config.tlsPort : undefined;
-    server = withTlsErrors(() => new ChatServer({ ...config, tlsPort, tls }, dispatcher, hub, messages, log, metrics));
+    server = withTlsErrors(tls, () => new ChatServer({ ...config, tlsPort, tls }, dispatcher, hub, messages, log, metrics));
     const httpPort = options.httpPort ?? (config.httpPort === 0 ? undefined : config.httpPort);
     const http = httpPort === undefined
       ? undefined
@@ -105,7 +105,7 @@ function startHttp(
   metrics: Metrics,
   log: Logger,
 ): Promise<HttpServer> {
-  return withTlsErrors(() => HttpServer.start({ host, port, tls }, server, db, metrics, log)).catch((err) => {
+  return withTlsErrors(tls, () => HttpServer.start({ host, port, tls }, server, db, metrics, log)).catch((err) => {
     if (err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.PermissionDenied) {
       throw new HttpListenError(port, err);
     }
@@ -115,7 +115,8 @@ function startHttp(
 }
 
 /** Runs `listen`; with TLS on, an error about the certificate or key becomes a TlsError. */
-function withTlsErrors<T>(listen: () => T): T {
+function withTlsErrors<T>(tls: TlsFiles | undefined, listen: () => T): T {
+  if (!tls) return listen();
   try {
     const result = listen();
     if (result instanceof Promise) return result.catch(rethrowTls) as T;

@@ -141,15 +141,18 @@ const encoder = new TextEncoder();
  * which no WebSocket API allows.
  */
 export class RawWsClient implements AsyncDisposable {
-  readonly conn: Deno.TcpConn;
+  readonly conn: Deno.Conn;
   #buffered = new Uint8Array(0);
 
-  private constructor(conn: Deno.TcpConn) {
+  private constructor(conn: Deno.Conn) {
     this.conn = conn;
   }
 
-  static async connect(port: number): Promise<RawWsClient> {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  /** Over TCP, or over TLS (as localhost) when `caCerts` are given. */
+  static async connect(port: number, caCerts?: string[]): Promise<RawWsClient> {
+    const conn = caCerts
+      ? await Deno.connectTls({ hostname: "localhost", port, caCerts })
+      : await Deno.connect({ hostname: "127.0.0.1", port });
     const client = new RawWsClient(conn);
     const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
     await client.#write(encoder.encode(
