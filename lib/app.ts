@@ -62,7 +62,10 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     await messages.loadRecent();
     const dispatcher = new Dispatcher(auth, messages, hub, log, config, metrics);
     const tlsPort = tls ? options.tlsPort ?? config.tlsPort : undefined;
-    server = withTlsErrors(tls, () => new ChatServer({ ...config, tlsPort, tls }, dispatcher, hub, messages, log, metrics));
+    server = withTlsErrors(
+      tls,
+      () => new ChatServer({ ...config, tlsPort, tls }, dispatcher, hub, messages, log, metrics),
+    );
     const httpPort = options.httpPort ?? (config.httpPort === 0 ? undefined : config.httpPort);
     const http = httpPort === undefined
       ? undefined

@@ -1,5 +1,5 @@
 // What every kind of connection (TCP, TLS, WebSocket) shares with the server that registers it:
-// the host it reports to, and the registry's view of it. Imports only session and log.
+// the host it reports to, and the registry's view of it.
 
 import type { Logger } from "./log.ts";
 import type { CloseReason, Session } from "./session.ts";

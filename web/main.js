@@ -106,8 +106,17 @@ async function resume() {
   try {
     const reply = await connection.request({ type: "login", ...credentials });
     if (reply.status !== "success") {
-      credentials = null;
-      view.showLogin(describeError(reply));
+      if (reply.code === "invalid_credentials") {
+        credentials = null;
+        view.showLogin(describeError(reply));
+        return;
+      }
+      // The database is away or logins are throttled: stay on the chat and try again.
+      view.showError(describeError(reply));
+      const retryMs = Math.max(2000, Math.min(Number(reply.retry_after_ms) || 0, 60_000));
+      setTimeout(() => {
+        if (credentials && connection.isOpen) void resume();
+      }, retryMs);
       return;
     }
     view.showError("");
