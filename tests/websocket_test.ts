@@ -245,3 +245,26 @@ Deno.test({
     await slow.readUntil("slow_consumer", 10_000);
   },
 });
+
+Deno.test({
+  name: "websocket: frames piling up behind a request still being answered are bounded (rate_limited, close 1008)",
+  ...sanitized,
+  async fn() {
+    // bcrypt at cost 10 keeps the login busy for tens of milliseconds, while the flood arrives.
+    await using server = await startTestServer(backends[0], { MAX_LINE_BYTES: "1024", BCRYPT_COST: "10" }, {
+      httpPort: 0,
+    });
+    await using ws = await WsTestClient.connect(wsUrl(server));
+    const name = uniqueName("flood");
+    assertEquals((await ws.request({ type: "register", username: name, password: "secret123" })).status, "success");
+    ws.send({ type: "login", username: name, password: "secret123" });
+    // 16 lines of MAX_LINE_BYTES may wait: the 17th frame of 1,000 bytes is one too many. Nothing is sent after
+    // it, so that the closing handshake is not cut short by frames still arriving.
+    const padded = JSON.stringify({ type: "ping", pad: "x".repeat(1000 - 24) });
+    assertEquals(padded.length, 1000);
+    for (let i = 0; i < 17; i++) ws.send(padded);
+    const { code, frames } = await ws.expectClosed(10_000);
+    assertEquals(code, 1008);
+    assertEquals(frames.at(-1)?.code, "rate_limited");
+  },
+});
