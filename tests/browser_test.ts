@@ -237,3 +237,42 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "browser: usable by keyboard alone: register, log in, send, and reach the older-messages button",
+  ...browserTest,
+  async fn() {
+    await using server = await startTestServer(backends[0], { RATE_LIMIT_PER_SEC: "0" }, { httpPort: 0 });
+    await using terminal = await server.connect();
+    await terminal.registerAndLogin();
+    const tag = uniqueName("k");
+    for (let i = 0; i < 55; i++) await terminal.send({ type: "send_message", message: `${tag} ${i}` });
+    await terminal.waitFor((f) => f.message === `${tag} 54`);
+    const browser = await launchBrowser();
+    try {
+      const page = await browser.newPage({ viewport: { width: 900, height: 560 } });
+      await page.goto(`http://127.0.0.1:${server.service.httpPort}/`);
+      // The username field has the focus on load; Tab moves to the password, then to the buttons.
+      await page.keyboard.type(uniqueName("keys"));
+      await page.keyboard.press("Tab");
+      await page.keyboard.type("secret123");
+      await page.keyboard.press("Tab");
+      await page.keyboard.press("Tab");
+      await page.keyboard.press("Enter"); // Register (then log in)
+      await page.waitForSelector("#chat:not([hidden])", { timeout: 10_000 });
+      // After logging in the message field has the focus: type and press Enter.
+      await page.keyboard.type("sent by keyboard");
+      await page.keyboard.press("Enter");
+      await waitForText(page, "sent by keyboard");
+      await terminal.waitFor((f) => f.message === "sent by keyboard");
+      // Shift+Tab back through the page reaches the older-messages button; Enter loads the older page.
+      const focused = () => page.$eval(":focus", (element) => element.id).catch(() => "");
+      for (let i = 0; i < 10 && await focused() !== "older-button"; i++) await page.keyboard.press("Shift+Tab");
+      assertEquals(await focused(), "older-button");
+      await page.keyboard.press("Enter");
+      await waitForText(page, `${tag} 0`);
+    } finally {
+      await browser.close();
+    }
+  },
+});
