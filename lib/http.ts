@@ -135,7 +135,14 @@ export class HttpServer {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return text(426, "This is the chat's WebSocket: connect with a WebSocket client\n", { upgrade: "websocket" });
     }
-    const { socket, response } = Deno.upgradeWebSocket(request);
+    let upgraded: { socket: WebSocket; response: Response };
+    try {
+      upgraded = Deno.upgradeWebSocket(request);
+    } catch (err) {
+      // A handshake without its key or version, say: the client's mistake, not ours.
+      return text(400, `Bad WebSocket handshake: ${err instanceof Error ? err.message : String(err)}\n`);
+    }
+    const { socket, response } = upgraded;
     const connection = new WebSocketConnection(
       this.#chat.nextConnectionId(),
       socket,

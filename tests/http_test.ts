@@ -170,6 +170,10 @@ Deno.test({
     assertEquals(post.status, 405);
     const plain = await get(server, "/ws");
     assertEquals(plain.status, 426);
+    // An upgrade without Sec-WebSocket-Key is a bad request, not a server error.
+    const keyless = await fetch(httpUrl(server, "/ws"), { headers: { upgrade: "websocket", connection: "Upgrade" } });
+    await keyless.body?.cancel();
+    assertEquals(keyless.status, 400);
   },
 });
 
