@@ -6,8 +6,10 @@
 import { startChatService } from "./lib/app.ts";
 import { ConfigError, loadConfig } from "./lib/config.ts";
 import { DatabaseError, DataDirInUseError, openDatabase } from "./lib/db.ts";
+import { HttpListenError } from "./lib/http.ts";
 import { Logger } from "./lib/log.ts";
 import { applySchema, SchemaMismatchError } from "./lib/schema.ts";
+import { TlsError } from "./lib/tls.ts";
 
 /** The process exits by then even if a peer or the database hangs the shutdown. */
 const SHUTDOWN_DEADLINE_MS = 10_000;
@@ -67,11 +69,22 @@ async function main(args: string[]): Promise<number> {
       return 1;
     }
     log.info("chat server listening", { address: `${config.host}:${service.port}`, storage, kind: service.db.kind });
+    const web = service.secure ? "https" : "http";
+    if (service.tlsPort !== undefined) {
+      log.info("TLS line protocol listening", { address: `${config.host}:${service.tlsPort}` });
+    }
+    if (service.httpPort !== undefined) {
+      log.info("web chat listening", {
+        address: `${config.host}:${service.httpPort}`,
+        url: `${web}://localhost:${service.httpPort}`,
+      });
+    }
     if (service.db.kind === "embedded") {
       log.warn("using the embedded development database; set DATABASE_URL to use a PostgreSQL server in production");
     }
     for (const address of lanAddresses()) {
       log.info(`clients on your network can connect to ${address}:${service.port}`);
+      if (service.httpPort !== undefined) log.info(`open ${web}://${address}:${service.httpPort} in a browser`);
     }
 
     log.info("shutting down", { signal: await stopped.promise });
@@ -90,12 +103,17 @@ async function main(args: string[]): Promise<number> {
 
 /** A plain sentence for the start-up failures a user can fix, or undefined for a bug (shown with its stack). */
 function startupFailure(err: unknown, host: string, port: number): string | undefined {
+  let variable = "PORT";
+  if (err instanceof HttpListenError) {
+    [variable, port, err] = ["HTTP_PORT", err.port, err.cause];
+  }
   if (err instanceof Deno.errors.AddrInUse) {
-    return `${host}:${port} is already in use: is another server running? Set PORT to use another port`;
+    return `${host}:${port} is already in use: is another server running? Set ${variable} to use another port`;
   }
   if (err instanceof Deno.errors.PermissionDenied || err instanceof Deno.errors.AddrNotAvailable) {
-    return `cannot listen on ${host}:${port}: ${err.message} (check HOST and PORT; ports below 1024 need privileges)`;
+    return `cannot listen on ${host}:${port}: ${err.message} (check HOST and ${variable}; ports below 1024 need privileges)`;
   }
+  if (err instanceof TlsError) return err.message;
   return databaseFailure(err);
 }
 

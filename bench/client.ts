@@ -8,6 +8,7 @@
 
 import type { Frame } from "../lib/protocol.ts";
 import { nowUs } from "./stats.ts";
+import { WsLineConn } from "./ws_conn.ts";
 
 /** One parsed broadcast. The client reuses the object: read it in the callback, do not keep it. */
 export interface Delivery {
@@ -27,6 +28,15 @@ export interface ClientOptions {
   countOnly?: boolean;
   /** JSON-parse history replies too (to check one), instead of reading only their request_id. */
   parseHistory?: boolean;
+  /** "ws": a WebSocket to /ws on `port` (the HTTP port) instead of the line protocol over TCP. */
+  transport?: "tcp" | "ws";
+}
+
+/** What the client needs of its connection: a TCP socket, or a WebSocket behind WsLineConn. */
+interface LineConn {
+  read(buffer: Uint8Array): Promise<number | null>;
+  write(bytes: Uint8Array): Promise<number>;
+  close(): void;
 }
 
 interface Pending {
@@ -60,7 +70,7 @@ export class LoadClient {
   /** Called for an error frame that answered no pending request (a rejected send_message). */
   onError: ((code: string, requestId: number) => void) | undefined;
 
-  readonly #conn: Deno.TcpConn;
+  readonly #conn: LineConn;
   readonly #options: ClientOptions;
   readonly #pending = new Map<number, Pending>();
   readonly #delivery: Delivery = { id: 0, sentAtUs: 0, sender: 0, seq: 0, requestId: -1 };
@@ -70,7 +80,7 @@ export class LoadClient {
   #writing = false;
   readonly done: Promise<void>;
 
-  private constructor(conn: Deno.TcpConn, options: ClientOptions) {
+  private constructor(conn: LineConn, options: ClientOptions) {
     this.#conn = conn;
     this.#options = options;
     this.countOnly = options.countOnly ?? false;
@@ -78,6 +88,7 @@ export class LoadClient {
   }
 
   static async connect(port: number, options: ClientOptions = {}): Promise<LoadClient> {
+    if (options.transport === "ws") return new LoadClient(await WsLineConn.open(port), options);
     const conn = await Deno.connect({ hostname: "127.0.0.1", port, transport: "tcp" });
     conn.setNoDelay(true);
     return new LoadClient(conn, options);

@@ -38,8 +38,11 @@ export async function rssKiB(pid: number | "self"): Promise<number> {
   return match ? Number(match[1]) : NaN;
 }
 
-/** The TCP port a process listens on, found through its socket inodes, or undefined while it has none. */
-export async function listeningPort(pid: number): Promise<number | undefined> {
+/**
+ * The TCP port a process listens on, found through its socket inodes, or undefined while it has
+ * none; `otherPorts` (the chat server's HTTP port) are passed over.
+ */
+export async function listeningPort(pid: number, otherPorts: number[] = []): Promise<number | undefined> {
   const text = await run("sh", [
     "-c",
     `readlink /proc/${pid}/fd/* 2>/dev/null; echo ---; cat /proc/${pid}/net/tcp /proc/${pid}/net/tcp6 2>/dev/null`,
@@ -52,7 +55,8 @@ export async function listeningPort(pid: number): Promise<number | undefined> {
     const cols = line.trim().split(/\s+/);
     // cols: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
     if (cols.length < 10 || cols[3] !== "0A" || !inodes.has(cols[9])) continue;
-    return parseInt(cols[1].split(":")[1], 16);
+    const port = parseInt(cols[1].split(":")[1], 16);
+    if (!otherPorts.includes(port)) return port;
   }
   return undefined;
 }

@@ -38,6 +38,8 @@ export interface ServerOptions {
 export const SERVER_DEFAULTS: Record<string, string> = {
   HOST: "127.0.0.1",
   PORT: "0",
+  // HTTP off unless a scenario asks for it (the ws scenario passes a free port).
+  HTTP_PORT: "0",
   LOG_LEVEL: "warn",
   LOG_FORMAT: "json",
   RATE_LIMIT_PER_SEC: "0",
@@ -92,8 +94,8 @@ let snapshotDir: string | undefined;
  */
 export async function snapshotServerCode(fromHead: boolean): Promise<string> {
   const copy = fromHead
-    ? 'git archive HEAD main.ts lib client schema.sql | tar -x -C "$dir"'
-    : 'cp -r main.ts lib client schema.sql "$dir"/';
+    ? 'git archive HEAD main.ts lib client web schema.sql | tar -x -C "$dir"'
+    : 'cp -r main.ts lib client web schema.sql "$dir"/';
   const out = await new Deno.Command("sh", {
     args: ["-c", `dir=$(mktemp -d /tmp/chat-bench-code.XXXXXX) && ${copy} && echo "$dir"`],
     cwd: ROOT,
@@ -169,7 +171,7 @@ async function spawn(name: string, args: string[], env: Record<string, string>):
       kill(child, "SIGKILL");
       throw new Error(`${name} did not listen within ${START_TIMEOUT_MS / 1000} s`);
     }
-    port = announcedPort ?? await listeningPort(child.pid);
+    port = announcedPort ?? await listeningPort(child.pid, env.HTTP_PORT ? [Number(env.HTTP_PORT)] : []);
     if (port === undefined) await sleep(100);
   }
 

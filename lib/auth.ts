@@ -5,6 +5,7 @@ import { ChatError, unavailable } from "./errors.ts";
 import type { Database } from "./db.ts";
 import { DatabaseError, databaseErrorFields } from "./db.ts";
 import type { Logger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
 import { checkPassword, checkUsername, isValidPassword, isValidUsername } from "./protocol.ts";
 import type { LoginThrottle } from "./login_throttle.ts";
 import { TokenBuckets } from "./rate_limit.ts";
@@ -32,12 +33,14 @@ const INSERT_USER_SQL = `INSERT INTO users (username, password_hash)
 
 export interface AuthOptions {
   bcryptCost: number;
+  metrics?: Metrics;
 }
 
 export class AuthService {
   readonly #db: Database;
   readonly #log: Logger;
   readonly #cost: number;
+  readonly #metrics: Metrics;
   readonly #throttle: LoginThrottle;
   readonly #dummyHash = cachedUnlessRejected(() => bcrypt.hash("not-a-real-password", this.#cost));
   readonly #hashSlots = new Semaphore(HASH_SLOTS);
@@ -48,6 +51,7 @@ export class AuthService {
     this.#throttle = throttle;
     this.#log = log;
     this.#cost = options.bcryptCost;
+    this.#metrics = options.metrics ?? new Metrics();
   }
 
   /** Creates a user; does not log anyone in. */
@@ -85,6 +89,7 @@ export class AuthService {
       if (this.#throttleLogs.take(address) === 0) {
         this.#log.warn("login throttled", { username: loggedName, address, retry_after_ms: waitMs });
       }
+      this.#metrics.failedLogins.inc();
       throw new ChatError("too_many_attempts", "Too many failed logins, try again later", { retryAfterMs: waitMs });
     }
 
@@ -104,6 +109,7 @@ export class AuthService {
     if (!matches || !row) {
       await this.#throttle.failed(usernameKey, address).catch((err) => void this.#unavailable(err));
       this.#log.info("login failed", { username: loggedName, address });
+      this.#metrics.failedLogins.inc();
       throw new ChatError("invalid_credentials", "Invalid username or password");
     }
     await this.#throttle.succeeded(row.username.toLowerCase()).catch((err) => void this.#unavailable(err));

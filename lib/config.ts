@@ -8,6 +8,13 @@ import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts
 export interface Config {
   readonly host: string;
   readonly port: number;
+  /** The web page, WebSocket, /healthz and /metrics; 0 turns HTTP off. */
+  readonly httpPort: number;
+  /** PEM files; when both are set, HTTP_PORT serves HTTPS/WSS. */
+  readonly tlsCertFile: string | undefined;
+  readonly tlsKeyFile: string | undefined;
+  /** A TLS listener for the line protocol (needs the certificate); undefined = none. */
+  readonly tlsPort: number | undefined;
   /** Unset: the embedded PGlite database under `dataDir`. */
   readonly databaseUrl: string | undefined;
   readonly dataDir: string;
@@ -46,6 +53,10 @@ interface IntRule {
 export const DEFAULTS = {
   HOST: "0.0.0.0",
   PORT: "5555",
+  HTTP_PORT: "8080",
+  TLS_CERT_FILE: "",
+  TLS_KEY_FILE: "",
+  TLS_PORT: "",
   DATABASE_URL: "",
   DATA_DIR: "./data",
   DB_POOL_SIZE: "10",
@@ -97,9 +108,25 @@ export function parseConfig(env: Environment): Config {
   const host = raw("HOST");
   if (!/^[A-Za-z0-9.:_-]+$/.test(host)) problems.push(`HOST=${JSON.stringify(host)}: not a host name or address`);
 
+  const tlsCertFile = raw("TLS_CERT_FILE") || undefined;
+  const tlsKeyFile = raw("TLS_KEY_FILE") || undefined;
+  if (tlsCertFile !== undefined && tlsKeyFile === undefined) {
+    problems.push("TLS_CERT_FILE is set but TLS_KEY_FILE is not: set both (TLS) or neither (plain)");
+  } else if (tlsKeyFile !== undefined && tlsCertFile === undefined) {
+    problems.push("TLS_KEY_FILE is set but TLS_CERT_FILE is not: set both (TLS) or neither (plain)");
+  }
+  const tlsPort = raw("TLS_PORT") === "" ? undefined : int("TLS_PORT", { min: 0, max: 65535 });
+  if (tlsPort !== undefined && tlsCertFile === undefined) {
+    problems.push("TLS_PORT: needs TLS_CERT_FILE and TLS_KEY_FILE");
+  }
+
   const config: Config = {
     host,
     port: int("PORT", { min: 0, max: 65535 }),
+    httpPort: int("HTTP_PORT", { min: 0, max: 65535 }),
+    tlsCertFile,
+    tlsKeyFile,
+    tlsPort,
     databaseUrl,
     dataDir: raw("DATA_DIR"),
     dbPoolSize: int("DB_POOL_SIZE", { min: 1, max: 1000 }),

@@ -13,6 +13,10 @@ import { sanitized } from "../tests/_util.ts";
 const DEFAULT_CONFIG: Config = {
   host: "0.0.0.0",
   port: 5555,
+  httpPort: 8080,
+  tlsCertFile: undefined,
+  tlsKeyFile: undefined,
+  tlsPort: undefined,
   databaseUrl: undefined,
   dataDir: "./data",
   dbPoolSize: 10,
@@ -65,6 +69,10 @@ Deno.test("parseConfig reads every variable", sanitized, () => {
   const config = parseConfig({
     HOST: "127.0.0.1",
     PORT: "6000",
+    HTTP_PORT: "8443",
+    TLS_CERT_FILE: "/etc/chat/cert.pem",
+    TLS_KEY_FILE: "/etc/chat/key.pem",
+    TLS_PORT: "5556",
     DATABASE_URL: "postgres://chat:pw@db.example:5432/chat",
     DATA_DIR: "/var/lib/chat",
     DB_POOL_SIZE: "3",
@@ -84,6 +92,10 @@ Deno.test("parseConfig reads every variable", sanitized, () => {
   assertEquals({ ...config }, {
     host: "127.0.0.1",
     port: 6000,
+    httpPort: 8443,
+    tlsCertFile: "/etc/chat/cert.pem",
+    tlsKeyFile: "/etc/chat/key.pem",
+    tlsPort: 5556,
     databaseUrl: "postgres://chat:pw@db.example:5432/chat",
     dataDir: "/var/lib/chat",
     dbPoolSize: 3,
@@ -146,6 +158,11 @@ Deno.test("parseConfig refuses each invalid value, naming the variable", sanitiz
     { DATABASE_URL: "mysql://localhost/chat" },
     { HOST: "bad host" },
     { PORT: "99999999999999999999" },
+    { HTTP_PORT: "65536" },
+    { HTTP_PORT: "web" },
+    { TLS_CERT_FILE: "cert.pem" },
+    { TLS_KEY_FILE: "key.pem" },
+    { TLS_PORT: "5556" },
   ];
   for (const env of cases) {
     const err = configError(env);
@@ -154,6 +171,16 @@ Deno.test("parseConfig refuses each invalid value, naming the variable", sanitiz
     assert(err.problems[0].startsWith(name), `${name} not named first in ${JSON.stringify(err.problems)}`);
     assert(err.message.includes(name), err.message);
   }
+});
+
+Deno.test("parseConfig takes HTTP_PORT=0 as HTTP off and a bad TLS_PORT as a problem", sanitized, () => {
+  assertEquals(parseConfig({ HTTP_PORT: "0" }).httpPort, 0);
+  const tls = { TLS_CERT_FILE: "c.pem", TLS_KEY_FILE: "k.pem" };
+  assertEquals(parseConfig(tls).tlsPort, undefined);
+  assertEquals(parseConfig({ ...tls, TLS_PORT: "0" }).tlsPort, 0);
+  const err = configError({ ...tls, TLS_PORT: "tls" });
+  assertEquals(err.problems.length, 1);
+  assert(err.problems[0].startsWith("TLS_PORT"), err.problems[0]);
 });
 
 Deno.test("parseConfig reports every bad variable in one ConfigError", sanitized, () => {

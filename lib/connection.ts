@@ -1,4 +1,4 @@
-// One client's socket: its line reader and its writer with a bounded outbound queue.
+// One TCP or TLS client's socket: its line reader and its writer with a bounded outbound queue.
 //
 // Write contract: send() MUST NOT block and MUST NOT reorder. Queued chunks are coalesced into
 // one write per turn of the event loop; one write is in flight at a time; partial writes are
@@ -7,27 +7,16 @@
 
 import { ChatError } from "./errors.ts";
 import { forEachLine, LineTooLongError } from "./framing.ts";
-import type { Logger } from "./log.ts";
 import { encodeLine, errorReply } from "./protocol.ts";
-import type { Session, User } from "./session.ts";
-
-/** What the connection asks of the server it belongs to. */
-export interface ConnectionHost {
-  readonly log: Logger;
-  readonly maxLineBytes: number;
-  readonly maxOutboundBytes: number;
-  /** A coarse clock (ms), cheaper to read per frame than performance.now(). */
-  readonly clock: number;
-  handleLine(session: Session, line: Uint8Array): Promise<void> | void;
-  /** Called once, when the connection has closed. */
-  closed(connection: ClientConnection, reason: string): void;
-}
+import type { CloseReason, User } from "./session.ts";
+import type { Connection, ConnectionHost, Transport } from "./transport.ts";
 
 /** How long a closing connection may take to write its last frame before it is cut. */
 const FINAL_WRITE_TIMEOUT_MS = 2000;
 
-export class ClientConnection implements Session {
+export class ClientConnection implements Connection {
   readonly id: number;
+  readonly transport: Transport;
   readonly remoteAddress: string;
   user: User | null = null;
   /** The host's clock at the last complete frame, for the login idle timeout. */
@@ -38,14 +27,16 @@ export class ClientConnection implements Session {
   #queue: Uint8Array[] = [];
   #queuedBytes = 0;
   #writing = false;
-  /** A write is waiting for the peer (the kernel's send buffer is full). */
-  #blocked = false;
-  #closeReason: string | undefined;
-  #closedFully = false;
+  /** A write has been handed to the socket and has not completed yet. */
+  #writeInFlight = false;
+  #closeReason: CloseReason | undefined;
+  #closeDetail: string | undefined;
+  #released = false;
   #finalTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(id: number, conn: Deno.Conn, host: ConnectionHost) {
+  constructor(id: number, conn: Deno.Conn, host: ConnectionHost, transport: Transport = "tcp") {
     this.id = id;
+    this.transport = transport;
     this.#conn = conn;
     this.#host = host;
     this.lastActivity = host.clock;
@@ -72,7 +63,8 @@ export class ClientConnection implements Session {
       } else if (this.closed) {
         // The socket was closed under the pending read (shutdown, slow consumer): expected.
       } else {
-        this.close(describeReadError(err));
+        this.#closeDetail = errorName(err);
+        this.close(describeSocketError(err, "read_error"));
       }
     }
   }
@@ -82,13 +74,13 @@ export class ClientConnection implements Session {
     this.#enqueue(bytes);
   }
 
-  close(reason: string, finalBytes?: Uint8Array): void {
+  close(reason: CloseReason, finalBytes?: Uint8Array): void {
     if (this.closed) return;
     this.#closeReason = reason;
     if (finalBytes) this.#enqueue(finalBytes);
     // Let queued output go out, but never wait on a peer that does not read.
-    if (this.#writing) this.#finalTimer ??= setTimeout(() => this.#shutdown(), FINAL_WRITE_TIMEOUT_MS);
-    else this.#shutdown();
+    if (this.#writing) this.#finalTimer ??= setTimeout(() => this.#release(), FINAL_WRITE_TIMEOUT_MS);
+    else this.#release();
   }
 
   #enqueue(bytes: Uint8Array): void {
@@ -96,17 +88,12 @@ export class ClientConnection implements Session {
     this.#queuedBytes += bytes.length;
     // Only a backlog behind a write the peer has not taken yet counts: one large broadcast to a
     // client that keeps up is not a slow consumer.
-    if (this.#blocked && this.#queuedBytes > this.#host.maxOutboundBytes) {
-      this.#host.log.warn("slow consumer disconnected", {
-        session: this.id,
-        address: this.remoteAddress,
-        username: this.user?.username,
-        backlog_bytes: this.#queuedBytes,
-      });
+    if (this.#writeInFlight && this.#queuedBytes > this.#host.maxOutboundBytes) {
+      this.#host.slowConsumer(this, this.#queuedBytes);
       this.#closeReason ??= "slow_consumer";
       this.#queue = [];
       this.#queuedBytes = 0;
-      this.#shutdown();
+      this.#release();
       return;
     }
     if (!this.#writing) {
@@ -118,39 +105,43 @@ export class ClientConnection implements Session {
 
   async #drain(): Promise<void> {
     try {
-      while (this.#queue.length > 0 && !this.#closedFully) {
+      while (this.#queue.length > 0 && !this.#released) {
         const chunk = this.#queue.length === 1 ? this.#queue[0] : concat(this.#queue, this.#queuedBytes);
         this.#queue = [];
         this.#queuedBytes = 0;
         let offset = 0;
         while (offset < chunk.length) {
           const written = this.#conn.write(offset === 0 ? chunk : chunk.subarray(offset));
-          this.#blocked = true;
+          this.#writeInFlight = true;
           offset += await written;
-          this.#blocked = false;
+          this.#writeInFlight = false;
         }
       }
     } catch (err) {
-      if (!this.closed) this.#closeReason = describeWriteError(err);
+      this.#writeInFlight = false;
+      if (!this.closed) {
+        this.#closeReason = describeSocketError(err, "write_error");
+        this.#closeDetail = errorName(err);
+      }
       this.#queue = [];
       this.#queuedBytes = 0;
     } finally {
       this.#writing = false;
     }
-    if (this.closed) this.#shutdown();
+    if (this.closed) this.#release();
   }
 
   /** Closes the socket (once) and tells the host. */
-  #shutdown(): void {
-    if (this.#closedFully) return;
-    this.#closedFully = true;
+  #release(): void {
+    if (this.#released) return;
+    this.#released = true;
     if (this.#finalTimer !== undefined) clearTimeout(this.#finalTimer);
     try {
       this.#conn.close();
     } catch {
       // Already closed by the peer or the runtime: nothing left to release.
     }
-    this.#host.closed(this, this.#closeReason ?? "closed");
+    this.#host.connectionClosed(this, this.#closeReason ?? "peer_closed", this.#closeDetail);
   }
 }
 
@@ -164,14 +155,12 @@ function concat(chunks: Uint8Array[], total: number): Uint8Array {
   return out;
 }
 
-function describeReadError(err: unknown): string {
+function describeSocketError(err: unknown, otherwise: CloseReason): CloseReason {
   if (err instanceof Deno.errors.ConnectionReset) return "connection_reset";
   if (err instanceof Deno.errors.BrokenPipe) return "broken_pipe";
-  return `read_error: ${err instanceof Error ? err.name : String(err)}`;
+  return otherwise;
 }
 
-function describeWriteError(err: unknown): string {
-  if (err instanceof Deno.errors.ConnectionReset) return "connection_reset";
-  if (err instanceof Deno.errors.BrokenPipe) return "broken_pipe";
-  return `write_error: ${err instanceof Error ? err.name : String(err)}`;
+function errorName(err: unknown): string {
+  return err instanceof Error ? err.name : String(err);
 }

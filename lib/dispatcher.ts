@@ -10,6 +10,7 @@ import type { AuthService } from "./auth.ts";
 import { ChatError } from "./errors.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
 import type { MessageService } from "./messages.ts";
 import type { Presence } from "./presence.ts";
 import {
@@ -74,6 +75,7 @@ export class Dispatcher {
   readonly #log: Logger;
   readonly #options: DispatcherOptions;
   readonly #sendRate: TokenBuckets;
+  readonly #metrics: Metrics;
   /** At most one rate-limit log line per user every 10 s, so a flood cannot flood the log. */
   readonly #rateLimitLogs = new TokenBuckets(0.1, 1);
   readonly #commands: Record<string, Command>;
@@ -89,8 +91,10 @@ export class Dispatcher {
     presence: Presence,
     log: Logger,
     options: DispatcherOptions,
+    metrics = new Metrics(),
   ) {
     this.#auth = auth;
+    this.#metrics = metrics;
     this.#messages = messages;
     this.#hub = hub;
     this.#presence = presence;
@@ -232,6 +236,7 @@ export class Dispatcher {
     const text = checkMessageText(field(frame, "message"), this.#options.maxMessageLength);
     const waitMs = this.#sendRate.take(String(user.id));
     if (waitMs > 0) {
+      this.#metrics.rateLimited.inc();
       if (this.#rateLimitLogs.take(String(user.id)) === 0) {
         this.#log.warn("send rate limited", { username: user.username, retry_after_ms: waitMs });
       }

@@ -12,6 +12,7 @@ import { databaseErrorFields } from "./db.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import { MessageStream, type OwnCommit } from "./message_stream.ts";
+import { Metrics } from "./metrics.ts";
 import { encodeLine, errorReply, type HistoryQuery, type RequestId } from "./protocol.ts";
 import { RecentMessages, type StoredMessage } from "./recent.ts";
 import type { Session, User } from "./session.ts";
@@ -93,10 +94,19 @@ export class MessageService {
   readonly #unanswered = new Map<string, PendingSend>();
   #idle = Promise.withResolvers<void>();
   #stats: MessageStats = { committed: 0, failed: 0, duplicates: 0, batches: 0 };
+  readonly #metrics: Metrics;
 
   /** `recentCapacity`: how many of the newest messages history serves from memory (MAX_HISTORY_LIMIT). */
-  constructor(db: Database, hub: Hub, log: Logger, recentCapacity: number, commitTimeoutMs = COMMIT_TIMEOUT_MS) {
+  constructor(
+    db: Database,
+    hub: Hub,
+    log: Logger,
+    recentCapacity: number,
+    commitTimeoutMs = COMMIT_TIMEOUT_MS,
+    metrics = new Metrics(),
+  ) {
     this.#db = db;
+    this.#metrics = metrics;
     this.#hub = hub;
     this.#log = log;
     this.#commitTimeoutMs = commitTimeoutMs;
@@ -215,8 +225,9 @@ export class MessageService {
       items.map((m) => m.text),
       items.map((m) => m.clientMsgId ?? null),
     ], { timeoutMs: this.#commitTimeoutMs });
+    const started = performance.now();
     const committed = stored.then(
-      (rows) => this.#committed(items, rows[0]),
+      (rows) => this.#committed(items, rows[0], performance.now() - started),
       (err) => {
         this.#failed(items, err);
         throw err;
@@ -230,7 +241,7 @@ export class MessageService {
     this.#scheduleFlush();
   }
 
-  #committed(items: PendingSend[], result: StoreResult): OwnCommit<OwnExtra> {
+  #committed(items: PendingSend[], result: StoreResult, commitMs: number): OwnCommit<OwnExtra> {
     const messages: StoredMessage[] = [];
     const extras = new Map<number, OwnExtra>();
     const repeated: { send: PendingSend; original: StoredMessage }[] = [];
@@ -252,6 +263,7 @@ export class MessageService {
     }
     this.#stats.committed += messages.length;
     this.#stats.batches++;
+    this.#metrics.batchCommitted(messages.length, commitMs);
     return {
       messages,
       extras,
@@ -270,6 +282,7 @@ export class MessageService {
 
   #failed(items: PendingSend[], err: unknown): void {
     this.#stats.failed += items.length;
+    this.#metrics.messagesFailed.inc(items.length);
     this.#logDatabaseError("database error storing messages; senders told unavailable", err, items.length);
     const failure = unavailable(err);
     for (const send of items) {
@@ -295,6 +308,7 @@ export class MessageService {
    */
   #fanOut(messages: StoredMessage[], extras: Map<number, OwnExtra> | undefined): void {
     this.#recent.append(messages);
+    this.#metrics.deliveries.inc(messages.length * this.#hub.loggedIn);
     const debug = this.#log.enabled("debug");
     const lines: string[] = new Array(messages.length);
     for (let i = 0; i < messages.length; i++) {

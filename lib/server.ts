@@ -1,19 +1,26 @@
-// The TCP listener: accepts connections within the limits, keeps the registry of connections,
-// closes idle unauthenticated ones, and shuts down in order.
+// The line-protocol listeners (plain TCP, and TLS when configured) and the registry every
+// connection joins whatever its transport: limits per server and per address, the idle timeout
+// for connections not logged in, and the graceful stop.
 
-import { ClientConnection, type ConnectionHost } from "./connection.ts";
+import { ClientConnection } from "./connection.ts";
 import type { Dispatcher } from "./dispatcher.ts";
 import { ChatError } from "./errors.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import type { MessageService } from "./messages.ts";
+import type { Metrics } from "./metrics.ts";
 import { encodeLine, errorReply } from "./protocol.ts";
 import { TokenBuckets } from "./rate_limit.ts";
-import type { Session } from "./session.ts";
+import type { CloseReason, Session } from "./session.ts";
+import type { TlsFiles } from "./tls.ts";
+import { type Connection, type ConnectionHost, type Transport, TRANSPORTS } from "./transport.ts";
 
 export interface ServerOptions {
   host: string;
   port: number;
+  /** A TLS listener for the line protocol on this port too (undefined = none; 0 = ephemeral). */
+  tlsPort?: number;
+  tls?: TlsFiles;
   maxLineBytes: number;
   maxOutboundBytes: number;
   maxConnections: number;
@@ -23,6 +30,8 @@ export interface ServerOptions {
 
 /** How long shutdown waits, in all, for in-flight sends and for output to drain (main.ts exits by 10 s). */
 const SHUTDOWN_GRACE_MS = 8000;
+/** How often the coarse clock ticks (and idle connections are looked for), at most. */
+const CLOCK_TICK_MS = 1000;
 
 export class ChatServer implements ConnectionHost {
   readonly log: Logger;
@@ -32,114 +41,206 @@ export class ChatServer implements ConnectionHost {
   readonly #dispatcher: Dispatcher;
   readonly #hub: Hub;
   readonly #messages: MessageService;
+  readonly #metrics: Metrics;
   readonly #listener: Deno.TcpListener;
-  readonly #connections = new Set<ClientConnection>();
+  readonly #tlsListener: Deno.TlsListener | undefined;
+  readonly #connections = new Set<Connection>();
   readonly #connectionsPerIp = new Map<string, number>();
+  readonly #connectionsByTransport = new Map<Transport, number>(TRANSPORTS.map((t) => [t, 0]));
   readonly #running = new Set<Promise<void>>();
   #nextId = 1;
   readonly #refusalLogs = new TokenBuckets(0.1, 1);
-  #refusedSinceLog = 0;
-  #idleTimer: ReturnType<typeof setInterval> | undefined;
-  #idleCheckMs = 0;
-  /** performance.now() as of the last idle check: connections stamp their activity with it, for free. */
+  /** Refusals per address not yet reported, while that address's log line is rate-limited. */
+  readonly #refusedSinceLog = new Map<string, number>();
+  readonly #clockTimer: ReturnType<typeof setInterval>;
+  readonly #clockTickMs: number;
+  /** performance.now() as of the last tick: connections stamp their activity with it, for free. */
   clock = performance.now();
-  #acceptLoop: Promise<void>;
-  #closing: Promise<void> | undefined;
+  readonly #acceptLoops: Promise<void>[] = [];
+  #stopping: Promise<void> | undefined;
   #connectionsClosed: () => void = () => {};
 
-  constructor(options: ServerOptions, dispatcher: Dispatcher, hub: Hub, messages: MessageService, log: Logger) {
+  constructor(
+    options: ServerOptions,
+    dispatcher: Dispatcher,
+    hub: Hub,
+    messages: MessageService,
+    log: Logger,
+    metrics: Metrics,
+  ) {
     this.#options = options;
     this.#dispatcher = dispatcher;
     this.#hub = hub;
     this.#messages = messages;
+    this.#metrics = metrics;
     this.log = log;
     this.maxLineBytes = options.maxLineBytes;
     this.maxOutboundBytes = options.maxOutboundBytes;
     this.#listener = Deno.listen({ hostname: options.host, port: options.port, transport: "tcp" });
-    this.#acceptLoop = this.#accept();
-    if (options.loginIdleTimeoutSec > 0) {
-      this.#idleCheckMs = Math.min(1000, options.loginIdleTimeoutSec * 250);
-      this.#idleTimer = setInterval(() => this.#closeIdle(), this.#idleCheckMs);
+    if (options.tlsPort !== undefined && options.tls) {
+      try {
+        this.#tlsListener = Deno.listenTls({ hostname: options.host, port: options.tlsPort, ...options.tls });
+      } catch (err) {
+        this.#listener.close();
+        throw err;
+      }
     }
+    this.#acceptLoops.push(this.#accept(this.#listener, "tcp"));
+    if (this.#tlsListener) this.#acceptLoops.push(this.#accept(this.#tlsListener, "tls"));
+    // The clock ticks even with the idle timeout off, so that activity stamps stay true.
+    this.#clockTickMs = options.loginIdleTimeoutSec > 0
+      ? Math.min(CLOCK_TICK_MS, options.loginIdleTimeoutSec * 250)
+      : CLOCK_TICK_MS;
+    this.#clockTimer = setInterval(() => this.#tick(), this.#clockTickMs);
+    metrics.addGauge(
+      "chat_connections",
+      "Open connections by transport",
+      () => TRANSPORTS.map((transport) => [{ transport }, this.#connectionsByTransport.get(transport) ?? 0] as const),
+    );
+    metrics.addGauge("chat_logged_in_connections", "Connections logged in", () => hub.loggedIn);
   }
 
   get port(): number {
     return (this.#listener.addr as Deno.NetAddr).port;
   }
 
+  /** The TLS line-protocol port, if one is open. */
+  get tlsPort(): number | undefined {
+    return this.#tlsListener ? (this.#tlsListener.addr as Deno.NetAddr).port : undefined;
+  }
+
   get connectionCount(): number {
     return this.#connections.size;
+  }
+
+  /** False once the graceful stop has begun. */
+  get accepting(): boolean {
+    return this.#stopping === undefined;
+  }
+
+  /** An id for a new connection of any transport. */
+  nextConnectionId(): number {
+    return this.#nextId++;
   }
 
   handleLine(session: Session, line: Uint8Array): Promise<void> | void {
     return this.#dispatcher.handleLine(session, line);
   }
 
-  closed(connection: ClientConnection, reason: string): void {
+  connectionClosed(connection: Connection, reason: CloseReason, detail?: string): void {
     if (!this.#connections.delete(connection)) return;
     this.#hub.leave(connection);
     const left = (this.#connectionsPerIp.get(connection.remoteAddress) ?? 1) - 1;
     if (left <= 0) this.#connectionsPerIp.delete(connection.remoteAddress);
     else this.#connectionsPerIp.set(connection.remoteAddress, left);
+    const transport = connection.transport;
+    this.#connectionsByTransport.set(transport, (this.#connectionsByTransport.get(transport) ?? 1) - 1);
     if (reason !== "too_many_connections") {
-      this.log.info("client disconnected", { session: connection.id, address: connection.remoteAddress, reason });
+      this.log.info("client disconnected", {
+        session: connection.id,
+        address: connection.remoteAddress,
+        transport,
+        reason,
+        error: detail,
+      });
     }
     if (this.#connections.size === 0) this.#connectionsClosed();
   }
 
-  async #accept(): Promise<void> {
-    while (true) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await this.#listener.accept();
-      } catch (err) {
-        if (this.#closing) return;
-        // Out of file descriptors and the like: log, breathe, and keep serving.
-        this.log.error("accept failed", { error: err instanceof Error ? err.message : String(err) });
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        continue;
-      }
-      this.#admit(conn);
-    }
+  slowConsumer(connection: Connection, backlogBytes: number): void {
+    this.#metrics.slowConsumers.inc();
+    this.log.warn("slow consumer disconnected", {
+      session: connection.id,
+      address: connection.remoteAddress,
+      transport: connection.transport,
+      username: connection.user?.username,
+      backlog_bytes: backlogBytes,
+    });
   }
 
-  #admit(conn: Deno.TcpConn): void {
-    const connection = new ClientConnection(this.#nextId++, conn, this);
+  /**
+   * Registers a new connection of any transport, within the limits. Returns false (and closes it
+   * with too_many_connections) when it is over one, or when the server is stopping.
+   */
+  admit(connection: Connection): boolean {
     const address = connection.remoteAddress;
     const fromAddress = this.#connectionsPerIp.get(address) ?? 0;
-    const refusal = this.#connections.size >= this.#options.maxConnections
+    const refusal = !this.accepting
+      ? "Server is shutting down"
+      : this.#connections.size >= this.#options.maxConnections
       ? "Server is at its connection limit"
       : fromAddress >= this.#options.maxConnectionsPerIp
       ? "Too many connections from your address"
       : undefined;
     this.#connections.add(connection);
     this.#connectionsPerIp.set(address, fromAddress + 1);
+    const transport = connection.transport;
+    this.#connectionsByTransport.set(transport, (this.#connectionsByTransport.get(transport) ?? 0) + 1);
     if (refusal) {
-      // A flood must not flood the log: one line per address every 10 s, with the count refused.
-      this.#refusedSinceLog++;
-      if (this.#refusalLogs.take(address) === 0) {
-        this.log.warn("connection refused", { address, reason: refusal, refused: this.#refusedSinceLog });
-        this.#refusedSinceLog = 0;
-      }
+      this.#refused(address, refusal);
       connection.close("too_many_connections", encodeLine(errorReply(new ChatError("too_many_connections", refusal))));
-      return;
+      return false;
     }
-    try {
-      conn.setNoDelay(true);
-      conn.setKeepAlive(true);
-    } catch {
-      // The peer may already be gone; the read loop will notice.
-    }
-    this.log.info("client connected", { session: connection.id, address });
-    const running = connection.run();
+    this.log.info("client connected", { session: connection.id, address, transport });
+    return true;
+  }
+
+  /** Keeps a connection's read loop in the set shutdown waits for. */
+  track(running: Promise<void>): void {
     this.#running.add(running);
     running.finally(() => this.#running.delete(running));
   }
 
-  #closeIdle(): void {
+  /** A flood must not flood the log: one line per address every 10 s, with that address's count. */
+  #refused(address: string, reason: string): void {
+    this.#metrics.connectionsRefused.inc();
+    const refused = (this.#refusedSinceLog.get(address) ?? 0) + 1;
+    if (this.#refusalLogs.take(address) === 0) {
+      this.#refusedSinceLog.delete(address);
+      this.log.warn("connection refused", { address, reason, refused });
+    } else {
+      this.#refusedSinceLog.set(address, refused);
+    }
+  }
+
+  async #accept(listener: Deno.Listener, transport: Transport): Promise<void> {
+    while (true) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (this.#stopping) return;
+        // Out of file descriptors and the like: log, breathe, and keep serving.
+        this.log.error("accept failed", { transport, error: err instanceof Error ? err.message : String(err) });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+      this.#admitSocket(conn, transport);
+    }
+  }
+
+  #admitSocket(conn: Deno.Conn, transport: Transport): void {
+    const connection = new ClientConnection(this.nextConnectionId(), conn, this, transport);
+    if (!this.admit(connection)) return;
+    if (transport === "tcp") {
+      try {
+        (conn as Deno.TcpConn).setNoDelay(true);
+        (conn as Deno.TcpConn).setKeepAlive(true);
+      } catch {
+        // The peer may already be gone; the read loop will notice.
+      }
+    }
+    this.track(connection.run());
+  }
+
+  #tick(): void {
     this.clock = performance.now();
-    // Activity stamps lag by up to one check: allow for it, so that no connection is closed early.
-    const deadline = this.clock - this.#options.loginIdleTimeoutSec * 1000 - this.#idleCheckMs;
+    if (this.#options.loginIdleTimeoutSec > 0) this.#closeIdle();
+  }
+
+  #closeIdle(): void {
+    // Activity stamps lag by up to one tick: allow for it, so that no connection is closed early.
+    const deadline = this.clock - this.#options.loginIdleTimeoutSec * 1000 - this.#clockTickMs;
     for (const connection of this.#connections) {
       if (connection.user === null && connection.lastActivity < deadline && !connection.closed) {
         const error = new ChatError("idle_timeout", "Closed after no login and no request in time");
@@ -153,20 +254,22 @@ export class ChatServer implements ConnectionHost {
    * closes every connection. Safe to call more than once.
    */
   close(): Promise<void> {
-    this.#closing ??= this.#shutdown();
-    return this.#closing;
+    this.#stopping ??= this.#stopGracefully();
+    return this.#stopping;
   }
 
-  async #shutdown(): Promise<void> {
-    if (this.#idleTimer !== undefined) clearInterval(this.#idleTimer);
+  async #stopGracefully(): Promise<void> {
+    clearInterval(this.#clockTimer);
     // In-flight sends finish; new requests are refused rather than half-served.
     this.#dispatcher.stopAccepting();
-    try {
-      this.#listener.close();
-    } catch {
-      // Already closed.
+    for (const listener of [this.#listener, this.#tlsListener]) {
+      try {
+        listener?.close();
+      } catch {
+        // Already closed.
+      }
     }
-    await this.#acceptLoop;
+    await Promise.all(this.#acceptLoops);
     const deadline = performance.now() + SHUTDOWN_GRACE_MS;
     await withTimeout(this.#messages.drained(), deadline);
     const allClosed = new Promise<void>((resolve) => this.#connectionsClosed = resolve);

@@ -7,6 +7,21 @@ export interface User {
   readonly username: string;
 }
 
+/** Why a connection closed: exactly one is recorded per connection. */
+export type CloseReason =
+  | "peer_closed"
+  | "connection_reset"
+  | "broken_pipe"
+  | "read_error"
+  | "write_error"
+  | "line_too_long"
+  | "binary_frame"
+  | "inbound_overflow"
+  | "slow_consumer"
+  | "too_many_connections"
+  | "idle_timeout"
+  | "server_shutdown";
+
 export interface Session {
   readonly id: number;
   /** The peer's IP address. */
@@ -20,5 +35,5 @@ export interface Session {
    */
   send(bytes: Uint8Array): void;
   /** Sends `finalBytes` (if any), then closes, recording `reason` once. */
-  close(reason: string, finalBytes?: Uint8Array): void;
+  close(reason: CloseReason, finalBytes?: Uint8Array): void;
 }

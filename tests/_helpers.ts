@@ -69,6 +69,8 @@ export async function startTestServer(
   const config = parseConfig({
     HOST: "127.0.0.1",
     PORT: "0",
+    // HTTP off unless a test asks for it (options.httpPort: 0 for an ephemeral port).
+    HTTP_PORT: "0",
     BCRYPT_COST: "4",
     DB_POOL_SIZE: "4",
     ...backend.env,

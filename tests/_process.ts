@@ -48,7 +48,15 @@ export async function spawnServer(
   const child = new Deno.Command(command, {
     args: commandArgs,
     cwd: options.cwd ?? ROOT,
-    env: { HOST: "127.0.0.1", PORT: "0", BCRYPT_COST: "4", LOG_FORMAT: "json", LOG_LEVEL: "info", ...env },
+    env: {
+      HOST: "127.0.0.1",
+      PORT: "0",
+      HTTP_PORT: "0",
+      BCRYPT_COST: "4",
+      LOG_FORMAT: "json",
+      LOG_LEVEL: "info",
+      ...env,
+    },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -126,7 +134,7 @@ export async function runServerCommand(
     output = await new Deno.Command(command, {
       args: commandArgs,
       cwd: options.cwd ?? ROOT,
-      env: { HOST: "127.0.0.1", PORT: "0", BCRYPT_COST: "4", ...env },
+      env: { HOST: "127.0.0.1", PORT: "0", HTTP_PORT: "0", BCRYPT_COST: "4", ...env },
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

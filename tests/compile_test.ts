@@ -25,7 +25,7 @@ if (!runtime.available) {
 }
 
 Deno.test({
-  name: "compile: the compiled server answers ping and exits 0 on SIGTERM",
+  name: "compile: the compiled server answers ping, serves the web page from inside the binary, and exits 0 on SIGTERM",
   ignore: !runtime.available,
   ...sanitized,
   async fn() {
@@ -43,9 +43,22 @@ Deno.test({
       }
       assert((await Deno.stat(binary)).isFile, "no binary written");
 
-      await using server = await spawnServer({ DATA_DIR: `${dir}/data` }, [], { executable: binary, cwd: dir });
+      const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const httpPort = (probe.addr as Deno.NetAddr).port;
+      probe.close();
+      await using server = await spawnServer({ DATA_DIR: `${dir}/data`, HTTP_PORT: String(httpPort) }, [], {
+        executable: binary,
+        cwd: dir,
+      });
       await using client = await server.connect();
       assertEquals(await client.request({ type: "ping" }), { type: "pong" });
+      // web/ comes from inside the binary (--include web): the temp dir holds no copy of it.
+      const page = await fetch(`http://127.0.0.1:${httpPort}/`);
+      assertEquals(page.status, 200);
+      assert((await page.text()).includes('src="/main.js"'), "not the web page");
+      const script = await fetch(`http://127.0.0.1:${httpPort}/main.js`);
+      assertEquals(script.status, 200);
+      await script.body?.cancel();
       assertEquals(await server.stop("SIGTERM"), 0);
       assertEquals(await client.expectClosed(), []);
     } finally {

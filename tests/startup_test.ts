@@ -36,3 +36,50 @@ Deno.test({
     }
   },
 });
+
+/** A port free at the time of asking (the server binds it a moment later). */
+function freePort(): number {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  return port;
+}
+
+Deno.test({
+  name: "startup: the web chat's URL is printed, and one per LAN address beside the TCP one",
+  ...sanitized,
+  async fn() {
+    const httpPort = freePort();
+    await using server = await spawnServer({ DATA_DIR: "memory://", HTTP_PORT: String(httpPort) });
+    // The address lines follow the "listening" line that spawnServer waits for.
+    const lan = Deno.networkInterfaces().filter((i) => i.family === "IPv4" && !i.address.startsWith("127."));
+    const deadline = Date.now() + 5000;
+    const browserLines = () => server.logs.filter((entry) => String(entry.msg).endsWith("in a browser")).length;
+    while (browserLines() < lan.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const messages = server.logs.map((entry) => String(entry.msg));
+    const web = server.logs.find((entry) => entry.msg === "web chat listening");
+    assertEquals(web?.url, `http://localhost:${httpPort}`);
+    for (const { address } of lan) {
+      assert(
+        messages.includes(`clients on your network can connect to ${address}:${server.port}`),
+        messages.join("\n"),
+      );
+      assert(messages.includes(`open http://${address}:${httpPort} in a browser`), messages.join("\n"));
+    }
+    const page = await fetch(`http://127.0.0.1:${httpPort}/`);
+    assertEquals(page.status, 200);
+    await page.body?.cancel();
+  },
+});
+
+Deno.test({
+  name: "startup: HTTP_PORT already in use exits 1 and names HTTP_PORT",
+  ...sanitized,
+  async fn() {
+    using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (taken.addr as Deno.NetAddr).port;
+    const result = await runServerCommand({ DATA_DIR: "memory://", HTTP_PORT: String(port) });
+    assertEquals(result.code, 1, result.stderr);
+    assertMatch(result.stdout + result.stderr, new RegExp(`127\\.0\\.0\\.1:${port} is already in use.*HTTP_PORT`));
+  },
+});

@@ -155,6 +155,8 @@ export interface LoginOptions {
   countOnly?: boolean;
   /** Connections opened and logins in flight at once. */
   concurrency?: number;
+  /** "ws": WebSockets to /ws, with `port` the server's HTTP port. */
+  transport?: "tcp" | "ws";
 }
 
 /** Opens `count` connections and logs each in. */
@@ -169,6 +171,7 @@ export async function connectLoggedIn(port: number, count: number, options: Logi
       const client = await LoadClient.connect(port, {
         readBufferBytes: options.readBufferBytes,
         countOnly: options.countOnly,
+        transport: options.transport,
       });
       clients[i] = client;
       const username = options.usernames[i % options.usernames.length];

@@ -1,0 +1,278 @@
+// The web page in a real browser (Debian's Chromium driven by playwright-core): two pages register
+// and chat with each other and with a TCP client, page back through history, show markup as text,
+// and ride out a server restart without missing or doubling a message. The picture of two pages
+// chatting is written to docs/web.png with UPDATE_SCREENSHOT=1 (elsewhere it goes to a temp file).
+
+import type { Browser, Page } from "playwright-core";
+import { assert, assertEquals } from "./_assert.ts";
+import { CHROMIUM, chromiumMissing, launchBrowser } from "./_browser.ts";
+import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./_helpers.ts";
+
+if (chromiumMissing) {
+  // deno-lint-ignore no-console
+  console.log(`browser tests skipped: no ${CHROMIUM} (apt-get install chromium)`);
+}
+
+const browserTest = { ignore: chromiumMissing, ...sanitized };
+
+/** Opens the page, registers `username` and waits for the chat to show. */
+async function openAndRegister(
+  browser: Browser,
+  url: string,
+  username: string,
+  viewport = { width: 900, height: 560 },
+) {
+  const page = await browser.newPage({ viewport });
+  const dialogs: string[] = [];
+  page.on("dialog", (dialog) => {
+    dialogs.push(dialog.message());
+    void dialog.dismiss();
+  });
+  const errors: string[] = [];
+  page.on("pageerror", (err) => errors.push(String(err)));
+  page.on("console", (message) => {
+    if (message.type() === "error") errors.push(message.text());
+  });
+  await page.goto(url);
+  await page.fill("#username", username);
+  await page.fill("#password", "secret123");
+  await page.click("#register-button");
+  await page.waitForSelector("#chat:not([hidden])", { timeout: 10_000 });
+  return { page, dialogs, errors };
+}
+
+/** Types a message and presses Enter. */
+async function say(page: Page, text: string): Promise<void> {
+  await page.focus("#message");
+  await page.fill("#message", text);
+  await page.keyboard.press("Enter");
+}
+
+/** The ids of the messages the page shows, in order. */
+function shownIds(page: Page): Promise<number[]> {
+  return page.$$eval("#messages li[data-id]", (items) => items.map((item) => Number(item.getAttribute("data-id"))));
+}
+
+/** Waits until the page shows a message whose text is exactly `text`. */
+async function waitForText(page: Page, text: string, timeout = 10_000): Promise<void> {
+  await page.locator("#messages li[data-id] .text").getByText(text, { exact: true }).first().waitFor({ timeout });
+}
+
+/** Waits until no send is pending on the page. */
+async function waitForNoPending(page: Page, timeout = 10_000): Promise<void> {
+  const deadline = Date.now() + timeout;
+  while (await page.locator("#messages li.pending").count() > 0) {
+    if (Date.now() > deadline) throw new Error("a send is still pending");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function sendFromTcp(client: TestClient, text: string): Promise<Frame> {
+  await client.send({ type: "send_message", message: text });
+  return await client.waitFor((f) => f.type === "new_message" && f.message === text);
+}
+
+Deno.test({
+  name: "browser: two pages and a TCP client chat; history pages back; markup shows as text and runs nothing",
+  ...browserTest,
+  async fn() {
+    await using server = await startTestServer(backends[0], { RATE_LIMIT_PER_SEC: "0" }, { httpPort: 0 });
+    const url = `http://127.0.0.1:${server.service.httpPort}/`;
+    await using terminal = await server.connect();
+    const terminalName = String((await terminal.registerAndLogin(uniqueName("terminal"))).username);
+    // More history than one page (50), so that scrolling up asks for an older page.
+    const tag = uniqueName("h");
+    for (let i = 0; i < 60; i++) await terminal.send({ type: "send_message", message: `${tag} ${i}` });
+    await terminal.waitFor((f) => f.message === `${tag} 59`);
+
+    const browser = await launchBrowser();
+    try {
+      const alice = await openAndRegister(browser, url, uniqueName("alice"));
+      const bob = await openAndRegister(browser, url, uniqueName("bob"));
+      await waitForText(alice.page, `${tag} 59`);
+      assert(!(await alice.page.isVisible(`text="${tag} 0"`)), "the first page already holds the oldest message");
+
+      // Scrolling to the top asks for the older page; the order stays by id.
+      await alice.page.$eval("#messages", (list) => list.scrollTop = 0);
+      await waitForText(alice.page, `${tag} 0`);
+      const ids = await shownIds(alice.page);
+      assertEquals(ids, [...ids].sort((a, b) => a - b));
+      assertEquals(new Set(ids).size, ids.length);
+
+      await say(alice.page, "hello from alice");
+      await waitForText(bob.page, "hello from alice");
+      await alice.page.waitForSelector("#messages li.own[data-id] >> text=hello from alice");
+      await waitForNoPending(alice.page);
+      assertEquals((await terminal.waitFor((f) => f.message === "hello from alice")).type, "new_message");
+
+      const markup = "<img src=x onerror=alert(1)>";
+      await say(bob.page, markup);
+      await waitForText(alice.page, markup);
+      assertEquals(await alice.page.$$eval("#messages img", (images) => images.length), 0);
+      assertEquals(await bob.page.$$eval("#messages img", (images) => images.length), 0);
+      await terminal.waitFor((f) => f.message === markup);
+
+      await sendFromTcp(terminal, "hello from a terminal");
+      await waitForText(alice.page, "hello from a terminal");
+      await waitForText(bob.page, "hello from a terminal");
+      await alice.page.locator("#users li", { hasText: terminalName }).waitFor();
+
+      // An error code becomes a sentence: an empty send is not sent, a too-long one is refused.
+      await say(bob.page, "x".repeat(4001));
+      await bob.page.waitForSelector("#messages li.failed >> text=/not sent: The server refused the message/");
+
+      const phone = await openAndRegister(browser, url, uniqueName("carol"), { width: 390, height: 700 });
+      await waitForText(phone.page, "hello from a terminal");
+      const overflow = await phone.page.$eval("html", (html) => html.scrollWidth > html.clientWidth);
+      assertEquals(overflow, false, "the page is wider than a phone");
+
+      for (const { dialogs, errors } of [alice, bob, phone]) {
+        assertEquals(dialogs, [], "a dialog opened: script ran");
+        assertEquals(errors, []);
+      }
+    } finally {
+      await browser.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "browser: the server restarts under the pages; they reconnect, catch up and miss or double nothing",
+  ...browserTest,
+  async fn() {
+    // A fixed port, so that the restarted server is where the pages reconnect to.
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const httpPort = (probe.addr as Deno.NetAddr).port;
+    probe.close();
+    let server = await startTestServer(backends[0], { RATE_LIMIT_PER_SEC: "0" }, { httpPort });
+    const url = `http://127.0.0.1:${httpPort}/`;
+    const browser = await launchBrowser();
+    try {
+      const alice = await openAndRegister(browser, url, uniqueName("alice"));
+      const bob = await openAndRegister(browser, url, uniqueName("bob"));
+      await say(alice.page, "before the restart");
+      await waitForText(bob.page, "before the restart");
+
+      await server.close();
+      await alice.page.waitForSelector("#connection-status >> text=/reconnecting/", { timeout: 10_000 });
+      // Typed while the server is away: pending now, sent once the page is back.
+      await say(bob.page, "typed while away");
+      server = await startTestServer(backends[0], { RATE_LIMIT_PER_SEC: "0" }, { httpPort });
+      // Sent before the pages are back: only the catch-up with `after` can bring these.
+      await using terminal = await server.connect();
+      await terminal.registerAndLogin();
+      for (let i = 0; i < 5; i++) await sendFromTcp(terminal, `while away ${i}`);
+
+      for (const { page } of [alice, bob]) {
+        for (let i = 0; i < 5; i++) await waitForText(page, `while away ${i}`, 20_000);
+        await waitForText(page, "typed while away", 20_000);
+      }
+      await sendFromTcp(terminal, "after the restart");
+      const history = await terminal.request({ type: "get_history", limit: 500 });
+      const all = (history.messages as Frame[]).map((m) => Number(m.id));
+      for (const { page, dialogs, errors } of [alice, bob]) {
+        await waitForText(page, "after the restart");
+        await waitForNoPending(page);
+        const ids = await shownIds(page);
+        // Every message since the page's first one, once each, in id order.
+        assertEquals(ids, all.slice(all.indexOf(ids[0])));
+        assertEquals(dialogs, []);
+        assertEquals(errors.filter((e) => !/WebSocket|ERR_CONNECTION_REFUSED/.test(e)), []);
+      }
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "browser: two pages chatting, side by side, in one picture",
+  ...browserTest,
+  async fn() {
+    // A database of its own, so that the picture shows only this conversation.
+    await using server = await startTestServer(backends[0], { DATA_DIR: "memory://" }, { httpPort: 0 });
+    const url = `http://127.0.0.1:${server.service.httpPort}/`;
+    await using terminal = await server.connect();
+    await terminal.registerAndLogin("dana_terminal");
+    const browser = await launchBrowser();
+    try {
+      const alice = await openAndRegister(browser, url, "alice", { width: 820, height: 480 });
+      const bob = await openAndRegister(browser, url, "bob", { width: 390, height: 480 });
+      await say(alice.page, "Hi Bob! The web page is up.");
+      await waitForText(bob.page, "Hi Bob! The web page is up.");
+      await say(bob.page, "Nice, I'm on my phone.");
+      await waitForText(alice.page, "Nice, I'm on my phone.");
+      await sendFromTcp(terminal, "And I'm in a terminal, same chat.");
+      await say(alice.page, "<b>markup</b> shows as text");
+      for (const { page } of [alice, bob]) {
+        await waitForText(page, "<b>markup</b> shows as text");
+        await page.locator("#users li", { hasText: "dana_terminal" }).waitFor();
+        await waitForNoPending(page);
+        await page.locator("#message").blur();
+      }
+      const shots = [await alice.page.screenshot(), await bob.page.screenshot()];
+      // Composed on a blank page of its own (no CSP there), then saved as one picture.
+      const canvas = await browser.newPage({ viewport: { width: 820 + 390 + 48, height: 480 + 32 } });
+      await canvas.setContent(
+        `<body style="margin:0;padding:16px;background:#d1d5db;display:flex;gap:16px;align-items:flex-start">${
+          shots.map((shot) => `<img style="border-radius:8px" src="data:image/png;base64,${shot.toString("base64")}">`)
+            .join("")
+        }</body>`,
+      );
+      const update = Deno.env.get("UPDATE_SCREENSHOT") === "1";
+      const path = update
+        ? new URL("../docs/web.png", import.meta.url).pathname
+        : await Deno.makeTempFile({ suffix: ".png" });
+      try {
+        await canvas.screenshot({ path });
+        const png = await Deno.readFile(path);
+        assertEquals([...png.subarray(1, 4)], [0x50, 0x4e, 0x47], "not a PNG");
+      } finally {
+        if (!update) await Deno.remove(path);
+      }
+      for (const { dialogs, errors } of [alice, bob]) assertEquals([dialogs, errors], [[], []]);
+    } finally {
+      await browser.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "browser: usable by keyboard alone: register, log in, send, and reach the older-messages button",
+  ...browserTest,
+  async fn() {
+    await using server = await startTestServer(backends[0], { RATE_LIMIT_PER_SEC: "0" }, { httpPort: 0 });
+    await using terminal = await server.connect();
+    await terminal.registerAndLogin();
+    const tag = uniqueName("k");
+    for (let i = 0; i < 55; i++) await terminal.send({ type: "send_message", message: `${tag} ${i}` });
+    await terminal.waitFor((f) => f.message === `${tag} 54`);
+    const browser = await launchBrowser();
+    try {
+      const page = await browser.newPage({ viewport: { width: 900, height: 560 } });
+      await page.goto(`http://127.0.0.1:${server.service.httpPort}/`);
+      // The username field has the focus on load; Tab moves to the password, then to the buttons.
+      await page.keyboard.type(uniqueName("keys"));
+      await page.keyboard.press("Tab");
+      await page.keyboard.type("secret123");
+      await page.keyboard.press("Tab");
+      await page.keyboard.press("Tab");
+      await page.keyboard.press("Enter"); // Register (then log in)
+      await page.waitForSelector("#chat:not([hidden])", { timeout: 10_000 });
+      // After logging in the message field has the focus: type and press Enter.
+      await page.keyboard.type("sent by keyboard");
+      await page.keyboard.press("Enter");
+      await waitForText(page, "sent by keyboard");
+      await terminal.waitFor((f) => f.message === "sent by keyboard");
+      // Shift+Tab back through the page reaches the older-messages button; Enter loads the older page.
+      const focused = () => page.$eval(":focus", (element) => element.id).catch(() => "");
+      for (let i = 0; i < 10 && await focused() !== "older-button"; i++) await page.keyboard.press("Shift+Tab");
+      assertEquals(await focused(), "older-button");
+      await page.keyboard.press("Enter");
+      await waitForText(page, `${tag} 0`);
+    } finally {
+      await browser.close();
+    }
+  },
+});

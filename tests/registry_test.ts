@@ -1,0 +1,73 @@
+// The registry every transport shares (lib/server.ts): its coarse clock, and refused connections
+// counted and logged per address.
+
+import { assert, assertEquals } from "./_assert.ts";
+import { backends, sanitized, sharedPgliteDatabase, startTestServer } from "./_helpers.ts";
+import { startChatService } from "../lib/app.ts";
+import { parseConfig } from "../lib/config.ts";
+import { type LogFields, Logger } from "../lib/log.ts";
+import type { ChatServer } from "../lib/server.ts";
+import type { CloseReason } from "../lib/session.ts";
+import type { Connection } from "../lib/transport.ts";
+
+Deno.test({
+  name: "registry: the coarse clock keeps ticking with LOGIN_IDLE_TIMEOUT_SEC=0",
+  ...sanitized,
+  async fn() {
+    await using server = await startTestServer(backends[0], { LOGIN_IDLE_TIMEOUT_SEC: "0" });
+    const start = server.service.server.clock;
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    assert(server.service.server.clock > start, "the clock did not move");
+  },
+});
+
+/** A connection without a socket, from any address: enough for the registry's limits. */
+class FakeConnection implements Connection {
+  readonly transport = "tcp";
+  user = null;
+  pendingSends = 0;
+  lastSend = null;
+  lastActivity = 0;
+  closed = false;
+  closeReason: CloseReason | undefined;
+  constructor(readonly id: number, readonly remoteAddress: string, readonly server: ChatServer) {}
+  send(): void {}
+  close(reason: CloseReason): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeReason = reason;
+    this.server.connectionClosed(this, reason);
+  }
+}
+
+class CapturingLogger extends Logger {
+  readonly warnings: { msg: string; fields?: LogFields }[] = [];
+  override warn(msg: string, fields?: LogFields): void {
+    this.warnings.push({ msg, fields });
+  }
+}
+
+Deno.test({
+  name: "registry: refused connections are counted and logged per address, not under one global count",
+  ...sanitized,
+  async fn() {
+    const log = new CapturingLogger("error");
+    const config = parseConfig({ HOST: "127.0.0.1", PORT: "0", HTTP_PORT: "0", MAX_CONNECTIONS_PER_IP: "1" });
+    await using service = await startChatService(config, log, { database: sharedPgliteDatabase() });
+    const server = service.server;
+    const connect = (address: string) => new FakeConnection(server.nextConnectionId(), address, server);
+    const admitted = [connect("10.0.0.1"), connect("10.0.0.2")];
+    for (const connection of admitted) assert(server.admit(connection));
+    const refusedA = [connect("10.0.0.1"), connect("10.0.0.1"), connect("10.0.0.1")];
+    for (const connection of refusedA) assertEquals(server.admit(connection), false);
+    assert(refusedA.every((c) => c.closeReason === "too_many_connections"));
+    const refusedB = connect("10.0.0.2");
+    assertEquals(server.admit(refusedB), false);
+    const refusals = log.warnings.filter((w) => w.msg === "connection refused").map((w) => w.fields);
+    // One line per address (the rest of A's are held back), each with that address's own count.
+    assertEquals(refusals.map((f) => [f?.address, f?.refused]), [["10.0.0.1", 1], ["10.0.0.2", 1]]);
+    assertEquals(service.metrics.connectionsRefused.value, 4);
+    for (const connection of admitted) connection.close("peer_closed");
+    assertEquals(server.connectionCount, 0);
+  },
+});

@@ -1,0 +1,68 @@
+// What the page says to people: local times and a sentence for every error code of the contract
+// (the same texts as the terminal client's client/format.ts). Pure: no DOM, no network.
+
+/** "HH:MM" in local time for today's messages, "YYYY-MM-DD HH:MM" for older ones. */
+export function formatTime(timestamp, now = new Date()) {
+  // The contract's timestamps are UTC without a zone: say so, or they would be read as local.
+  const date = new Date(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$/.test(timestamp) ? timestamp + "Z" : NaN);
+  if (Number.isNaN(date.getTime())) return "--:--";
+  const time = `${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  const sameDay = date.getFullYear() === now.getFullYear() && date.getMonth() === now.getMonth() &&
+    date.getDate() === now.getDate();
+  return sameDay ? time : `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${time}`;
+}
+
+function pad(n) {
+  return String(n).padStart(2, "0");
+}
+
+/** "3 s", "1.5 s", "2 min". */
+export function formatDelay(ms) {
+  if (ms < 1000) return `${Math.max(1, Math.round(ms / 100) / 10)} s`;
+  if (ms < 60_000) return `${Math.round(ms / 100) / 10} s`;
+  return `${Math.round(ms / 60_000)} min`;
+}
+
+/** A sentence for an error frame (or a register/login error reply), for every code of the contract. */
+export function describeError(frame) {
+  const retry = typeof frame.retry_after_ms === "number" ? formatDelay(frame.retry_after_ms) : undefined;
+  const detail = typeof frame.message === "string" ? frame.message : "";
+  switch (frame.code) {
+    case "rate_limited":
+      return `Slow down, try again in ${retry ?? "a moment"}.`;
+    case "too_many_attempts":
+      return `Too many failed logins, try again in ${retry ?? "a while"}.`;
+    case "invalid_credentials":
+      return "Wrong username or password.";
+    case "username_taken":
+      return "That username is already taken, choose another one.";
+    case "invalid_username":
+      return "A username is 3 to 50 characters: letters, digits, _ . or -.";
+    case "invalid_password":
+      return "A password is 6 to 72 bytes long.";
+    case "invalid_message":
+      return detail ? `The server refused the message: ${detail}.` : "The server refused the message.";
+    case "line_too_long":
+      return "The message is too large for the server.";
+    case "unavailable":
+      return "The server is temporarily unavailable, try again in a moment.";
+    case "too_many_connections":
+      return "The server is full (too many connections).";
+    case "idle_timeout":
+      return "The server closed the connection because nobody logged in on it.";
+    case "not_authenticated":
+      return "Not logged in.";
+    case "sender_mismatch":
+      return "The server refused the message: its sender is not the logged-in user.";
+    case "invalid_limit":
+      return "The number of messages must be a whole number of at least 1.";
+    case "bad_request":
+      return `The server could not understand the request${detail ? ` (${detail})` : ""}.`;
+    case "unknown_type":
+      return `The server does not support this request${detail ? ` (${detail})` : ""}.`;
+    case "internal_error":
+      return "The server ran into an internal error, try again.";
+    default:
+      return detail ? `${detail} (${frame.code})` : `Error ${frame.code}.`;
+  }
+}
