@@ -8,6 +8,9 @@ import { DenoPgSocket, plainTcpTarget } from "./pg_socket.ts";
 
 export type Row = Record<string, unknown>;
 
+/** Reconnect attempts after a lost connection are at most this far apart. */
+const MAX_RECONNECT_DELAY_MS = 1000;
+
 /** Advisory lock key held while the schema is applied to a PostgreSQL server. */
 const SCHEMA_LOCK_KEY = 5555;
 
@@ -97,22 +100,47 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 
 function openPostgres(url: string, poolSize: number, log: Logger): Database {
   const target = plainTcpTarget(url);
-  // Deno's own TCP for plain connections (far cheaper per write); node:net for TLS and the rest.
-  const socket = target
-    ? { socket: () => new DenoPgSocket(target.hostname, target.port) as unknown as import("node:net").Socket }
-    : {};
-  /** `role` names the connections in pg_stat_activity: chat-server, chat-server/writer, chat-server/listener. */
-  const connect = (max: number, role?: string) =>
-    postgres(url, {
+  /** When a connection last failed: postgres.js may have a reconnect timer pending until then + the backoff. */
+  let lastFailure = -Infinity;
+  /**
+   * `role` names the connections in pg_stat_activity: chat-server, chat-server/writer,
+   * chat-server/listener. `end()` also stops the instance from opening sockets: postgres.js
+   * (3.4.9) can fire a reconnect timer after `end()`, and would open a connection nobody closes.
+   */
+  const connect = (max: number, role?: string): Driver => {
+    let ended = false;
+    // Deno's own TCP for plain connections (far cheaper per write); node:net for TLS and the rest.
+    const socket = target
+      ? {
+        socket: () => {
+          if (ended) throw new Error("the database connection pool was closed");
+          const opened = new DenoPgSocket(target.hostname, target.port);
+          opened.once("error", () => lastFailure = performance.now());
+          return opened as unknown as import("node:net").Socket;
+        },
+      }
+      : {};
+    const sql = postgres(url, {
       ...socket,
       max,
       prepare: true,
       connect_timeout: 5,
       idle_timeout: 60,
+      // Reconnect attempts after an outage: quick, and never more than 1 s apart (the default
+      // grows to 20 s, which would keep a server away long after its database is back).
+      backoff: (retries: number) => Math.min(0.05 * 2 ** retries, MAX_RECONNECT_DELAY_MS / 1000),
       // postgres.js reconnects on the next query after a connection is lost; nothing to do here.
       onnotice: (notice) => log.debug("database notice", { message: notice.message }),
       connection: { application_name: role ? `chat-server/${role}` : "chat-server" },
     });
+    return {
+      sql,
+      end(timeout: number) {
+        ended = true;
+        return sql.end({ timeout });
+      },
+    };
+  };
   /**
    * A query that outlives its timeout most likely sits on a connection that will never answer (a
    * network partition leaves it open but silent), and the pool would keep handing such
@@ -122,7 +150,7 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
   /** One connection: postgres.js pipelines the queries of one connection in the order they are made. */
   const writer = new ReplaceablePool(() => connect(1, "writer"), "database writer connection", log);
   /** LISTEN gets a connection of its own, which pool replacements leave alone. */
-  let listener: postgres.Sql | undefined;
+  let listener: Driver | undefined;
   return {
     kind: "postgres",
     query<T extends Row>(text: string, params: unknown[] = [], options: QueryOptions = {}): Promise<T[]> {
@@ -134,7 +162,7 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
     async listen(channel: string, onNotify: (payload: string) => void, onListen: () => void): Promise<void> {
       listener ??= connect(1, "listener");
       try {
-        await listener.listen(channel, onNotify, onListen);
+        await listener.sql.listen(channel, onNotify, onListen);
       } catch (err) {
         throw translate(err);
       }
@@ -152,23 +180,41 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
         }) as Promise<T>);
     },
     async close(): Promise<void> {
-      await Promise.all([pool.sql.end({ timeout: 5 }), writer.sql.end({ timeout: 5 }), listener?.end({ timeout: 0 })]);
+      await Promise.all([pool.end(5), writer.end(5), listener?.end(0)]);
+      // A reconnect timer postgres.js armed after a failure outlives end(); it does nothing once
+      // ended (the socket factory refuses), but let it fire before saying the database is closed.
+      const pending = lastFailure + MAX_RECONNECT_DELAY_MS + 50 - performance.now();
+      if (pending > 0) await new Promise((resolve) => setTimeout(resolve, pending));
     },
   };
 }
 
+/** A postgres.js instance, and the way to end it for good. */
+interface Driver {
+  readonly sql: postgres.Sql;
+  end(timeoutSeconds: number): Promise<void>;
+}
+
 /** A postgres.js instance that is swapped for a fresh one when a query times out. */
 class ReplaceablePool {
-  sql: postgres.Sql;
-  readonly #connect: () => postgres.Sql;
+  #driver: Driver;
+  readonly #connect: () => Driver;
   readonly #name: string;
   readonly #log: Logger;
 
-  constructor(connect: () => postgres.Sql, name: string, log: Logger) {
+  constructor(connect: () => Driver, name: string, log: Logger) {
     this.#connect = connect;
     this.#name = name;
     this.#log = log;
-    this.sql = connect();
+    this.#driver = connect();
+  }
+
+  get sql(): postgres.Sql {
+    return this.#driver.sql;
+  }
+
+  end(timeoutSeconds: number): Promise<void> {
+    return this.#driver.end(timeoutSeconds);
   }
 
   async query<T extends Row>(text: string, params: unknown[], options: QueryOptions): Promise<T[]> {
@@ -195,10 +241,10 @@ class ReplaceablePool {
   }
 
   #replace(reason: string): void {
-    const stale = this.sql;
-    this.sql = this.#connect();
+    const stale = this.#driver;
+    this.#driver = this.#connect();
     this.#log.warn(`${this.#name} replaced`, { reason });
-    stale.end({ timeout: 0 }).catch(() => {});
+    stale.end(0).catch(() => {});
   }
 }
 

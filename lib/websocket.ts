@@ -56,8 +56,6 @@ export class WebSocketConnection implements Connection {
   readonly transport = "ws";
   readonly remoteAddress: string;
   user: User | null = null;
-  pendingSends = 0;
-  lastSend: Promise<void> | null = null;
   lastActivity: number;
 
   readonly #socket: WebSocket;

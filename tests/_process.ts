@@ -146,3 +146,20 @@ export async function runServerCommand(
   const decoder = new TextDecoder();
   return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
 }
+
+/** `deno task <name>` in the project (JSON logs), with `env` over this process's environment. */
+export async function runDenoTask(
+  name: string,
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "--config", CONFIG, name],
+    cwd: ROOT,
+    env: { LOG_FORMAT: "json", ...env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
+}

@@ -3,7 +3,7 @@
 
 import postgres from "postgres";
 import { assert, fail } from "./_assert.ts";
-import { type Backend, type Frame, sharedPgliteDatabase, type TestClient } from "./_helpers.ts";
+import { type Backend, type Frame, postgresUrl, sharedPgliteDatabase, type TestClient } from "./_helpers.ts";
 import { ERROR_CODES as CONTRACT_ERROR_CODES } from "../lib/errors.ts";
 
 // ---- seeded randomness --------------------------------------------------------------------------
@@ -399,3 +399,35 @@ export async function closeSharedPglite(): Promise<void> {
 export function privateDatabaseEnv(backend: Backend): Record<string, string> {
   return backend.name === "pglite" ? { DATA_DIR: "memory://" } : {};
 }
+
+/** A database for server processes that the test restarts: a temporary DATA_DIR, or a scratch PostgreSQL database. */
+export interface Store {
+  readonly name: "pglite" | "postgres";
+  /** The server's environment for this database. */
+  readonly env: Record<string, string>;
+  /** Terminates the server's connections of this role (PostgreSQL only). */
+  terminateServerBackends?: (role?: "writer" | "listener") => Promise<number>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+async function pgliteStore(): Promise<Store> {
+  const dir = await Deno.makeTempDir({ prefix: "chat-store-" });
+  return { name: "pglite", env: { DATA_DIR: dir }, [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }) };
+}
+
+/** A scratch PostgreSQL database (needs TEST_DATABASE_URL). */
+export async function postgresStore(): Promise<Store> {
+  const db = await createScratchDatabase(postgresUrl!);
+  return {
+    name: "postgres",
+    env: { DATABASE_URL: db.url, DB_POOL_SIZE: "4" },
+    terminateServerBackends: (role) => db.terminateServerBackends(role),
+    [Symbol.asyncDispose]: () => db.drop(),
+  };
+}
+
+/** PGlite always; PostgreSQL when TEST_DATABASE_URL is set. */
+export const stores: { name: "pglite" | "postgres"; open: () => Promise<Store> }[] = [
+  { name: "pglite", open: pgliteStore },
+  ...(postgresUrl ? [{ name: "postgres" as const, open: postgresStore }] : []),
+];

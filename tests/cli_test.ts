@@ -5,7 +5,7 @@
 import postgres from "postgres";
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { sanitized } from "./_client.ts";
-import { runServerCommand, spawnServer } from "./_process.ts";
+import { runDenoTask, runServerCommand, spawnServer } from "./_process.ts";
 
 /** The seed's two tables and the v1.1 additions (exactly-once ids, presence, login throttling). */
 const SCHEMA_TABLES = ["chat_client_msg_ids", "chat_login_failures", "chat_servers", "messages", "users"];
@@ -164,23 +164,6 @@ async function waitForLog(
     if (Date.now() > deadline) throw new Error(`no such log line within ${ms} ms: ${JSON.stringify(logs)}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-}
-
-/** `deno task <name>` in the project, with `env` over this process's environment. */
-async function runDenoTask(
-  name: string,
-  env: Record<string, string>,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "--config", CONFIG, name],
-    cwd: ROOT,
-    env: { LOG_FORMAT: "json", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
 }
 
 /**

@@ -7,18 +7,19 @@
 // TEST_DATABASE_URL is set. Replay the moments with DURABILITY_SEED=<seed from the test's name>.
 
 import { assert, assertEquals } from "./_assert.ts";
-import { postgresUrl, sanitized, type TestClient } from "./_helpers.ts";
+import { sanitized, type TestClient } from "./_helpers.ts";
 import { type ServerProcess, spawnServer } from "./_process.ts";
 import {
   closeSharedPglite,
-  createScratchDatabase,
   duplicateTexts,
   newTrafficLog,
   Prng,
   readAllHistory,
   runTraffic,
   seedFromEnv,
+  type Store,
   type StoredMessage,
+  stores,
   type TrafficLog,
 } from "./_reliability.ts";
 import { sleep, waitUntil } from "./_util.ts";
@@ -29,30 +30,6 @@ await closeSharedPglite();
 const SEED = seedFromEnv("DURABILITY_SEED");
 const CLIENTS = 4;
 const PASSWORD = "durable-pass";
-
-interface Store {
-  /** The server's environment for this database. */
-  env: Record<string, string>;
-  [Symbol.asyncDispose](): Promise<void>;
-}
-
-async function pgliteStore(): Promise<Store> {
-  const dir = await Deno.makeTempDir({ prefix: "chat-durability-" });
-  return {
-    env: { DATA_DIR: dir },
-    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
-  };
-}
-
-async function postgresStore(): Promise<Store> {
-  const db = await createScratchDatabase(postgresUrl!);
-  return { env: { DATABASE_URL: db.url, DB_POOL_SIZE: "4" }, [Symbol.asyncDispose]: () => db.drop() };
-}
-
-const stores: { name: string; open: () => Promise<Store> }[] = [
-  { name: "pglite", open: pgliteStore },
-  ...(postgresUrl ? [{ name: "postgres", open: postgresStore }] : []),
-];
 
 const serverEnv = (store: Store) => ({ ...store.env, RATE_LIMIT_PER_SEC: "0" });
 

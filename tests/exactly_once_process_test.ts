@@ -9,13 +9,15 @@ import { postgresUrl, sanitized, type TestClient } from "./_helpers.ts";
 import { spawnServer } from "./_process.ts";
 import {
   closeSharedPglite,
-  createScratchDatabase,
   duplicateTexts,
   newTrafficLog,
+  postgresStore,
   Prng,
   readAllHistory,
   runTraffic,
   seedFromEnv,
+  type Store,
+  stores,
   type TrafficLog,
 } from "./_reliability.ts";
 import { sleep, waitUntil } from "./_util.ts";
@@ -25,31 +27,6 @@ await closeSharedPglite();
 const SEED = seedFromEnv("EXACTLY_ONCE_SEED");
 const CLIENTS = 3;
 const PASSWORD = "exactly-once";
-
-interface Store {
-  env: Record<string, string>;
-  terminateWriter?: () => Promise<number>;
-  [Symbol.asyncDispose](): Promise<void>;
-}
-
-async function pgliteStore(): Promise<Store> {
-  const dir = await Deno.makeTempDir({ prefix: "chat-exactly-once-" });
-  return { env: { DATA_DIR: dir }, [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }) };
-}
-
-async function postgresStore(): Promise<Store> {
-  const db = await createScratchDatabase(postgresUrl!);
-  return {
-    env: { DATABASE_URL: db.url, DB_POOL_SIZE: "4" },
-    terminateWriter: () => db.terminateServerBackends("writer"),
-    [Symbol.asyncDispose]: () => db.drop(),
-  };
-}
-
-const stores: { name: string; open: () => Promise<Store> }[] = [
-  { name: "pglite", open: pgliteStore },
-  ...(postgresUrl ? [{ name: "postgres", open: postgresStore }] : []),
-];
 
 const serverEnv = (store: Store) => ({ ...store.env, RATE_LIMIT_PER_SEC: "0" });
 
@@ -193,7 +170,7 @@ Deno.test({
       try {
         await waitUntil(() => ackedCount(logs) >= 30, 20_000, "traffic to flow");
         for (let round = 0; round < 5; round++) {
-          terminated += await store.terminateWriter!();
+          terminated += await store.terminateServerBackends!("writer");
           await sleep(150);
         }
       } finally {

@@ -25,8 +25,6 @@ Deno.test({
 class FakeConnection implements Connection {
   readonly transport = "tcp";
   user = null;
-  pendingSends = 0;
-  lastSend = null;
   lastActivity = 0;
   closed = false;
   closeReason: CloseReason | undefined;

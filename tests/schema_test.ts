@@ -6,7 +6,7 @@
 import "./_pglite_timers.ts";
 import { assert, assertEquals, assertMatch, fail } from "./_assert.ts";
 import { sanitized, TestClient } from "./_client.ts";
-import { runServerCommand, spawnServer } from "./_process.ts";
+import { runDenoTask, runServerCommand, spawnServer } from "./_process.ts";
 import { type BackendName, scratchBackends, scratchDatabase, withOpen } from "./_scratch_db.ts";
 import { startChatService } from "../lib/app.ts";
 import { parseConfig } from "../lib/config.ts";
@@ -15,8 +15,6 @@ import { Logger } from "../lib/log.ts";
 import { applySchema, SchemaMismatchError } from "../lib/schema.ts";
 
 const quiet = new Logger("error");
-const ROOT = new URL("..", import.meta.url).pathname;
-const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 
 /** The seed design's DDL, verbatim (the contract's "storage" section, as its database.py runs it). */
 const SEED_DDL = `
@@ -483,21 +481,4 @@ async function seedShape(db: Database, table: string): Promise<ColumnShape[]> {
     if (err !== rollback) throw err;
   }
   return shape;
-}
-
-/** `deno task <name>` in the project, with `env` over this process's environment. */
-async function runDenoTask(
-  name: string,
-  env: Record<string, string>,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "--config", CONFIG, name],
-    cwd: ROOT,
-    env: { LOG_FORMAT: "json", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
 }
