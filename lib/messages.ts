@@ -316,20 +316,20 @@ export class MessageService {
       lines[i] = newMessageLine(m);
       if (debug) this.#log.debug("message delivered", { id: m.id, sender: m.sender, message: m.message });
     }
-    const own = extras && extras.size > 0 ? ownCopies(messages, lines, extras) : undefined;
-    const shared = encodeText(own ? own.shared : lines.join(""));
+    const own = extras && extras.size > 0 ? ownLines(messages, lines, extras) : undefined;
     if (!own) {
-      this.#hub.broadcast(shared);
+      this.#hub.broadcast(encodeText(lines.join("")));
       return;
     }
+    const { bytes: shared, offsets } = encodeLines(lines);
     const personal = new Map<Session, Uint8Array[]>();
-    for (const [session, spans] of own.spans) {
+    for (const [session, indexes] of own) {
       const pieces: Uint8Array[] = [];
       let at = 0;
-      for (const span of spans) {
-        if (span.start > at) pieces.push(shared.subarray(at, span.start));
-        pieces.push(encodeText(span.line));
-        at = span.end;
+      for (const i of indexes) {
+        if (offsets[i] > at) pieces.push(shared.subarray(at, offsets[i]));
+        pieces.push(encodeText(withExtras(lines[i], extras!.get(messages[i].id)!)));
+        at = offsets[i + 1];
       }
       if (at < shared.length) pieces.push(shared.subarray(at));
       personal.set(session, pieces);
@@ -342,36 +342,22 @@ export class MessageService {
   }
 }
 
-/** A sender's own line in place of the shared bytes [start, end). */
-interface Span {
-  start: number;
-  end: number;
-  line: string;
-}
-
-/**
- * The shared text of a batch and, per sender with extras, where its own lines go: byte offsets
- * into the shared bytes, so its copy is built from views of them.
- */
-function ownCopies(
+/** Per sender whose copy differs (a request_id or client_msg_id to add), the indexes of its lines. */
+function ownLines(
   messages: StoredMessage[],
   lines: string[],
   extras: Map<number, OwnExtra>,
-): { shared: string; spans: Map<Session, Span[]> } {
-  const spans = new Map<Session, Span[]>();
-  let offset = 0;
-  for (let i = 0; i < messages.length; i++) {
-    const bytes = utf8Length(lines[i]);
+): Map<Session, number[]> | undefined {
+  let own: Map<Session, number[]> | undefined;
+  for (let i = 0; i < lines.length; i++) {
     const extra = extras.get(messages[i].id);
-    if (extra && (extra.requestId !== undefined || extra.clientMsgId !== undefined)) {
-      const span = { start: offset, end: offset + bytes, line: withExtras(lines[i], extra) };
-      const list = spans.get(extra.session);
-      if (list) list.push(span);
-      else spans.set(extra.session, [span]);
-    }
-    offset += bytes;
+    if (!extra || (extra.requestId === undefined && extra.clientMsgId === undefined)) continue;
+    own ??= new Map();
+    const list = own.get(extra.session);
+    if (list) list.push(i);
+    else own.set(extra.session, [i]);
   }
-  return { shared: lines.join(""), spans };
+  return own;
 }
 
 const utf8 = new TextEncoder();
@@ -380,18 +366,30 @@ function encodeText(text: string): Uint8Array {
   return utf8.encode(text);
 }
 
-/**
- * The UTF-8 length of a line, without encoding it. JSON.stringify escapes lone surrogates, so a
- * surrogate here is half of a pair: 2 UTF-16 units that become 4 bytes, 2 per unit.
- */
-function utf8Length(text: string): number {
-  let bytes = text.length;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x80) continue;
-    bytes += c < 0x800 || (c >= 0xd800 && c <= 0xdfff) ? 1 : 2;
+/** The lines encoded one after another, and where each starts (`offsets[lines.length]` is the end). */
+function encodeLines(lines: string[]): { bytes: Uint8Array; offsets: Int32Array } {
+  let chars = 0;
+  for (const line of lines) chars += line.length;
+  // Room for ASCII, the usual case; more (3 bytes per UTF-16 unit at most) if a line needs it.
+  let bytes = new Uint8Array(chars);
+  const offsets = new Int32Array(lines.length + 1);
+  let at = 0;
+  let encodedChars = 0;
+  for (let i = 0; i < lines.length; i++) {
+    offsets[i] = at;
+    let result = utf8.encodeInto(lines[i], bytes.subarray(at));
+    if (result.read < lines[i].length) {
+      // Enough for every line left, this one included, whatever they hold: grown once at most.
+      const larger = new Uint8Array(at + 3 * (chars - encodedChars));
+      larger.set(bytes.subarray(0, at));
+      bytes = larger;
+      result = utf8.encodeInto(lines[i], bytes.subarray(at));
+    }
+    at += result.written;
+    encodedChars += lines[i].length;
   }
-  return bytes;
+  offsets[lines.length] = at;
+  return { bytes: bytes.subarray(0, at), offsets };
 }
 
 function newMessageLine(m: StoredMessage): string {

@@ -250,3 +250,48 @@ for (const backend of backends) {
     },
   });
 }
+
+for (const backend of backends) {
+  Deno.test({
+    name: `own copies: senders' lines in one batch of multi-byte texts are exact for everyone [${backend.name}]`,
+    ...sanitized,
+    async fn() {
+      await using server = await startTestServer(backend, { RATE_LIMIT_PER_SEC: "0" });
+      await using alice = await server.connect();
+      await using bob = await server.connect();
+      await using carol = await server.connect();
+      await alice.registerAndLogin();
+      await bob.registerAndLogin();
+      await carol.registerAndLogin();
+      const texts = ["héllo wörld", "😀 emoji 🎉 pair", "中文 and עברית", "plain ascii", "ß".repeat(300)];
+      const tag = marker("mb");
+      // Pipelined from two senders at once, so that they share batches.
+      await Promise.all([
+        alice.send(
+          new TextEncoder().encode(
+            texts.map((t, i) => JSON.stringify(sendFrame(`${tag} a${i} ${t}`, `a-${tag}-${i}`, { request_id: i })))
+              .join("\n") + "\n",
+          ),
+        ),
+        bob.send(
+          new TextEncoder().encode(
+            texts.map((t, i) => JSON.stringify({ type: "send_message", message: `${tag} b${i} ${t}` })).join("\n") +
+              "\n",
+          ),
+        ),
+      ]);
+      const expected = texts.flatMap((t, i) => [`${tag} a${i} ${t}`, `${tag} b${i} ${t}`]).sort();
+      for (const client of [alice, bob, carol]) {
+        const got: Frame[] = [];
+        while (got.length < expected.length) {
+          const frame = await client.waitFor((f) => f.type === "new_message" && String(f.message).startsWith(tag));
+          got.push(frame);
+        }
+        assertEquals(got.map((f) => f.message as string).sort(), expected);
+        const own = got.filter((f) => f.request_id !== undefined);
+        assertEquals(own.length, client === alice ? texts.length : 0);
+        for (const f of own) assertEquals(f.client_msg_id, `a-${tag}-${f.request_id}`);
+      }
+    },
+  });
+}
