@@ -21,10 +21,12 @@ import type { Session, User } from "./session.ts";
 const MAX_BATCH_MESSAGES = 1000;
 const MAX_BATCH_CHARS = 512_000;
 /**
- * Batches on their way to the database at once. Two keep the connection busy (one executes while
- * the next is sent) without cutting batches so small that group commit stops paying.
+ * Batches on their way to the database at once. A second one is sent before the first returns
+ * only when it is already large: every batch costs each connection a write, so small batches are
+ * better gathered while one is in flight (group commit), and pipelining pays only under load.
  */
 const MAX_BATCHES_IN_FLIGHT = 2;
+const MIN_PIPELINED_BATCH = 128;
 /**
  * A batch the database has not confirmed by then is cancelled and its senders told unavailable,
  * so that a database that hangs (rather than fails) cannot stall every sender behind it.
@@ -204,10 +206,18 @@ export class MessageService {
     return batch;
   }
 
+  /**
+   * Sends the next batch when it should go. After a quiet spell: one macrotask later, so that the
+   * sends of this turn share it. While a batch is in flight: at once when it returns (what came
+   * meanwhile is the next batch), or before that if the waiting batch is already large.
+   */
   #scheduleFlush(): void {
     if (this.#flushScheduled || this.#inFlight >= MAX_BATCHES_IN_FLIGHT || this.#waiting.length === 0) return;
+    if (this.#inFlight > 0) {
+      if (this.#waiting[0].items.length >= MIN_PIPELINED_BATCH) this.#send(this.#waiting.shift()!);
+      return;
+    }
     this.#flushScheduled = true;
-    // One macrotask later, so the sends that arrived in the same turn share the batch.
     setTimeout(() => {
       this.#flushScheduled = false;
       const batch = this.#waiting.shift();
@@ -235,10 +245,10 @@ export class MessageService {
     );
     void this.#stream.own(committed).finally(() => {
       this.#inFlight--;
-      this.#scheduleFlush();
-      if (this.#inFlight === 0 && this.#waiting.length === 0 && !this.#flushScheduled) this.#idle.resolve();
+      const next = this.#waiting.shift();
+      if (next) this.#send(next);
+      else if (this.#inFlight === 0 && !this.#flushScheduled) this.#idle.resolve();
     });
-    this.#scheduleFlush();
   }
 
   #committed(items: PendingSend[], result: StoreResult, commitMs: number): OwnCommit<OwnExtra> {
