@@ -252,14 +252,23 @@ Deno.test({
     try {
       const page = await browser.newPage({ viewport: { width: 900, height: 560 } });
       await page.goto(`http://127.0.0.1:${server.service.httpPort}/`);
-      // The username field has the focus on load; Tab moves to the password, then to the buttons.
+      // The username field has the focus on load (autofocus, and the page focuses it again when its
+      // script starts): wait for that rather than type into a page still starting.
+      await page.waitForSelector("#username:focus", { timeout: 10_000 });
+      // Tab moves to the password, then to the buttons.
       await page.keyboard.type(uniqueName("keys"));
       await page.keyboard.press("Tab");
       await page.keyboard.type("secret123");
       await page.keyboard.press("Tab");
       await page.keyboard.press("Tab");
+      assertEquals(await page.$eval(":focus", (element) => element.id), "register-button");
       await page.keyboard.press("Enter"); // Register (then log in)
-      await page.waitForSelector("#chat:not([hidden])", { timeout: 10_000 });
+      try {
+        await page.waitForSelector("#chat:not([hidden])", { timeout: 20_000 });
+      } catch (err) {
+        const status = await page.$eval("#login-status", (element) => element.textContent).catch(() => "?");
+        throw new Error(`the chat did not open; the login form says: ${status}`, { cause: err });
+      }
       // After logging in the message field has the focus: type and press Enter.
       await page.keyboard.type("sent by keyboard");
       await page.keyboard.press("Enter");
