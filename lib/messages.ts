@@ -90,7 +90,10 @@ export class MessageService {
   readonly #commitTimeoutMs: number;
   /** Batches not yet sent to the database; the last one takes new messages while under the bounds. */
   readonly #waiting: Batch[] = [];
+  /** Batches sent to the database and not answered yet. */
   #inFlight = 0;
+  /** Batches whose delivery step in the stream has not run yet. */
+  #undelivered = 0;
   #flushScheduled = false;
   /** Sends with a client_msg_id between acceptance and answer, by user and id. */
   readonly #unanswered = new Map<string, PendingSend>();
@@ -171,7 +174,9 @@ export class MessageService {
     const batch = this.#openBatch(text.length);
     batch.items.push(send);
     batch.chars += text.length;
-    if (this.#inFlight === 0 && !this.#flushScheduled) this.#idle = Promise.withResolvers<void>();
+    if (this.#inFlight === 0 && this.#undelivered === 0 && !this.#flushScheduled) {
+      this.#idle = Promise.withResolvers<void>();
+    }
     this.#scheduleFlush();
     return answered.promise;
   }
@@ -243,12 +248,28 @@ export class MessageService {
         throw err;
       },
     );
+    // The next batch goes once the database has answered this one (whatever the stream is doing:
+    // while it waits out an outage, senders must still get their answers).
+    void committed.then(() => this.#answeredByDatabase(), () => this.#answeredByDatabase());
+    this.#undelivered++;
     void this.#stream.own(committed).finally(() => {
-      this.#inFlight--;
-      const next = this.#waiting.shift();
-      if (next) this.#send(next);
-      else if (this.#inFlight === 0 && !this.#flushScheduled) this.#idle.resolve();
+      this.#undelivered--;
+      this.#maybeIdle();
     });
+  }
+
+  #answeredByDatabase(): void {
+    this.#inFlight--;
+    const next = this.#waiting.shift();
+    if (next) this.#send(next);
+    else this.#maybeIdle();
+  }
+
+  /** Resolves drained() once nothing is waiting, in flight or undelivered. */
+  #maybeIdle(): void {
+    if (this.#inFlight === 0 && this.#undelivered === 0 && this.#waiting.length === 0 && !this.#flushScheduled) {
+      this.#idle.resolve();
+    }
   }
 
   #committed(items: PendingSend[], result: StoreResult, commitMs: number): OwnCommit<OwnExtra> {

@@ -1,31 +1,28 @@
 // WebSocket test clients: WsTestClient (Deno's own WebSocket, with the TestClient's API) and
 // RawWsClient (a hand-made handshake over TCP, for a client that stops reading).
 
-import { assert, assertEquals, fail } from "./_assert.ts";
-import { type Frame, uniqueName } from "./_client.ts";
+import { assert, fail } from "./_assert.ts";
+import type { Frame } from "./_client.ts";
+import { FrameInbox } from "./_inbox.ts";
 
 /** A WebSocket client that reads frames in the background; every wait has a timeout. */
-export class WsTestClient implements AsyncDisposable {
+export class WsTestClient extends FrameInbox implements AsyncDisposable {
   readonly socket: WebSocket;
-  readonly #frames: Frame[] = [];
   /** Every text message received, as sent (to check one message is one frame). */
   readonly raw: string[] = [];
-  #waiter: (() => void) | undefined;
   #closed = Promise.withResolvers<CloseEvent>();
-  #closeEvent: CloseEvent | undefined;
 
   private constructor(socket: WebSocket) {
+    super();
     this.socket = socket;
     socket.onmessage = (event) => {
       assert(typeof event.data === "string", "the server sent a binary message");
       this.raw.push(event.data);
-      this.#frames.push(JSON.parse(event.data));
-      this.#waiter?.();
+      this.push(JSON.parse(event.data));
     };
     socket.onclose = (event) => {
-      this.#closeEvent = event;
       this.#closed.resolve(event);
-      this.#waiter?.();
+      this.end();
     };
     socket.onerror = () => {};
   }
@@ -40,48 +37,9 @@ export class WsTestClient implements AsyncDisposable {
     return client;
   }
 
-  get ended(): boolean {
-    return this.#closeEvent !== undefined;
-  }
-
   /** Sends an object as JSON text, or a string / bytes exactly as given (bytes: a binary message). */
   send(frame: Frame | string | Uint8Array<ArrayBuffer>): void {
     this.socket.send(typeof frame === "string" || frame instanceof Uint8Array ? frame : JSON.stringify(frame));
-  }
-
-  async next(ms = 5000): Promise<Frame> {
-    const frame = await this.#take(() => this.#frames.length > 0 ? 0 : -1, ms);
-    if (frame === undefined) fail(`no frame within ${ms} ms${this.ended ? " (connection closed)" : ""}`);
-    return frame;
-  }
-
-  async expect(type: string, ms = 5000): Promise<Frame> {
-    const frame = await this.next(ms);
-    assertEquals(frame.type, type, `expected a ${type} frame, got ${JSON.stringify(frame)}`);
-    return frame;
-  }
-
-  async waitFor(predicate: (frame: Frame) => boolean, ms = 5000): Promise<Frame> {
-    const frame = await this.#take(() => {
-      const index = this.#frames.findIndex(predicate);
-      if (index === -1) this.#frames.length = 0;
-      return index;
-    }, ms);
-    if (frame === undefined) fail(`no matching frame within ${ms} ms`);
-    return frame;
-  }
-
-  async request(frame: Frame | string, ms = 5000): Promise<Frame> {
-    this.send(frame);
-    return await this.next(ms);
-  }
-
-  async registerAndLogin(username = uniqueName(), password = "secret123"): Promise<Frame> {
-    const registered = await this.request({ type: "register", username, password });
-    assertEquals(registered.status, "success", JSON.stringify(registered));
-    const login = await this.request({ type: "login", username, password });
-    assertEquals(login.status, "success", JSON.stringify(login));
-    return login;
   }
 
   /** Waits for the server to close the socket; returns the close code and the frames still unread. */
@@ -92,15 +50,10 @@ export class WsTestClient implements AsyncDisposable {
     });
     try {
       const event = await Promise.race([this.#closed.promise, timeout]);
-      return { code: event.code, frames: this.#frames.splice(0) };
+      return { code: event.code, frames: this.takeAll() };
     } finally {
       clearTimeout(timer);
     }
-  }
-
-  async expectNothing(ms = 300): Promise<void> {
-    await new Promise((resolve) => setTimeout(resolve, ms));
-    if (this.#frames.length > 0) fail(`unexpected frame: ${JSON.stringify(this.#frames[0])}`);
   }
 
   async close(): Promise<void> {
@@ -111,26 +64,6 @@ export class WsTestClient implements AsyncDisposable {
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
-  }
-
-  async #take(find: () => number, ms: number): Promise<Frame | undefined> {
-    const deadline = Date.now() + ms;
-    while (true) {
-      const index = find();
-      if (index >= 0) return this.#frames.splice(index, 1)[0];
-      if (this.ended || Date.now() >= deadline) return undefined;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, Math.max(0, deadline - Date.now()));
-        function done() {
-          clearTimeout(timer);
-          resolve();
-        }
-        this.#waiter = () => {
-          this.#waiter = undefined;
-          done();
-        };
-      });
-    }
   }
 }
 
