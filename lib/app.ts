@@ -64,10 +64,10 @@ export async function startChatService(config: Config, log: Logger, options: Sta
   const messages = new MessageService(db, hub, log, config.maxHistoryLimit, options.commitTimeoutMs, metrics);
   const presence = new Presence(db, hub, log);
   const maintenance = new Maintenance(db, throttle, log);
+  const auth = new AuthService(db, throttle, log, { bcryptCost: config.bcryptCost, metrics });
   let server: ChatServer | undefined;
   try {
     await applySchema(db, log);
-    const auth = new AuthService(db, throttle, log, { bcryptCost: config.bcryptCost, metrics });
     auth.warmUp();
     await messages.start();
     await presence.start();
@@ -91,7 +91,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
         await chat.close();
         await http?.close();
         messages.stop();
-        await Promise.all([presence.stop(), maintenance.idle()]);
+        await Promise.all([presence.stop(), maintenance.idle(), auth.drain()]);
         metrics.stop();
         log.info("messages since start", { ...messages.stats });
         if (ownsDatabase) await opened.close();
@@ -114,7 +114,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     maintenance.stop();
     await server?.close();
     messages.stop();
-    await presence.stop();
+    await Promise.all([presence.stop(), auth.drain()]);
     if (ownsDatabase) await opened.close().catch(() => {});
     throw err;
   }

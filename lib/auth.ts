@@ -42,7 +42,9 @@ export class AuthService {
   readonly #cost: number;
   readonly #metrics: Metrics;
   readonly #throttle: LoginThrottle;
-  readonly #dummyHash = cachedUnlessRejected(() => bcrypt.hash("not-a-real-password", this.#cost));
+  readonly #dummyHash = cachedUnlessRejected(() => this.#native(bcrypt.hash("not-a-real-password", this.#cost)));
+  /** bcrypt work running on the native thread pool; it must not outlive the service (see drain()). */
+  readonly #running = new Set<Promise<unknown>>();
   readonly #hashSlots = new Semaphore(HASH_SLOTS);
   readonly #throttleLogs = new TokenBuckets(0.1, 1);
 
@@ -60,7 +62,7 @@ export class AuthService {
     const password = checkPassword(passwordValue);
     // Checked before hashing, so that taken names cost no bcrypt work; the insert checks again.
     if ((await this.#query(NAME_TAKEN_SQL, [username])).length > 0) throw usernameTaken();
-    const hash = await this.#hashSlots.run(() => bcrypt.hash(password, this.#cost));
+    const hash = await this.#hashSlots.run(() => this.#native(bcrypt.hash(password, this.#cost)));
     let inserted: unknown[];
     try {
       inserted = await this.#db.query(INSERT_USER_SQL, [username, hash]);
@@ -100,7 +102,7 @@ export class AuthService {
     const hash = row?.password_hash ?? await this.#dummy();
     let matches = false;
     try {
-      matches = (await this.#hashSlots.run(() => bcrypt.compare(password, hash))) && row !== undefined &&
+      matches = (await this.#hashSlots.run(() => this.#native(bcrypt.compare(password, hash)))) && row !== undefined &&
         password !== "";
     } catch (err) {
       // A stored hash bcrypt cannot read is a failed login, not a crash.
@@ -121,6 +123,21 @@ export class AuthService {
   warmUp(): void {
     // A failure here is retried by the first login that needs the hash.
     this.#dummy().catch((err) => this.#log.warn("dummy hash failed", { error: String(err) }));
+  }
+
+  /**
+   * Settles once no bcrypt work is running. A hash finishing on the native thread pool after its
+   * runtime is gone crashes the process (it happened between two test files), so closing waits.
+   */
+  async drain(): Promise<void> {
+    while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
+  }
+
+  #native<T>(work: Promise<T>): Promise<T> {
+    this.#running.add(work);
+    const forget = () => void this.#running.delete(work);
+    work.then(forget, forget);
+    return work;
   }
 
   #dummy(): Promise<string> {

@@ -50,7 +50,13 @@ Deno.test({
   ...sanitized,
   async fn() {
     const log = new CapturingLogger("error");
-    const config = parseConfig({ HOST: "127.0.0.1", PORT: "0", HTTP_PORT: "0", MAX_CONNECTIONS_PER_IP: "1" });
+    const config = parseConfig({
+      HOST: "127.0.0.1",
+      PORT: "0",
+      HTTP_PORT: "0",
+      BCRYPT_COST: "4",
+      MAX_CONNECTIONS_PER_IP: "1",
+    });
     await using service = await startChatService(config, log, { database: sharedPgliteDatabase() });
     const server = service.server;
     const connect = (address: string) => new FakeConnection(server.nextConnectionId(), address, server);
