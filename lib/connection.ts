@@ -13,6 +13,13 @@ import type { Connection, ConnectionHost, Transport } from "./transport.ts";
 
 /** How long a closing connection may take to write its last frame before it is cut. */
 const FINAL_WRITE_TIMEOUT_MS = 2000;
+/**
+ * A turn's output up to this size is joined into one write; past it, large chunks (a batch's
+ * shared bytes, which the sender's own copy is made of views of) are written as they are, not
+ * copied: a syscall costs less than copying them again for every sender.
+ */
+const COALESCE_BYTES = 64 * 1024;
+const DIRECT_WRITE_BYTES = 16 * 1024;
 
 export class ClientConnection implements Connection {
   readonly id: number;
@@ -26,6 +33,8 @@ export class ClientConnection implements Connection {
   readonly #host: ConnectionHost;
   #queue: Uint8Array[] = [];
   #queuedBytes = 0;
+  /** Bytes taken from the queue by the writer and not written yet, after the piece being written. */
+  #unsent = 0;
   #writing = false;
   /** A write has been handed to the socket and has not completed yet. */
   #writeInFlight = false;
@@ -88,7 +97,7 @@ export class ClientConnection implements Connection {
     this.#queuedBytes += bytes.length;
     // Only a backlog behind a write the peer has not taken yet counts: one large broadcast to a
     // client that keeps up is not a slow consumer.
-    if (this.#writeInFlight && this.#queuedBytes > this.#host.maxOutboundBytes) {
+    if (this.#writeInFlight && this.#queuedBytes + this.#unsent > this.#host.maxOutboundBytes) {
       this.#host.slowConsumer(this, this.#queuedBytes);
       this.#closeReason ??= "slow_consumer";
       this.#queue = [];
@@ -106,16 +115,23 @@ export class ClientConnection implements Connection {
   async #drain(): Promise<void> {
     try {
       while (this.#queue.length > 0 && !this.#released) {
-        const chunk = this.#queue.length === 1 ? this.#queue[0] : concat(this.#queue, this.#queuedBytes);
+        const chunks = this.#queue;
+        this.#unsent = this.#queuedBytes;
         this.#queue = [];
         this.#queuedBytes = 0;
-        let offset = 0;
-        while (offset < chunk.length) {
-          const written = this.#conn.write(offset === 0 ? chunk : chunk.subarray(offset));
-          this.#writeInFlight = true;
-          offset += await written;
-          this.#writeInFlight = false;
+        for (const piece of writePieces(chunks, this.#unsent)) {
+          // What follows this piece is backlog behind a write in flight, as the queue is.
+          this.#unsent -= piece.length;
+          let offset = 0;
+          while (offset < piece.length && !this.#released) {
+            const written = this.#conn.write(offset === 0 ? piece : piece.subarray(offset));
+            this.#writeInFlight = true;
+            offset += await written;
+            this.#writeInFlight = false;
+          }
+          if (this.#released) break;
         }
+        this.#unsent = 0;
       }
     } catch (err) {
       this.#writeInFlight = false;
@@ -125,6 +141,7 @@ export class ClientConnection implements Connection {
       }
       this.#queue = [];
       this.#queuedBytes = 0;
+      this.#unsent = 0;
     } finally {
       this.#writing = false;
     }
@@ -143,6 +160,37 @@ export class ClientConnection implements Connection {
     }
     this.#host.connectionClosed(this, this.#closeReason ?? "peer_closed", this.#closeDetail);
   }
+}
+
+/** The writes for one turn's chunks, in order: joined when small, large chunks as they are. */
+function* writePieces(chunks: Uint8Array[], total: number): Generator<Uint8Array> {
+  if (chunks.length === 1) {
+    yield chunks[0];
+    return;
+  }
+  if (total <= COALESCE_BYTES) {
+    yield concat(chunks, total);
+    return;
+  }
+  let run: Uint8Array[] = [];
+  let runBytes = 0;
+  for (const chunk of chunks) {
+    if (chunk.length >= DIRECT_WRITE_BYTES) {
+      if (run.length > 0) yield concat(run, runBytes);
+      run = [];
+      runBytes = 0;
+      yield chunk;
+      continue;
+    }
+    run.push(chunk);
+    runBytes += chunk.length;
+    if (runBytes >= COALESCE_BYTES) {
+      yield concat(run, runBytes);
+      run = [];
+      runBytes = 0;
+    }
+  }
+  if (run.length > 0) yield concat(run, runBytes);
 }
 
 function concat(chunks: Uint8Array[], total: number): Uint8Array {
