@@ -11,7 +11,7 @@ const USERNAME_FAILURES_PER_SEC = 1 / 12;
 const ADDRESS_FAILURE_BURST = 20;
 const ADDRESS_FAILURES_PER_SEC = 1 / 3;
 /** A bucket untouched this long is full again, and its row can go. */
-export const FORGET_AFTER_SEC = 3600;
+const FORGET_AFTER_SEC = 3600;
 
 // $2/$3: burst and rate of usernames' buckets; $4/$5: of addresses'.
 const BUCKET_PARAMS = [

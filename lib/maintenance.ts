@@ -7,7 +7,7 @@ import type { Logger } from "./log.ts";
 import type { LoginThrottle } from "./login_throttle.ts";
 
 /** The contract keeps a client_msg_id for at least 7 days. */
-export const CLIENT_MSG_ID_DAYS = 7;
+const CLIENT_MSG_ID_DAYS = 7;
 const INTERVAL_MS = 60 * 60 * 1000;
 /** The first run waits a little, so that start-up is not slowed by it. */
 const FIRST_RUN_MS = 30_000;

@@ -18,11 +18,11 @@ import { type Database, databaseErrorFields } from "./db.ts";
 import type { Logger } from "./log.ts";
 import type { StoredMessage } from "./recent.ts";
 
-export const NOTIFY_CHANNEL = "chat_messages";
+const NOTIFY_CHANNEL = "chat_messages";
 /** Rows read per catch-up query. */
 const CATCH_UP_PAGE = 1000;
 /** How often the server checks for messages it may not have been told of (a silently dead LISTEN). */
-export const RESYNC_INTERVAL_MS = 5000;
+const RESYNC_INTERVAL_MS = 5000;
 /**
  * A read of the stream that has not answered by then is cancelled and retried: every own batch's
  * acknowledgement waits behind it, so one hung read must not stall them all.
@@ -65,21 +65,11 @@ export class MessageStream<Extra> {
   readonly #waits = new Set<() => void>();
   /** The one retry of a failed resync waiting to run (one at most, however many resyncs failed). */
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
-  #stats = { delivered: 0, caughtUp: 0 };
 
   constructor(db: Database, log: Logger, deliver: Deliver<Extra>) {
     this.#db = db;
     this.#log = log;
     this.#deliver = deliver;
-  }
-
-  /** The highest id delivered so far. */
-  get lastDelivered(): number {
-    return this.#lastDelivered;
-  }
-
-  get stats(): Readonly<{ delivered: number; caughtUp: number }> {
-    return this.#stats;
   }
 
   /**
@@ -101,11 +91,6 @@ export class MessageStream<Extra> {
     if (this.#resyncTimer !== undefined) clearInterval(this.#resyncTimer);
     for (const wake of this.#waits) wake();
     clearTimeout(this.#retryTimer);
-  }
-
-  /** Settles when every step queued so far has run. */
-  idle(): Promise<void> {
-    return this.#chain;
   }
 
   /**
@@ -203,8 +188,6 @@ export class MessageStream<Extra> {
         this.#lastDelivered = through;
         break;
       }
-      for (const row of rows) row.id = Number(row.id);
-      this.#stats.caughtUp += rows.length;
       this.#emit(rows, undefined);
       if (rows.length < CATCH_UP_PAGE) this.#lastDelivered = Math.max(this.#lastDelivered, through);
     }
@@ -227,7 +210,6 @@ export class MessageStream<Extra> {
   #emit(messages: StoredMessage[], extras: Map<number, Extra> | undefined): void {
     this.#lastDelivered = messages[messages.length - 1].id;
     this.#queuedThrough = Math.max(this.#queuedThrough, this.#lastDelivered);
-    this.#stats.delivered += messages.length;
     try {
       this.#deliver(messages, extras);
     } catch (err) {

@@ -62,6 +62,11 @@ interface PendingSend {
   settle(): void;
 }
 
+/** The key of a send with a client_msg_id among the unanswered ones: the id is per user. */
+function unansweredKey(send: PendingSend): string {
+  return `${send.user.id}:${send.clientMsgId}`;
+}
+
 /** What the sender's own copy of a new message adds to the shared line. */
 interface OwnExtra {
   session: Session;
@@ -125,7 +130,6 @@ export class MessageService {
     // One row more than the window holds tells whether the database holds more than the window.
     const capacity = this.#recent.capacity;
     const rows = await this.#db.query<StoredMessage>(NEWEST_SQL, [NO_UPPER_BOUND, "-1", capacity + 1]);
-    for (const row of rows) row.id = Number(row.id);
     this.#recent.reset(rows.reverse(), rows.length <= capacity);
     await this.#stream.start(rows.at(-1)?.id ?? 0);
   }
@@ -162,7 +166,7 @@ export class MessageService {
       settle: answered.resolve,
     };
     if (clientMsgId !== undefined) {
-      const key = `${user.id}:${clientMsgId}`;
+      const key = unansweredKey(send);
       const original = this.#unanswered.get(key);
       if (original) {
         // The same send again while the first is in flight: it gets the first one's outcome.
@@ -192,11 +196,10 @@ export class MessageService {
     const upper = query.before === undefined ? NO_UPPER_BOUND : String(query.before);
     const lower = query.after === undefined ? "-1" : String(query.after);
     try {
-      const rows = query.after !== undefined
-        ? await this.#db.query<StoredMessage>(OLDEST_SQL, [upper, lower, query.limit])
-        : (await this.#db.query<StoredMessage>(NEWEST_SQL, [upper, lower, query.limit])).reverse();
-      for (const row of rows) row.id = Number(row.id);
-      return rows;
+      if (query.after !== undefined) {
+        return await this.#db.query<StoredMessage>(OLDEST_SQL, [upper, lower, query.limit]);
+      }
+      return (await this.#db.query<StoredMessage>(NEWEST_SQL, [upper, lower, query.limit])).reverse();
     } catch (err) {
       this.#logDatabaseError("database error reading history", err);
       throw unavailable(err);
@@ -327,7 +330,7 @@ export class MessageService {
 
   #answered(items: PendingSend[]): void {
     for (const send of items) {
-      if (send.clientMsgId !== undefined) this.#unanswered.delete(`${send.user.id}:${send.clientMsgId}`);
+      if (send.clientMsgId !== undefined) this.#unanswered.delete(unansweredKey(send));
       send.settle();
       for (const repeat of send.repeats ?? []) repeat.settle();
     }

@@ -9,7 +9,7 @@ import type { Logger } from "./log.ts";
 
 const HEARTBEAT_MS = 5000;
 /** Under the contract's 30 s, with room for a few missed heartbeats. */
-export const PRESENCE_EXPIRY_SEC = 20;
+const PRESENCE_EXPIRY_SEC = 20;
 /** Changes within this window are written together (a login burst is one write). */
 const PUBLISH_DELAY_MS = 50;
 /** list_users waits at most this long for the database before answering from the last reading. */
