@@ -3,6 +3,7 @@
 
 import { assertEquals, fail } from "./_assert.ts";
 import type { Frame } from "../lib/protocol.ts";
+import { Wakeup } from "./_util.ts";
 
 let nameCounter = 0;
 /** A username no other test uses: prefix + random + counter, within 50 characters. */
@@ -13,7 +14,7 @@ export function uniqueName(prefix = "u"): string {
 export abstract class FrameInbox {
   readonly #frames: Frame[] = [];
   #ended = false;
-  #waiter: (() => void) | undefined;
+  readonly #wakeup = new Wakeup();
 
   /** Sends an object as one frame, or a string exactly as given. */
   abstract send(frame: Frame | string): Promise<void> | void;
@@ -36,13 +37,13 @@ export abstract class FrameInbox {
   /** A frame arrived. */
   protected push(frame: Frame): void {
     this.#frames.push(frame);
-    this.#waiter?.();
+    this.#wakeup.wake();
   }
 
   /** The connection ended: no more frames will come. */
   protected end(): void {
     this.#ended = true;
-    this.#waiter?.();
+    this.#wakeup.wake();
   }
 
   get ended(): boolean {
@@ -85,7 +86,7 @@ export abstract class FrameInbox {
     const deadline = Date.now() + ms;
     while (!this.#ended) {
       if (Date.now() > deadline) fail(`${what} still open after ${ms} ms`);
-      await this.#wait(deadline - Date.now());
+      await this.#wakeup.wait(deadline - Date.now());
     }
     return this.takeAll();
   }
@@ -101,21 +102,7 @@ export abstract class FrameInbox {
       const index = find();
       if (index >= 0) return this.#frames.splice(index, 1)[0];
       if (this.#ended || Date.now() >= deadline) return undefined;
-      await this.#wait(deadline - Date.now());
+      await this.#wakeup.wait(deadline - Date.now());
     }
-  }
-
-  #wait(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, Math.max(0, ms));
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.#waiter = () => {
-        this.#waiter = undefined;
-        done();
-      };
-    });
   }
 }

@@ -22,3 +22,28 @@ export async function waitUntil(
     await sleep(20);
   }
 }
+
+/** Lets a reader sleep until data arrives (wake) or its time runs out; every wait has a timeout. */
+export class Wakeup {
+  #waiter: (() => void) | undefined;
+
+  /** Ends the wait in progress, if any. */
+  wake(): void {
+    this.#waiter?.();
+  }
+
+  /** Resolves on the next wake(), or after `ms`. */
+  wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, Math.max(0, ms));
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#waiter = () => {
+        this.#waiter = undefined;
+        done();
+      };
+    });
+  }
+}

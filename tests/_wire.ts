@@ -2,7 +2,7 @@
 // database look-ups that check what was (or was not) stored.
 
 import { fail } from "./_assert.ts";
-import { sleep } from "./_util.ts";
+import { sleep, Wakeup } from "./_util.ts";
 import type { Frame, TestClient, TestServer } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
@@ -28,7 +28,7 @@ export class RawClient implements AsyncDisposable {
   readonly conn: Deno.TcpConn;
   #received: Uint8Array = new Uint8Array(0);
   #ended = false;
-  #waiter: (() => void) | undefined;
+  readonly #wakeup = new Wakeup();
   readonly #readLoop: Promise<void>;
 
   private constructor(conn: Deno.TcpConn) {
@@ -56,13 +56,13 @@ export class RawClient implements AsyncDisposable {
         next.set(this.#received);
         next.set(buffer.subarray(0, n), this.#received.length);
         this.#received = next;
-        this.#waiter?.();
+        this.#wakeup.wake();
       }
     } catch {
       // Closed by us or reset by the server: both end the stream.
     } finally {
       this.#ended = true;
-      this.#waiter?.();
+      this.#wakeup.wake();
     }
   }
 
@@ -91,7 +91,7 @@ export class RawClient implements AsyncDisposable {
       }
       if (this.#ended) fail("connection closed before a complete line");
       if (Date.now() >= deadline) fail(`no complete line within ${ms} ms`);
-      await this.#wait(deadline - Date.now());
+      await this.#wakeup.wait(deadline - Date.now());
     }
   }
 
@@ -105,7 +105,7 @@ export class RawClient implements AsyncDisposable {
     const deadline = Date.now() + ms;
     while (!this.#ended) {
       if (Date.now() >= deadline) fail(`connection still open after ${ms} ms`);
-      await this.#wait(deadline - Date.now());
+      await this.#wakeup.wait(deadline - Date.now());
     }
     const rest = this.#received;
     this.#received = new Uint8Array(0);
@@ -129,20 +129,6 @@ export class RawClient implements AsyncDisposable {
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
-  }
-
-  #wait(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, Math.max(0, ms));
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.#waiter = () => {
-        this.#waiter = undefined;
-        done();
-      };
-    });
   }
 }
 
