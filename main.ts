@@ -4,12 +4,12 @@
 //   chat-server client     the terminal client (client/main.ts; --help for its options)
 
 import { startChatService } from "./lib/app.ts";
-import { ConfigError, loadConfig } from "./lib/config.ts";
-import { DatabaseError, DataDirInUseError, openDatabase } from "./lib/db.ts";
-import { HttpListenError } from "./lib/http.ts";
-import { Logger } from "./lib/log.ts";
-import { applySchema, SchemaMismatchError } from "./lib/schema.ts";
-import { TlsError } from "./lib/tls.ts";
+import { ConfigError, loadConfig } from "./lib/core/config.ts";
+import { DatabaseError, DataDirInUseError, openDatabase } from "./lib/store/db.ts";
+import { HttpListenError } from "./lib/net/http.ts";
+import { Logger } from "./lib/core/log.ts";
+import { applySchema, SchemaMismatchError } from "./lib/store/schema.ts";
+import { TlsError } from "./lib/net/tls.ts";
 
 /** The process exits by then even if a peer or the database hangs the shutdown. */
 const SHUTDOWN_DEADLINE_MS = 10_000;

@@ -3,7 +3,7 @@
 -- seed's server reads what this one stores. Everything after them is additive: nothing here renames,
 -- drops or adds a required column to the seed's tables. Applied at start-up and by
 -- `deno task db:setup`, in one transaction (on a PostgreSQL server under an advisory lock, so that
--- several servers starting at once do not race), after lib/migrate.ts has brought a database of
+-- several servers starting at once do not race), after lib/store/schema.ts has brought a database of
 -- this project's earlier layout up to date; safe to run again.
 
 CREATE TABLE IF NOT EXISTS users (

@@ -6,7 +6,7 @@
 // Bench messages carry a marker as their text: "B<sent µs>.<sender>.<seq>." plus padding, so a
 // receiver knows who sent what and when without a lookup.
 
-import type { Frame } from "../lib/protocol.ts";
+import type { Frame } from "../lib/wire/protocol.ts";
 import { nowUs } from "./stats.ts";
 import { WsLineConn } from "./ws_conn.ts";
 

@@ -20,7 +20,7 @@ const CEILING_TABLE_SQL = `CREATE TABLE IF NOT EXISTS bench_ceiling_messages (
     timestamp TIMESTAMP DEFAULT CURRENT_TIMESTAMP
 )`;
 
-/** The server's own history query (lib/messages.ts, NEWEST_SQL), copied so the ceiling runs the same SQL. */
+/** The server's own history query (lib/chat/messages.ts, NEWEST_SQL), copied so the ceiling runs the same SQL. */
 const HISTORY_SQL = `SELECT id, sender_username AS sender, message_text AS message,
   to_char(timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp
   FROM messages

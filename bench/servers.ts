@@ -3,9 +3,9 @@
 // and errors are what a reader needs to see.
 
 import { listeningPort } from "./proc.ts";
-import { SERVER_V8_FLAGS } from "../lib/v8_flags.ts";
-import { logEntries } from "../tests/_log_lines.ts";
-import { sleep } from "../tests/_util.ts";
+import { SERVER_V8_FLAGS } from "../lib/core/v8_flags.ts";
+import { logEntries } from "../tests/support/log_lines.ts";
+import { sleep } from "../tests/support/util.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 /** The server's entry point: a snapshot of the code (see snapshotServerCode), else the working tree's. */
@@ -107,11 +107,15 @@ export async function snapshotServerCode(fromHead: boolean): Promise<string> {
   snapshotDir = dir;
   serverMain = `${dir}/main.ts`;
   const files = [serverMain, `${dir}/schema.sql`];
-  for (const entry of Deno.readDirSync(`${dir}/lib`)) {
-    if (entry.isFile && entry.name.endsWith(".ts") && !entry.name.endsWith("_test.ts")) {
-      files.push(`${dir}/lib/${entry.name}`);
+  const addLib = (sub: string) => {
+    for (const entry of Deno.readDirSync(`${dir}/${sub}`)) {
+      if (entry.isDirectory) addLib(`${sub}/${entry.name}`);
+      else if (entry.isFile && entry.name.endsWith(".ts") && !entry.name.endsWith("_test.ts")) {
+        files.push(`${dir}/${sub}/${entry.name}`);
+      }
     }
-  }
+  };
+  addLib("lib");
   files.sort();
   const hash = new Uint8Array(32);
   for (const file of files) {

@@ -11,11 +11,11 @@
 // unexpected reply or a timeout. Not part of the test run.
 // deno-lint-ignore-file no-console
 
-import { forEachLine } from "../lib/framing.ts";
-import { SERVER_V8_FLAGS } from "../lib/v8_flags.ts";
-import { listeningPortOf, logEntries } from "../tests/_log_lines.ts";
-import { sleep } from "../tests/_util.ts";
-import type { Frame } from "../lib/protocol.ts";
+import { forEachLine } from "../lib/wire/framing.ts";
+import { SERVER_V8_FLAGS } from "../lib/core/v8_flags.ts";
+import { listeningPortOf, logEntries } from "../tests/support/log_lines.ts";
+import { sleep } from "../tests/support/util.ts";
+import type { Frame } from "../lib/wire/protocol.ts";
 
 interface Options {
   minutes: number;

@@ -1,7 +1,7 @@
-import { assert, assertEquals } from "../tests/_assert.ts";
+import { assert, assertEquals } from "../tests/support/assert.ts";
 import { UsageError } from "./errors.ts";
 import { DEFAULT_HOST, DEFAULT_PORT, parseAddress, parseArgs } from "./args.ts";
-import { sanitized } from "../tests/_util.ts";
+import { sanitized } from "../tests/support/util.ts";
 
 Deno.test({
   name: "parseArgs defaults to localhost:5555 and the interactive mode",

@@ -1,6 +1,6 @@
-import { assert, assertEquals } from "../tests/_assert.ts";
+import { assert, assertEquals } from "../tests/support/assert.ts";
 import { backoffDelay, DEFAULT_BACKOFF } from "./backoff.ts";
-import { sanitized } from "../tests/_util.ts";
+import { sanitized } from "../tests/support/util.ts";
 
 Deno.test({
   name: "backoffDelay doubles its ceiling per attempt, from the initial delay",

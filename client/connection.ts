@@ -2,9 +2,9 @@
 // request_id correlation, and exactly one recorded loss cause. Knows nothing of logins or
 // reconnecting (session.ts does that).
 
-import { forEachLine, LineTooLongError } from "../lib/framing.ts";
+import { forEachLine, LineTooLongError } from "../lib/wire/framing.ts";
 import { ConnectFailed, ConnectionLost, type LossCause, ServerRefusal } from "./errors.ts";
-import { type Frame, isFrame } from "../lib/protocol.ts";
+import { type Frame, isFrame } from "../lib/wire/protocol.ts";
 
 /** Longest reply line accepted: a 500-message history page of 4000 escaped characters each fits. */
 export const MAX_REPLY_BYTES = 64 * 1024 * 1024;

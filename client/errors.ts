@@ -1,7 +1,7 @@
 // The client's errors: a refusal by the server (its stable code), a lost connection, a failed
 // connect, and a usage mistake. format.ts turns each into a sentence for people.
 
-import type { Frame } from "../lib/protocol.ts";
+import type { Frame } from "../lib/wire/protocol.ts";
 
 /** The server answered a request with an error: `code` is the contract's machine-readable code. */
 export class ServerRefusal extends Error {

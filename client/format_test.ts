@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertMatch } from "../tests/_assert.ts";
+import { assert, assertEquals, assertMatch } from "../tests/support/assert.ts";
 import { ConnectFailed, ConnectionLost, NotConnected, ServerRefusal, SessionEnded } from "./errors.ts";
 import {
   describeError,
@@ -12,8 +12,8 @@ import {
   sanitize,
   snippet,
 } from "./format.ts";
-import { ERROR_CODES } from "../lib/errors.ts";
-import { sanitized } from "../tests/_util.ts";
+import { ERROR_CODES } from "../lib/core/errors.ts";
+import { sanitized } from "../tests/support/util.ts";
 
 /** The local clock time of a UTC timestamp, computed independently of format.ts. */
 function localHHMM(utc: string): string {

@@ -20,7 +20,7 @@ import {
 import { stdoutIsColorTerminal } from "./output.ts";
 import { ChatSession, type RegisterMode, type SessionEvent } from "./session.ts";
 import { type Input, Terminal } from "./terminal.ts";
-import { isValidPassword, isValidUsername } from "../lib/protocol.ts";
+import { isValidPassword, isValidUsername } from "../lib/wire/protocol.ts";
 import { type ChatMessage, sameUser } from "./wire.ts";
 
 /** Messages per /older page, and /history's default. */

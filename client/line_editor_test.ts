@@ -1,6 +1,6 @@
-import { assertEquals } from "../tests/_assert.ts";
+import { assertEquals } from "../tests/support/assert.ts";
 import { LineEditor } from "./line_editor.ts";
-import { sanitized } from "../tests/_util.ts";
+import { sanitized } from "../tests/support/util.ts";
 
 Deno.test({
   name: "LineEditor submits typed text on Enter, with \\r\\n counted as one line end",

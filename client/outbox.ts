@@ -2,7 +2,7 @@
 // so that the server can tell a resend from a new message and store it once (exactly-once send).
 // Pure: the session decides when to send and resend.
 
-import type { Frame } from "../lib/protocol.ts";
+import type { Frame } from "../lib/wire/protocol.ts";
 
 export interface Outgoing {
   /** Sent with every attempt of this message, unchanged. */

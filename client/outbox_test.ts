@@ -1,6 +1,6 @@
-import { assert, assertEquals } from "../tests/_assert.ts";
+import { assert, assertEquals } from "../tests/support/assert.ts";
 import { Outbox, sendFrame } from "./outbox.ts";
-import { sanitized } from "../tests/_util.ts";
+import { sanitized } from "../tests/support/util.ts";
 
 /** The protocol's rule for client_msg_id. */
 const CLIENT_MSG_ID = /^[A-Za-z0-9_.:-]{1,64}$/;

@@ -1,7 +1,7 @@
 // The scripted send mode: each line of stdin becomes a message; the client exits once every one
 // has come back as its own broadcast (matched by request_id), or with the refusals on stderr.
 
-import { type ByteReader, forEachLine, LineTooLongError } from "../lib/framing.ts";
+import { type ByteReader, forEachLine, LineTooLongError } from "../lib/wire/framing.ts";
 import type { ClientArgs } from "./args.ts";
 import { backoffDelay } from "./backoff.ts";
 import { scriptedLogin } from "./credentials.ts";

@@ -1,7 +1,7 @@
-import { assertEquals } from "../tests/_assert.ts";
+import { assertEquals } from "../tests/support/assert.ts";
 import { Sequencer } from "./sequencer.ts";
 import type { ChatMessage } from "./wire.ts";
-import { sanitized } from "../tests/_util.ts";
+import { sanitized } from "../tests/support/util.ts";
 
 function m(id: number): ChatMessage {
   return { id, sender: "bob", message: `m${id}`, timestamp: "2026-01-15T10:30:00" };

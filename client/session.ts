@@ -10,7 +10,7 @@ import { ConnectFailed, ConnectionLost, type LossCause, NotConnected, ServerRefu
 import { Outbox, type Outgoing, sendFrame } from "./outbox.ts";
 import { Sequencer } from "./sequencer.ts";
 import { CATCH_UP_PAGE, catchUp, historyOn, initialSync, type MessageOrigin } from "./sync.ts";
-import type { Frame } from "../lib/protocol.ts";
+import type { Frame } from "../lib/wire/protocol.ts";
 import { type ChatMessage, historyMessages, sameUser, toChatMessage } from "./wire.ts";
 
 /** "if_free": register first, and an existing account of that name is fine (then just log in). */

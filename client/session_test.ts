@@ -2,10 +2,10 @@
 // decides, per send_message, to acknowledge, to drop the connection after "storing", or to answer
 // `unavailable`, so each path of the resend logic runs on purpose.
 
-import { assertEquals } from "../tests/_assert.ts";
-import { sanitized } from "../tests/_util.ts";
-import { forEachLine } from "../lib/framing.ts";
-import type { Frame } from "../lib/protocol.ts";
+import { assertEquals } from "../tests/support/assert.ts";
+import { sanitized } from "../tests/support/util.ts";
+import { forEachLine } from "../lib/wire/framing.ts";
+import type { Frame } from "../lib/wire/protocol.ts";
 import { ChatSession } from "./session.ts";
 import type { ChatMessage } from "./wire.ts";
 

@@ -4,7 +4,7 @@
 import type { Connection } from "./connection.ts";
 import { ServerRefusal } from "./errors.ts";
 import type { Sequencer } from "./sequencer.ts";
-import type { Frame } from "../lib/protocol.ts";
+import type { Frame } from "../lib/wire/protocol.ts";
 import { type ChatMessage, historyMessages } from "./wire.ts";
 
 export type MessageOrigin = "history" | "live" | "missed";

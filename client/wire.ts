@@ -1,7 +1,7 @@
 // The client's view of chat messages: checks on what the server sends, so the rest of the client
-// only sees well-formed messages. Frames and field rules are lib/protocol.ts's, shared with the server.
+// only sees well-formed messages. Frames and field rules are lib/wire/protocol.ts's, shared with the server.
 
-import { type Frame, isFrame } from "../lib/protocol.ts";
+import { type Frame, isFrame } from "../lib/wire/protocol.ts";
 
 /** A chat message as broadcast (`new_message`) and as listed by `history_response`. */
 export interface ChatMessage {

@@ -1,24 +1,25 @@
 // Wires one running chat service together: database, schema, services, the line-protocol server
 // and the HTTP server. Used by main.ts and by the tests, which start it on port 0. Reads no environment.
 
-import { AuthService } from "./auth.ts";
-import type { Config } from "./config.ts";
-import { type Database, openDatabase, type QueryOptions, type Row } from "./db.ts";
-import { Dispatcher } from "./dispatcher.ts";
-import { HttpListenError, HttpServer } from "./http.ts";
-import { Hub } from "./hub.ts";
-import type { Logger } from "./log.ts";
-import { LoginThrottle } from "./login_throttle.ts";
-import { Maintenance } from "./maintenance.ts";
-import { MessageService } from "./messages.ts";
-import { Metrics } from "./metrics.ts";
-import { Presence } from "./presence.ts";
-import { applySchema } from "./schema.ts";
-import { ChatServer } from "./server.ts";
-import { readTlsFiles, type TlsFiles, tlsListenError } from "./tls.ts";
+import { AuthService } from "./chat/auth.ts";
+import type { Config } from "./core/config.ts";
+import { type Database, openDatabase, type QueryOptions, type Row } from "./store/db.ts";
+import { Dispatcher } from "./chat/dispatcher.ts";
+import { HttpListenError, HttpServer } from "./net/http.ts";
+import { Hub } from "./chat/hub.ts";
+import type { Logger } from "./core/log.ts";
+import { LoginThrottle } from "./store/login_throttle.ts";
+import { Maintenance } from "./store/maintenance.ts";
+import { MessageService } from "./chat/messages.ts";
+import { Metrics } from "./core/metrics.ts";
+import { Presence } from "./chat/presence.ts";
+import { applySchema } from "./store/schema.ts";
+import { LineListeners } from "./net/line_listener.ts";
+import { ConnectionRegistry } from "./net/registry.ts";
+import { readTlsFiles, type TlsFiles, tlsListenError } from "./net/tls.ts";
 
 export interface ChatService extends AsyncDisposable {
-  readonly server: ChatServer;
+  readonly registry: ConnectionRegistry;
   readonly db: Database;
   readonly messages: MessageService;
   readonly presence: Presence;
@@ -65,7 +66,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
   const presence = new Presence(db, hub, log);
   const maintenance = new Maintenance(db, throttle, log);
   const auth = new AuthService(db, throttle, log, { bcryptCost: config.bcryptCost, metrics });
-  let server: ChatServer | undefined;
+  let registry: ConnectionRegistry | undefined;
   try {
     await applySchema(db, log);
     auth.warmUp();
@@ -74,16 +75,14 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     maintenance.start();
     const dispatcher = new Dispatcher(auth, messages, hub, presence, log, config, metrics);
     const tlsPort = tls ? options.tlsPort ?? config.tlsPort : undefined;
-    server = withTlsErrors(
-      tls,
-      () => new ChatServer({ ...config, tlsPort, tls }, dispatcher, hub, messages, log, metrics),
-    );
+    registry = new ConnectionRegistry(config, dispatcher, hub, messages, log, metrics);
+    const chat = registry;
+    const lines = withTlsErrors(tls, () => new LineListeners({ ...config, tlsPort, tls }, chat, log));
     const httpPort = options.httpPort ?? (config.httpPort === 0 ? undefined : config.httpPort);
     const http = httpPort === undefined
       ? undefined
-      : await startHttp(config.host, httpPort, tls, server, db, metrics, log);
+      : await startHttp(config.host, httpPort, tls, registry, db, metrics, log);
     metrics.start();
-    const chat = server;
     let closing: Promise<void> | undefined;
     const close = () =>
       closing ??= (async () => {
@@ -97,22 +96,22 @@ export async function startChatService(config: Config, log: Logger, options: Sta
         if (ownsDatabase) await opened.close();
       })();
     return {
-      server,
+      registry,
       db,
       messages,
       presence,
       maintenance,
       metrics,
-      port: server.port,
+      port: lines.port,
       httpPort: http?.port,
-      tlsPort: server.tlsPort,
+      tlsPort: lines.tlsPort,
       secure: tls !== undefined,
       close,
       [Symbol.asyncDispose]: close,
     };
   } catch (err) {
     maintenance.stop();
-    await server?.close();
+    await registry?.close();
     messages.stop();
     await Promise.all([presence.stop(), auth.drain()]);
     if (ownsDatabase) await opened.close().catch(() => {});
@@ -124,12 +123,12 @@ function startHttp(
   host: string,
   port: number,
   tls: TlsFiles | undefined,
-  server: ChatServer,
+  registry: ConnectionRegistry,
   db: Database,
   metrics: Metrics,
   log: Logger,
 ): Promise<HttpServer> {
-  return withTlsErrors(tls, () => HttpServer.start({ host, port, tls }, server, db, metrics, log)).catch((err) => {
+  return withTlsErrors(tls, () => HttpServer.start({ host, port, tls }, registry, db, metrics, log)).catch((err) => {
     if (err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.PermissionDenied) {
       throw new HttpListenError(port, err);
     }

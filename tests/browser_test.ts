@@ -4,9 +4,9 @@
 // chatting is written to docs/web.png with UPDATE_SCREENSHOT=1 (elsewhere it goes to a temp file).
 
 import type { Browser, Page } from "playwright-core";
-import { assert, assertEquals } from "./_assert.ts";
-import { CHROMIUM, chromiumMissing, launchBrowser } from "./_browser.ts";
-import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./_helpers.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { CHROMIUM, chromiumMissing, launchBrowser } from "./support/browser.ts";
+import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./support/helpers.ts";
 
 if (chromiumMissing) {
   // deno-lint-ignore no-console

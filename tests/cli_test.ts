@@ -3,9 +3,9 @@
 // `db:setup` applies the schema (twice is fine), and the start-up log names the storage.
 
 import postgres from "postgres";
-import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { sanitized } from "./_client.ts";
-import { runDenoTask, runServerCommand, spawnServer } from "./_process.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { sanitized } from "./support/client.ts";
+import { runDenoTask, runServerCommand, spawnServer } from "./support/process.ts";
 
 /** The seed's two tables and the v1.1 additions (exactly-once ids, presence, login throttling). */
 const SCHEMA_TABLES = ["chat_client_msg_ids", "chat_login_failures", "chat_servers", "messages", "users"];

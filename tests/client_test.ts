@@ -2,10 +2,10 @@
 // (no in-process database, so no timer of it can trip the sanitizers), clients driven through
 // piped stdin and stdout, and, when tmux is installed, the interactive mode in a real terminal.
 
-import { assert, assertEquals, assertMatch, fail } from "./_assert.ts";
-import { sanitized, uniqueName } from "./_client.ts";
-import { runServerCommand, type ServerProcess, spawnServer } from "./_process.ts";
-import { CLIENT_MAIN, CLIENT_PASSWORD, ClientProcess, CONFIG, freePort, runClient } from "./_client_process.ts";
+import { assert, assertEquals, assertMatch, fail } from "./support/assert.ts";
+import { sanitized, uniqueName } from "./support/client.ts";
+import { runServerCommand, type ServerProcess, spawnServer } from "./support/process.ts";
+import { CLIENT_MAIN, CLIENT_PASSWORD, ClientProcess, CONFIG, freePort, runClient } from "./support/client_process.ts";
 
 const TEST_DATABASE_URL = Deno.env.get("TEST_DATABASE_URL") || undefined;
 

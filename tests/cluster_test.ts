@@ -8,10 +8,10 @@
 // the embedded-database test.
 
 import postgres from "postgres";
-import { assert, assertEquals, fail } from "./_assert.ts";
-import { type Frame, postgresUrl, sanitized, type TestClient, uniqueName } from "./_helpers.ts";
-import { runServerCommand, type ServerProcess, spawnServer } from "./_process.ts";
-import { proxiedUrl, startProxy, targetOf } from "./_proxy.ts";
+import { assert, assertEquals, fail } from "./support/assert.ts";
+import { type Frame, postgresUrl, sanitized, type TestClient, uniqueName } from "./support/helpers.ts";
+import { runServerCommand, type ServerProcess, spawnServer } from "./support/process.ts";
+import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
 import {
   assertIncreasingIds,
   closeSharedPglite,
@@ -19,8 +19,8 @@ import {
   readAllHistory,
   type ScratchDatabase,
   type StoredMessage,
-} from "./_reliability.ts";
-import { sleep, waitUntil } from "./_util.ts";
+} from "./support/reliability.ts";
+import { sleep, waitUntil } from "./support/util.ts";
 
 // These tests bring their own databases; the shared in-process PGlite is not needed.
 await closeSharedPglite();

@@ -6,9 +6,9 @@
 // then skipped and says why (set DENORT_BIN=/path/to/denort to run it offline), and a second test
 // checks that the build fails for that reason only. Any other build error fails.
 
-import { assert, assertEquals, fail } from "./_assert.ts";
-import { sanitized } from "./_client.ts";
-import { spawnServer } from "./_process.ts";
+import { assert, assertEquals, fail } from "./support/assert.ts";
+import { sanitized } from "./support/client.ts";
+import { spawnServer } from "./support/process.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;

@@ -3,8 +3,8 @@
 // disconnect mid-write (the rest receive everything, in one order; no crash, no unhandled
 // rejection). On every backend.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { backends, sanitized, startTestServer, type TestClient } from "./_helpers.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { backends, sanitized, startTestServer, type TestClient } from "./support/helpers.ts";
 import {
   assertIncreasingIds,
   closeSharedPglite,
@@ -12,8 +12,8 @@ import {
   privateDatabaseEnv,
   readAllHistory,
   runTraffic,
-} from "./_reliability.ts";
-import { sleep, waitUntil } from "./_util.ts";
+} from "./support/reliability.ts";
+import { sleep, waitUntil } from "./support/util.ts";
 
 // Each test opens its own database; the shared in-process PGlite would only trip the sanitizer.
 await closeSharedPglite();
@@ -155,7 +155,7 @@ for (const backend of backends) {
           // History's order is the broadcast order.
           const history = (await readAllHistory(staying[0])).filter((m) => orders[0].includes(m.id));
           assertEquals(history.map((m) => m.id), orders[0]);
-          await waitUntil(() => server.service.server.connectionCount === 44, 5000, "the leavers to be gone");
+          await waitUntil(() => server.service.registry.connectionCount === 44, 5000, "the leavers to be gone");
         } finally {
           await Promise.all([...receivers, ...senders].map((c) => c.close()));
         }

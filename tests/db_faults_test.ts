@@ -5,9 +5,9 @@
 // server recovers without a restart; history holds every acknowledged message exactly once, and
 // nothing nobody sent. (The basic outage replies are in outage_test.ts; this is the traffic shape.)
 
-import { assert, assertEquals } from "./_assert.ts";
-import { postgresUrl, sanitized, startTestServer, type TestClient, type TestServer } from "./_helpers.ts";
-import { proxiedUrl, startProxy, targetOf } from "./_proxy.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { postgresUrl, sanitized, startTestServer, type TestClient, type TestServer } from "./support/helpers.ts";
+import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
 import {
   closeSharedPglite,
   createScratchDatabase,
@@ -16,8 +16,8 @@ import {
   readAllHistory,
   runTraffic,
   type TrafficLog,
-} from "./_reliability.ts";
-import { sleep, waitUntil } from "./_util.ts";
+} from "./support/reliability.ts";
+import { sleep, waitUntil } from "./support/util.ts";
 
 // These tests bring their own databases; the shared in-process PGlite is not needed.
 await closeSharedPglite();

@@ -5,10 +5,10 @@
 // Whether such a batch was committed after all is the database's to say: if it was, everyone
 // receives it once, in order (the sender can resend it with its client_msg_id and get it back).
 
-import { assert, assertEquals } from "./_assert.ts";
-import { type Backend, postgresUrl, sanitized, startTestServer } from "./_helpers.ts";
-import { proxiedUrl, startProxy, targetOf } from "./_proxy.ts";
-import { marker, storedCount } from "./_wire.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { type Backend, postgresUrl, sanitized, startTestServer } from "./support/helpers.ts";
+import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
+import { marker, storedCount } from "./support/wire.ts";
 
 Deno.test({
   name: "db stall: sends get unavailable while the database is silent, and work again once it answers",

@@ -6,9 +6,9 @@
 // On PGlite in a temporary DATA_DIR, and on PostgreSQL (a fresh database per test) when
 // TEST_DATABASE_URL is set. Replay the moments with DURABILITY_SEED=<seed from the test's name>.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { sanitized, type TestClient } from "./_helpers.ts";
-import { type ServerProcess, spawnServer } from "./_process.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { sanitized, type TestClient } from "./support/helpers.ts";
+import { type ServerProcess, spawnServer } from "./support/process.ts";
 import {
   closeSharedPglite,
   duplicateTexts,
@@ -21,8 +21,8 @@ import {
   type StoredMessage,
   stores,
   type TrafficLog,
-} from "./_reliability.ts";
-import { sleep, waitUntil } from "./_util.ts";
+} from "./support/reliability.ts";
+import { sleep, waitUntil } from "./support/util.ts";
 
 // These tests bring their own databases; the shared in-process PGlite would only trip the sanitizer.
 await closeSharedPglite();

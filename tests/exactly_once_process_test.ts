@@ -4,9 +4,9 @@
 // have no acknowledgement for, with the same client_msg_id, until each is answered. Afterwards
 // history holds every message exactly once. Replay with EXACTLY_ONCE_SEED=<seed in the name>.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { postgresUrl, sanitized, type TestClient } from "./_helpers.ts";
-import { spawnServer } from "./_process.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { postgresUrl, sanitized, type TestClient } from "./support/helpers.ts";
+import { spawnServer } from "./support/process.ts";
 import {
   closeSharedPglite,
   duplicateTexts,
@@ -19,8 +19,8 @@ import {
   type Store,
   stores,
   type TrafficLog,
-} from "./_reliability.ts";
-import { sleep, waitUntil } from "./_util.ts";
+} from "./support/reliability.ts";
+import { sleep, waitUntil } from "./support/util.ts";
 
 await closeSharedPglite();
 

@@ -3,9 +3,9 @@
 // duplicates make one row; ids are per user; bad ids are refused; the window survives restarts
 // and is pruned after it.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { backends, type Frame, sanitized, startTestServer, type TestClient } from "./_helpers.ts";
-import { marker, storedCount } from "./_wire.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { backends, type Frame, sanitized, startTestServer, type TestClient } from "./support/helpers.ts";
+import { marker, storedCount } from "./support/wire.ts";
 
 function sendFrame(message: string, clientMsgId: unknown, extra: Frame = {}): Frame {
   return { type: "send_message", message, client_msg_id: clientMsgId, ...extra };

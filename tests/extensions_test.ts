@@ -1,10 +1,10 @@
 // Contract tests for the extensions over real sockets: ping, logout, list_users, request_id, and
 // the two shapes of error (register/login responses vs. the error frame).
 
-import { assert, assertEquals } from "./_assert.ts";
-import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./_helpers.ts";
-import { keysOf, lines, marker, storedCount } from "./_wire.ts";
-import { waitUntil } from "./_util.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./support/helpers.ts";
+import { keysOf, lines, marker, storedCount } from "./support/wire.ts";
+import { waitUntil } from "./support/util.ts";
 
 async function usersOnline(client: TestClient): Promise<string[]> {
   const reply = await client.request({ type: "list_users" });

@@ -2,10 +2,10 @@
 // many writes, CRLF, empty lines, the line limit, bad bytes and bad JSON, unknown types, no banner,
 // and replies that arrive whole.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { backends, type Frame, sanitized, startTestServer, uniqueName } from "./_helpers.ts";
-import { keysOf, line, lines, RawClient } from "./_wire.ts";
-import { sleep } from "./_util.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { backends, type Frame, sanitized, startTestServer, uniqueName } from "./support/helpers.ts";
+import { keysOf, line, lines, RawClient } from "./support/wire.ts";
+import { sleep } from "./support/util.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

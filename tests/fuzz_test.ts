@@ -6,8 +6,8 @@
 //
 // Replay a failure with the seed from the test's name: FUZZ_SEED=<seed> deno test -P tests/fuzz_test.ts
 
-import { assert, assertEquals, fail } from "./_assert.ts";
-import { type Backend, backends, type Frame, sanitized, startTestServer, type TestClient } from "./_helpers.ts";
+import { assert, assertEquals, fail } from "./support/assert.ts";
+import { type Backend, backends, type Frame, sanitized, startTestServer, type TestClient } from "./support/helpers.ts";
 import {
   closeSharedPglite,
   contractProblems,
@@ -16,7 +16,7 @@ import {
   Prng,
   readAllHistory,
   seedFromEnv,
-} from "./_reliability.ts";
+} from "./support/reliability.ts";
 
 // Each test opens its own database; the shared in-process PGlite would only trip the sanitizer.
 await closeSharedPglite();
@@ -599,7 +599,7 @@ for (const backend of backends) {
     name: `fuzz: the database returns stored text starting with U+FEFF unchanged [${backend.name}]`,
     // BUG: on PGlite, `SELECT message_text FROM messages` returns "\ufeffBOM" as "BOM" although the
     // row holds the bytes EF BB BF (convert_to shows them): PGlite's text decoding drops a leading
-    // BOM. lib/db.ts is the boundary that must keep text exact. PostgreSQL (postgres.js) passes.
+    // BOM. lib/store/db.ts is the boundary that must keep text exact. PostgreSQL (postgres.js) passes.
     ignore: backend.name === "pglite",
     ...sanitized,
     async fn() {
@@ -661,7 +661,7 @@ async function fuzzServer(backend: Backend): Promise<void> {
   // Prototype keys in frames polluted nothing.
   assertEquals(prototypeKeys(), protoBefore);
   assertEquals(({} as Record<string, unknown>).polluted, undefined);
-  assertEquals(server.service.server.connectionCount, 3);
+  assertEquals(server.service.registry.connectionCount, 3);
 
   // One byte past the line limit still closes the connection with line_too_long, after the fuzz.
   const head = `{"type":"ping","pad":"`;

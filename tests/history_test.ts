@@ -4,9 +4,16 @@
 // Many tests (and, on PostgreSQL, other test runs) share the database, so expectations are
 // computed from the ids this test created and from the stored ids in their range.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { backends, type Frame, sanitized, startTestServer, type TestClient, type TestServer } from "./_helpers.ts";
-import { keysOf, lines, marker, storedIdsBetween } from "./_wire.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import {
+  backends,
+  type Frame,
+  sanitized,
+  startTestServer,
+  type TestClient,
+  type TestServer,
+} from "./support/helpers.ts";
+import { keysOf, lines, marker, storedIdsBetween } from "./support/wire.ts";
 
 /** Sends `count` messages in one write and returns their broadcasts, in id order. */
 async function postMessages(client: TestClient, count: number, tag = marker("h")): Promise<Frame[]> {

@@ -4,8 +4,15 @@
 // the server's memory stays bounded, and the offender gets the contract's error code.
 // (The basic limit tests are elsewhere; these measure service for everyone else during an attack.)
 
-import { assert, assertEquals, fail } from "./_assert.ts";
-import { backends, type Frame, sanitized, startTestServer, type TestClient, type TestServer } from "./_helpers.ts";
+import { assert, assertEquals, fail } from "./support/assert.ts";
+import {
+  backends,
+  type Frame,
+  sanitized,
+  startTestServer,
+  type TestClient,
+  type TestServer,
+} from "./support/helpers.ts";
 import {
   closeSharedPglite,
   collectUntil,
@@ -13,9 +20,9 @@ import {
   rssBytes,
   runTraffic,
   uniqueText,
-} from "./_reliability.ts";
-import { sleep, waitUntil } from "./_util.ts";
-import { NodeLineClient } from "./_node_line_client.ts";
+} from "./support/reliability.ts";
+import { sleep, waitUntil } from "./support/util.ts";
+import { NodeLineClient } from "./support/node_line_client.ts";
 
 // Each test opens its own database; the shared in-process PGlite would only trip the sanitizer.
 await closeSharedPglite();
@@ -148,7 +155,7 @@ Deno.test({
         await Promise.all(lorises.map((c) => c.close()));
       }
     });
-    await waitUntil(() => server.service.server.connectionCount === 0, 5000, "every connection to close");
+    await waitUntil(() => server.service.registry.connectionCount === 0, 5000, "every connection to close");
     assert(service.roundTrips >= 2);
   },
 });
@@ -207,7 +214,7 @@ Deno.test({
       storm.map((f) => (f.message as string).split(" ")[0]),
       Array.from({ length: count }, (_, i) => `${prefix}-${i}`),
     );
-    await waitUntil(() => server.service.server.connectionCount === 2, 5000, "only stormer and watcher left");
+    await waitUntil(() => server.service.registry.connectionCount === 2, 5000, "only stormer and watcher left");
   },
 });
 
@@ -247,7 +254,7 @@ for (const limit of ["MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_IP"]) {
             await Promise.all(kept.map((c) => c.close()));
           }
           // Refused and closed connections are forgotten: the next wave gets the same 38.
-          await waitUntil(() => server.service.server.connectionCount === 2, 5000, "the flood to drain");
+          await waitUntil(() => server.service.registry.connectionCount === 2, 5000, "the flood to drain");
         }
       });
     },
@@ -401,7 +408,7 @@ Deno.test({
         conn.close();
       }
     });
-    await waitUntil(() => server.service.server.connectionCount === 1, 5000, "the reset connections to be gone");
+    await waitUntil(() => server.service.registry.connectionCount === 1, 5000, "the reset connections to be gone");
     const stored = await server.service.db.query<{ message_text: string }>(
       `SELECT message_text FROM messages WHERE message_text = ANY($1::text[])`,
       [halfTexts],

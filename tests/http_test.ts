@@ -3,10 +3,10 @@
 // their security headers.
 
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
-import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { type Backend, backends, postgresUrl, sanitized, startTestServer, type TestServer } from "./_helpers.ts";
-import { proxiedUrl, startProxy, targetOf } from "./_proxy.ts";
-import { WsTestClient } from "./_ws_client.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { type Backend, backends, postgresUrl, sanitized, startTestServer, type TestServer } from "./support/helpers.ts";
+import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
+import { WsTestClient } from "./support/ws_client.ts";
 
 interface ParsedFamily {
   name: string;
@@ -149,7 +149,7 @@ Deno.test({
       assertEquals(file.status, 200, match[1]);
     }
     assertEquals((await get(server, "/../deno.json")).status, 404);
-    assertEquals((await get(server, "/lib/server.ts")).status, 404);
+    assertEquals((await get(server, "/lib/net/registry.ts")).status, 404);
     assertEquals((await get(server, "/nope")).status, 404);
     const post = await fetch(httpUrl(server, "/"), { method: "POST", body: "x" });
     await post.body?.cancel();
@@ -172,9 +172,9 @@ Deno.test({
     // A connection kept open holds the stop in its drain phase long enough to ask.
     await using ws = await WsTestClient.connect(`ws://127.0.0.1:${server.service.httpPort}/ws`);
     await ws.registerAndLogin();
-    assertEquals(server.service.server.accepting, true);
+    assertEquals(server.service.registry.accepting, true);
     const closing = server.close();
-    assertEquals(server.service.server.accepting, false);
+    assertEquals(server.service.registry.accepting, false);
     await closing;
     assertEquals((await ws.expectClosed()).code, 1001);
   },

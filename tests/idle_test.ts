@@ -1,9 +1,9 @@
 // The login idle timeout: a connection that neither logs in nor sends anything is closed with
 // idle_timeout; logged-in connections are never closed for being quiet; 0 turns it off.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { backends, sanitized, startTestServer } from "./_helpers.ts";
-import { sleep } from "./_util.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { backends, sanitized, startTestServer } from "./support/helpers.ts";
+import { sleep } from "./support/util.ts";
 
 const backend = backends[0];
 

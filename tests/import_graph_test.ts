@@ -1,15 +1,27 @@
 // Which module may import which, checked over the source instead of restated in file headers:
-// lib/ has no import cycles and reaches nothing outside lib/ but npm and node modules; the wire
-// modules (errors, log, protocol, framing) depend on nothing else in lib/; only db.ts imports the
-// database drivers; the terminal client uses only lib/'s wire modules and has no cycles either.
+// lib/'s folders are layers (core, wire, store, chat, net, then app.ts on top) and no file imports
+// from a layer above its own; lib/ has no import cycles and reaches nothing outside lib/ but npm
+// and node modules; the base modules (errors, log, protocol, framing) depend on nothing else in
+// lib/; only store/db.ts imports the database drivers; the terminal client uses only lib/'s base
+// modules and has no cycles either.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { sanitized } from "./_util.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { sanitized } from "./support/util.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
 /** Modules of the wire format and logging: the base everything else builds on. */
-const BASE_MODULES = new Set(["lib/errors.ts", "lib/log.ts", "lib/protocol.ts", "lib/framing.ts"]);
+const BASE_MODULES = new Set(["lib/core/errors.ts", "lib/core/log.ts", "lib/wire/protocol.ts", "lib/wire/framing.ts"]);
+/** lib/'s layers, lowest first: a file may import from its own layer and those below it. */
+const LAYERS = ["lib/core/", "lib/wire/", "lib/store/", "lib/chat/", "lib/net/", "lib/"];
+
+/** The layer of a lib/ file: the index of its folder in LAYERS (lib/app.ts is the top). */
+export function layerOf(path: string): number {
+  const folder = path.slice(0, path.lastIndexOf("/") + 1);
+  const layer = LAYERS.indexOf(folder);
+  if (layer === -1) throw new Error(`${path} is in no layer: put it in one of ${LAYERS.join(", ")}`);
+  return layer;
+}
 const DATABASE_DRIVERS = new Set(["postgres", "@electric-sql/pglite"]);
 
 /** Static imports and re-exports (also multi-line and type-only), side-effect imports, import(). */
@@ -34,10 +46,10 @@ interface Edge {
   to: string;
 }
 
-/** The non-test, non-bench `.ts` files of `dir` and what each imports. */
-function graphOf(dir: string): Map<string, Edge[]> {
-  const graph = new Map<string, Edge[]>();
+/** The non-test, non-bench `.ts` files of `dir` (and its folders) and what each imports. */
+function graphOf(dir: string, graph = new Map<string, Edge[]>()): Map<string, Edge[]> {
   for (const entry of Deno.readDirSync(`${ROOT}${dir}`)) {
+    if (entry.isDirectory) graphOf(`${dir}/${entry.name}`, graph);
     if (!entry.isFile || !entry.name.endsWith(".ts") || /_(test|bench)\.ts$/.test(entry.name)) continue;
     const from = `${dir}/${entry.name}`;
     const edges = importsOf(Deno.readTextFileSync(`${ROOT}${from}`)).map((specifier) => ({
@@ -90,8 +102,8 @@ Deno.test("import graph: the parser sees multi-line, type-only and re-exported i
     ["./x.ts", "./y.ts", "./z.ts", "./side.ts", "./lazy.ts"],
   );
   // And it found the real graph: a known multi-line import and a known driver import.
-  assert(lib.get("lib/dispatcher.ts")?.some((e) => e.to === "lib/protocol.ts"), "dispatcher -> protocol");
-  assert(lib.get("lib/db.ts")?.some((e) => e.to === "postgres"), "db -> postgres");
+  assert(lib.get("lib/chat/dispatcher.ts")?.some((e) => e.to === "lib/wire/protocol.ts"), "dispatcher -> protocol");
+  assert(lib.get("lib/store/db.ts")?.some((e) => e.to === "postgres"), "db -> postgres");
 });
 
 Deno.test("import graph: the cycle finder reports a cycle and accepts a tree", sanitized, () => {
@@ -109,6 +121,13 @@ Deno.test("import graph: lib/ has no cycles", sanitized, () => {
   assertEquals(findCycle(lib), undefined);
 });
 
+Deno.test("import graph: every lib/ file is in a layer and imports nothing from a layer above", sanitized, () => {
+  const upward = libEdges.filter((e) => e.to.startsWith("lib/") && layerOf(e.to) > layerOf(e.from));
+  assertEquals(describe(upward), []);
+  assertEquals(layerOf("lib/app.ts"), LAYERS.length - 1);
+  assertEquals(layerOf("lib/net/http.ts") > layerOf("lib/chat/dispatcher.ts"), true);
+});
+
 Deno.test("import graph: lib/ imports nothing outside lib/ except npm and node modules", sanitized, () => {
   const outside = libEdges.filter((e) => e.to.includes("/") && !e.to.startsWith("lib/") && !e.to.startsWith("@"));
   assertEquals(describe(outside), [], "lib/ must not import client/, bench/ or tests/");
@@ -120,12 +139,12 @@ Deno.test("import graph: errors, log, protocol and framing import nothing else f
 });
 
 Deno.test("import graph: only db.ts imports the database drivers", sanitized, () => {
-  const edges = [...libEdges, ...clientEdges].filter((e) => DATABASE_DRIVERS.has(e.to) && e.from !== "lib/db.ts");
+  const edges = [...libEdges, ...clientEdges].filter((e) => DATABASE_DRIVERS.has(e.to) && e.from !== "lib/store/db.ts");
   assertEquals(describe(edges), []);
-  assert(libEdges.some((e) => e.from === "lib/db.ts" && DATABASE_DRIVERS.has(e.to)), "db.ts imports them");
+  assert(libEdges.some((e) => e.from === "lib/store/db.ts" && DATABASE_DRIVERS.has(e.to)), "db.ts imports them");
 });
 
-Deno.test("import graph: the terminal client uses only lib/'s wire modules, and has no cycles", sanitized, () => {
+Deno.test("import graph: the terminal client uses only lib/'s base modules, and has no cycles", sanitized, () => {
   const edges = clientEdges.filter((e) =>
     e.to.includes("/") && !e.to.startsWith("client/") && !e.to.startsWith("@") && !BASE_MODULES.has(e.to)
   );

@@ -1,10 +1,10 @@
 // Connection limits: MAX_CONNECTIONS and MAX_CONNECTIONS_PER_IP. The refused connection gets
 // too_many_connections and is closed; the admitted ones keep working; a freed slot is reused.
 
-import { NodeLineClient } from "./_node_line_client.ts";
-import { waitUntil } from "./_util.ts";
-import { assert, assertEquals } from "./_assert.ts";
-import { backends, sanitized, startTestServer, type TestClient, type TestServer } from "./_helpers.ts";
+import { NodeLineClient } from "./support/node_line_client.ts";
+import { waitUntil } from "./support/util.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { backends, sanitized, startTestServer, type TestClient, type TestServer } from "./support/helpers.ts";
 
 for (const backend of backends) {
   Deno.test({
@@ -43,7 +43,7 @@ Deno.test({
 
     await b.close();
     await waitUntil(
-      () => server.service.server.connectionCount === 1,
+      () => server.service.registry.connectionCount === 1,
       5000,
       "the server to forget the closed connection",
     );
@@ -81,7 +81,7 @@ Deno.test({
 
     await b.close();
     await waitUntil(
-      () => server.service.server.connectionCount === 3,
+      () => server.service.registry.connectionCount === 3,
       5000,
       "the server to forget the closed connection",
     );

@@ -1,9 +1,9 @@
 // What the server logs at info level: never passwords, never message texts, and not what was
 // typed as a username when it is not one (people type passwords into the wrong field).
 
-import { assert } from "./_assert.ts";
-import { sanitized, uniqueName } from "./_client.ts";
-import { spawnServer } from "./_process.ts";
+import { assert } from "./support/assert.ts";
+import { sanitized, uniqueName } from "./support/client.ts";
+import { spawnServer } from "./support/process.ts";
 
 Deno.test({
   name: "logging at info level shows no password, no message text and no mistyped secret",

@@ -1,9 +1,9 @@
 // Contract tests for `login` over real sockets: reply shapes, the stored spelling of the name,
 // identical failures, throttling, foreign bcrypt hashes, re-login and one user on many connections.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { backends, type Frame, sanitized, startTestServer, type TestServer, uniqueName } from "./_helpers.ts";
-import { keysOf, line, lines, RawClient } from "./_wire.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { backends, type Frame, sanitized, startTestServer, type TestServer, uniqueName } from "./support/helpers.ts";
+import { keysOf, line, lines, RawClient } from "./support/wire.ts";
 
 const decoder = new TextDecoder();
 

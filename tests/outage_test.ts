@@ -5,9 +5,9 @@
 // connection whose query failed during the outage (porsager/postgres#1130), which a larger pool
 // hits more often. That slows close() down; it does not change what these tests check.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { type Backend, postgresUrl, sanitized, startTestServer, uniqueName } from "./_helpers.ts";
-import { proxiedUrl, startProxy, targetOf } from "./_proxy.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { type Backend, postgresUrl, sanitized, startTestServer, uniqueName } from "./support/helpers.ts";
+import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
 
 const ignore = postgresUrl === undefined;
 

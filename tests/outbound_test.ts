@@ -1,8 +1,8 @@
 // The outbound bound: a client that stops reading is cut off once its backlog passes
 // MAX_OUTBOUND_BYTES, and no other client waits for it or loses a message.
 
-import { assert, assertEquals, fail } from "./_assert.ts";
-import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./_helpers.ts";
+import { assert, assertEquals, fail } from "./support/assert.ts";
+import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./support/helpers.ts";
 
 const MAX_OUTBOUND_BYTES = 65536;
 /** Long messages fill the non-reader's socket buffers (a few MB on loopback) in fewer rounds. */
@@ -33,7 +33,7 @@ for (const backend of backends) {
         "success",
       );
       await using slow = await RawClient.loginAs(server.port, slowName, "secret123");
-      const connections = () => server.service.server.connectionCount;
+      const connections = () => server.service.registry.connectionCount;
       assertEquals(connections(), 3);
 
       const received: Frame[] = [];

@@ -1,6 +1,6 @@
-import { assertEquals } from "./_assert.ts";
-import { sanitized } from "./_helpers.ts";
-import { spawnServer } from "./_process.ts";
+import { assertEquals } from "./support/assert.ts";
+import { sanitized } from "./support/helpers.ts";
+import { spawnServer } from "./support/process.ts";
 
 Deno.test({
   name: "process: the server answers ping and exits 0 on SIGTERM",

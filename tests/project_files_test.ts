@@ -1,10 +1,10 @@
 // Project files that must stay true to the code: deno.json's tasks run the server the way the
 // code that starts it itself does; .env.example and the README list every setting and its default.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { DEFAULTS, parseDotEnv } from "../lib/config.ts";
-import { sanitized } from "./_client.ts";
-import { SERVER_V8_FLAGS } from "../lib/v8_flags.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { DEFAULTS, parseDotEnv } from "../lib/core/config.ts";
+import { sanitized } from "./support/client.ts";
+import { SERVER_V8_FLAGS } from "../lib/core/v8_flags.ts";
 
 Deno.test("deno.json: start, dev and compile run the server with SERVER_V8_FLAGS", sanitized, async () => {
   const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));

@@ -1,9 +1,9 @@
 // Contract tests for `register` over real sockets: reply shapes, username and password rules,
 // uniqueness regardless of case, no implicit login, bcrypt storage and concurrent registration.
 
-import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { backends, type Frame, sanitized, startTestServer, type TestServer, uniqueName } from "./_helpers.ts";
-import { keysOf, storedCount } from "./_wire.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { backends, type Frame, sanitized, startTestServer, type TestServer, uniqueName } from "./support/helpers.ts";
+import { keysOf, storedCount } from "./support/wire.ts";
 
 const USERNAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-";
 

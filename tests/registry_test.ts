@@ -1,23 +1,23 @@
-// The registry every transport shares (lib/server.ts): its coarse clock, and refused connections
+// The registry every transport shares (lib/net/registry.ts): its coarse clock, and refused connections
 // counted and logged per address.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { backends, sanitized, sharedPgliteDatabase, startTestServer } from "./_helpers.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { backends, sanitized, sharedPgliteDatabase, startTestServer } from "./support/helpers.ts";
 import { startChatService } from "../lib/app.ts";
-import { parseConfig } from "../lib/config.ts";
-import { type LogFields, Logger } from "../lib/log.ts";
-import type { ChatServer } from "../lib/server.ts";
-import type { CloseReason } from "../lib/session.ts";
-import type { Connection } from "../lib/transport.ts";
+import { parseConfig } from "../lib/core/config.ts";
+import { type LogFields, Logger } from "../lib/core/log.ts";
+import type { ConnectionRegistry } from "../lib/net/registry.ts";
+import type { CloseReason } from "../lib/chat/session.ts";
+import type { Connection } from "../lib/net/transport.ts";
 
 Deno.test({
   name: "registry: the coarse clock keeps ticking with LOGIN_IDLE_TIMEOUT_SEC=0",
   ...sanitized,
   async fn() {
     await using server = await startTestServer(backends[0], { LOGIN_IDLE_TIMEOUT_SEC: "0" });
-    const start = server.service.server.clock;
+    const start = server.service.registry.clock;
     await new Promise((resolve) => setTimeout(resolve, 1200));
-    assert(server.service.server.clock > start, "the clock did not move");
+    assert(server.service.registry.clock > start, "the clock did not move");
   },
 });
 
@@ -28,7 +28,7 @@ class FakeConnection implements Connection {
   lastActivity = 0;
   closed = false;
   closeReason: CloseReason | undefined;
-  constructor(readonly id: number, readonly remoteAddress: string, readonly server: ChatServer) {}
+  constructor(readonly id: number, readonly remoteAddress: string, readonly server: ConnectionRegistry) {}
   send(): void {}
   close(reason: CloseReason): void {
     if (this.closed) return;
@@ -58,7 +58,7 @@ Deno.test({
       MAX_CONNECTIONS_PER_IP: "1",
     });
     await using service = await startChatService(config, log, { database: sharedPgliteDatabase() });
-    const server = service.server;
+    const server = service.registry;
     const connect = (address: string) => new FakeConnection(server.nextConnectionId(), address, server);
     const admitted = [connect("10.0.0.1"), connect("10.0.0.2")];
     for (const connection of admitted) assert(server.admit(connection));

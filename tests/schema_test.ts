@@ -3,16 +3,16 @@
 // its columns; a database of this project's earlier layout is migrated keeping every row and id;
 // one of neither shape stops start-up with one line; and schema.sql's columns equal the seed's DDL.
 
-import "./_pglite_timers.ts";
-import { assert, assertEquals, assertMatch, fail } from "./_assert.ts";
-import { sanitized, TestClient } from "./_client.ts";
-import { runDenoTask, runServerCommand, spawnServer } from "./_process.ts";
-import { type BackendName, scratchBackends, scratchDatabase, withOpen } from "./_scratch_db.ts";
+import "./support/pglite_timers.ts";
+import { assert, assertEquals, assertMatch, fail } from "./support/assert.ts";
+import { sanitized, TestClient } from "./support/client.ts";
+import { runDenoTask, runServerCommand, spawnServer } from "./support/process.ts";
+import { type BackendName, scratchBackends, scratchDatabase, withOpen } from "./support/scratch_db.ts";
 import { startChatService } from "../lib/app.ts";
-import { parseConfig } from "../lib/config.ts";
-import { type Database, openDatabase, type Row, type Transaction } from "../lib/db.ts";
-import { Logger } from "../lib/log.ts";
-import { applySchema, SchemaMismatchError } from "../lib/schema.ts";
+import { parseConfig } from "../lib/core/config.ts";
+import { type Database, openDatabase, type Row, type Transaction } from "../lib/store/db.ts";
+import { Logger } from "../lib/core/log.ts";
+import { applySchema, SchemaMismatchError } from "../lib/store/schema.ts";
 
 const quiet = new Logger("error");
 

@@ -1,9 +1,9 @@
 // Contract tests for `send_message` over real sockets: login and sender checks, message rules,
 // exact round-trips, who receives the broadcast, its shape, the rate limit and the one global order.
 
-import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./_helpers.ts";
-import { keysOf, line, lines, marker, RawClient, storedCount } from "./_wire.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./support/helpers.ts";
+import { keysOf, line, lines, marker, RawClient, storedCount } from "./support/wire.ts";
 
 const TIMESTAMP = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$/;
 const decoder = new TextDecoder();

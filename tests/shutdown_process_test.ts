@@ -2,9 +2,9 @@
 // flight exits 0, closes every connection, and loses no message a client saw (checked after a
 // restart on the same database). The in-process close() is in shutdown_test.ts.
 
-import { assert, assertEquals, fail } from "./_assert.ts";
-import { type Frame, sanitized, type TestClient, uniqueName } from "./_client.ts";
-import { type ServerProcess, spawnServer } from "./_process.ts";
+import { assert, assertEquals, fail } from "./support/assert.ts";
+import { type Frame, sanitized, type TestClient, uniqueName } from "./support/client.ts";
+import { type ServerProcess, spawnServer } from "./support/process.ts";
 
 const postgresUrl = Deno.env.get("TEST_DATABASE_URL") || undefined;
 

@@ -2,8 +2,8 @@
 // never reads resolves, closes every connection and leaks nothing (the sanitizers check). The
 // server process and its signals are in shutdown_process_test.ts.
 
-import { assert, assertEquals, fail } from "./_assert.ts";
-import { backends, type Frame, sanitized, startTestServer, uniqueName } from "./_helpers.ts";
+import { assert, assertEquals, fail } from "./support/assert.ts";
+import { backends, type Frame, sanitized, startTestServer, uniqueName } from "./support/helpers.ts";
 
 /** Well past the server's own bounds (5 s for in-flight sends, 2 s for a last write). */
 const CLOSE_WAIT_MS = 15_000;

@@ -1,5 +1,5 @@
-import { assertEquals } from "./_assert.ts";
-import { backends, sanitized, startTestServer } from "./_helpers.ts";
+import { assertEquals } from "./support/assert.ts";
+import { backends, sanitized, startTestServer } from "./support/helpers.ts";
 
 for (const backend of backends) {
   Deno.test({

@@ -1,8 +1,8 @@
 // Start-up failures a user can fix are said in one plain line and exit 1, without a stack trace.
 
-import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { sanitized } from "./_client.ts";
-import { runServerCommand, spawnServer } from "./_process.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { sanitized } from "./support/client.ts";
+import { runServerCommand, spawnServer } from "./support/process.ts";
 
 Deno.test({
   name: "startup: an unreachable DATABASE_URL exits 1 with one line naming it, password hidden",

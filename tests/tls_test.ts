@@ -2,11 +2,11 @@
 // line-protocol listener, while PORT stays plain; a bad certificate stops start-up with one clear
 // line. The certificates are made by openssl for each run: a CA, and a leaf for localhost signed by it.
 
-import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { backends, sanitized, startTestServer } from "./_helpers.ts";
-import { runServerCommand } from "./_process.ts";
-import { RawWsClient } from "./_ws_client.ts";
-import { forEachLine } from "../lib/framing.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { backends, sanitized, startTestServer } from "./support/helpers.ts";
+import { runServerCommand } from "./support/process.ts";
+import { RawWsClient } from "./support/ws_client.ts";
+import { forEachLine } from "../lib/wire/framing.ts";
 
 interface TestCertificates {
   dir: string;

@@ -1,9 +1,9 @@
 // The web page's pure modules, without a browser: its state never holds a message twice and
 // keeps id order; every error code of the contract has its own sentence.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { sanitized } from "./_client.ts";
-import { ERROR_CODES } from "../lib/errors.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { sanitized } from "./support/client.ts";
+import { ERROR_CODES } from "../lib/core/errors.ts";
 import { describeError, formatTime } from "../web/format.js";
 import { ChatState } from "../web/state.js";
 

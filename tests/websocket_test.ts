@@ -1,9 +1,9 @@
 // The WebSocket at /ws: the same protocol, limits and codes as TCP, one text message per frame,
 // broadcasts shared with TCP clients in one order, and the outbound bound.
 
-import { assert, assertEquals } from "./_assert.ts";
-import { backends, type Frame, sanitized, startTestServer, type TestServer, uniqueName } from "./_helpers.ts";
-import { RawWsClient, WsTestClient } from "./_ws_client.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { backends, type Frame, sanitized, startTestServer, type TestServer, uniqueName } from "./support/helpers.ts";
+import { RawWsClient, WsTestClient } from "./support/ws_client.ts";
 
 function wsUrl(server: TestServer): string {
   return `ws://127.0.0.1:${server.service.httpPort}/ws`;
@@ -155,7 +155,7 @@ Deno.test({
     assertEquals((await refusedTcp.expectClosed()).map((f) => f.code), ["too_many_connections"]);
     assertEquals(await tcp.request({ type: "ping" }), { type: "pong" });
     assertEquals(await ws.request({ type: "ping" }), { type: "pong" });
-    assertEquals(server.service.server.connectionCount, 2);
+    assertEquals(server.service.registry.connectionCount, 2);
   },
 });
 
@@ -169,7 +169,7 @@ Deno.test({
     assertEquals((await refused.expectClosed()).map((f) => f.code), ["too_many_connections"]);
     await first.close();
     const deadline = Date.now() + 5000;
-    while (server.service.server.connectionCount > 0 && Date.now() < deadline) {
+    while (server.service.registry.connectionCount > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     await using second = await WsTestClient.connect(wsUrl(server));
@@ -224,19 +224,19 @@ Deno.test({
     await using slow = await RawWsClient.connect(server.service.httpPort!);
     await slow.sendText(JSON.stringify({ type: "login", username: slowName, password: "secret123" }));
     await slow.readUntil("login_response");
-    assertEquals(server.service.server.connectionCount, 3);
+    assertEquals(server.service.registry.connectionCount, 3);
 
     // The slow client reads no more. Bursts of long messages fill its socket, then its backlog.
     const text = "x".repeat(4000);
     let sent = 0;
     const deadline = Date.now() + 30_000;
-    while (server.service.server.connectionCount === 3 && Date.now() < deadline && sent < 12 * 600) {
+    while (server.service.registry.connectionCount === 3 && Date.now() < deadline && sent < 12 * 600) {
       for (let i = 0; i < 12; i++) await sender.send({ type: "send_message", message: text });
       sent += 12;
       for (let i = 0; i < 12; i++) await sender.expect("new_message", 10_000);
       for (let i = 0; i < 12; i++) await reader.expect("new_message", 10_000);
     }
-    assertEquals(server.service.server.connectionCount, 2, "the slow consumer is still connected");
+    assertEquals(server.service.registry.connectionCount, 2, "the slow consumer is still connected");
     assertEquals(server.service.metrics.slowConsumers.value, 1);
     // The others go on as before.
     await sender.send({ type: "send_message", message: "still here" });

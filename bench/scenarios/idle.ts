@@ -9,7 +9,7 @@ import { fmt, progress } from "../out.ts";
 import { CpuMeter, rssKiB } from "../proc.ts";
 import { relayMessageLine, sendMessageLine } from "../client.ts";
 import { type Process, startRelay } from "../servers.ts";
-import { sleep } from "../../tests/_util.ts";
+import { sleep } from "../../tests/support/util.ts";
 import { Histogram, round } from "../stats.ts";
 import {
   type BenchContext,

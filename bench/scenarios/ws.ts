@@ -7,7 +7,7 @@
 import type { LoadClient } from "../client.ts";
 import { measureTraffic, type TrafficResult } from "../measure.ts";
 import { fmt, progress } from "../out.ts";
-import { sleep } from "../../tests/_util.ts";
+import { sleep } from "../../tests/support/util.ts";
 import { round } from "../stats.ts";
 import {
   type BenchContext,

@@ -1,0 +1,230 @@
+// The registry every connection joins, whatever its transport (TCP, TLS, WebSocket): limits per
+// server and per address, the idle timeout for connections not logged in, and the graceful stop.
+
+import type { Dispatcher } from "../chat/dispatcher.ts";
+import { ChatError } from "../core/errors.ts";
+import type { Hub } from "../chat/hub.ts";
+import type { Logger } from "../core/log.ts";
+import type { MessageService } from "../chat/messages.ts";
+import type { Metrics } from "../core/metrics.ts";
+import { encodeLine, errorReply } from "../wire/protocol.ts";
+import { TokenBuckets } from "../core/rate_limit.ts";
+import type { CloseReason, Session } from "../chat/session.ts";
+import { type Connection, type ConnectionHost, type Transport, TRANSPORTS } from "./transport.ts";
+
+export interface RegistryOptions {
+  maxLineBytes: number;
+  maxOutboundBytes: number;
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  loginIdleTimeoutSec: number;
+}
+
+/** How long shutdown waits, in all, for in-flight sends and for output to drain (main.ts exits by 10 s). */
+const SHUTDOWN_GRACE_MS = 8000;
+/** How often the coarse clock ticks (and idle connections are looked for), at most. */
+const CLOCK_TICK_MS = 1000;
+
+export class ConnectionRegistry implements ConnectionHost {
+  readonly log: Logger;
+  readonly maxLineBytes: number;
+  readonly maxOutboundBytes: number;
+  readonly #options: RegistryOptions;
+  readonly #dispatcher: Dispatcher;
+  readonly #hub: Hub;
+  readonly #messages: MessageService;
+  readonly #metrics: Metrics;
+  readonly #connections = new Set<Connection>();
+  readonly #connectionsPerIp = new Map<string, number>();
+  readonly #connectionsByTransport = new Map<Transport, number>(TRANSPORTS.map((t) => [t, 0]));
+  readonly #running = new Set<Promise<void>>();
+  #nextId = 1;
+  readonly #refusalLogs = new TokenBuckets(0.1, 1);
+  /** Refusals per address not yet reported, while that address's log line is rate-limited. */
+  readonly #refusedSinceLog = new Map<string, number>();
+  readonly #clockTimer: ReturnType<typeof setInterval>;
+  readonly #clockTickMs: number;
+  /** performance.now() as of the last tick: connections stamp their activity with it, for free. */
+  clock = performance.now();
+  /** Run when the graceful stop begins, before connections close (the listeners stop accepting). */
+  readonly #onStop: (() => Promise<void>)[] = [];
+  #stopping: Promise<void> | undefined;
+  #connectionsClosed: () => void = () => {};
+
+  constructor(
+    options: RegistryOptions,
+    dispatcher: Dispatcher,
+    hub: Hub,
+    messages: MessageService,
+    log: Logger,
+    metrics: Metrics,
+  ) {
+    this.#options = options;
+    this.#dispatcher = dispatcher;
+    this.#hub = hub;
+    this.#messages = messages;
+    this.#metrics = metrics;
+    this.log = log;
+    this.maxLineBytes = options.maxLineBytes;
+    this.maxOutboundBytes = options.maxOutboundBytes;
+    // The clock ticks even with the idle timeout off, so that activity stamps stay true.
+    this.#clockTickMs = options.loginIdleTimeoutSec > 0
+      ? Math.min(CLOCK_TICK_MS, options.loginIdleTimeoutSec * 250)
+      : CLOCK_TICK_MS;
+    this.#clockTimer = setInterval(() => this.#tick(), this.#clockTickMs);
+    metrics.addGauge(
+      "chat_connections",
+      "Open connections by transport",
+      () => TRANSPORTS.map((transport) => [{ transport }, this.#connectionsByTransport.get(transport) ?? 0] as const),
+    );
+    metrics.addGauge("chat_logged_in_connections", "Connections logged in", () => hub.loggedIn);
+  }
+
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  /** False once the graceful stop has begun. */
+  get accepting(): boolean {
+    return this.#stopping === undefined;
+  }
+
+  /** An id for a new connection of any transport. */
+  nextConnectionId(): number {
+    return this.#nextId++;
+  }
+
+  handleLine(session: Session, line: Uint8Array): Promise<void> | void {
+    return this.#dispatcher.handleLine(session, line);
+  }
+
+  connectionClosed(connection: Connection, reason: CloseReason, detail?: string): void {
+    if (!this.#connections.delete(connection)) return;
+    this.#hub.leave(connection);
+    const left = (this.#connectionsPerIp.get(connection.remoteAddress) ?? 1) - 1;
+    if (left <= 0) this.#connectionsPerIp.delete(connection.remoteAddress);
+    else this.#connectionsPerIp.set(connection.remoteAddress, left);
+    const transport = connection.transport;
+    this.#connectionsByTransport.set(transport, (this.#connectionsByTransport.get(transport) ?? 1) - 1);
+    if (reason !== "too_many_connections") {
+      this.log.info("client disconnected", {
+        session: connection.id,
+        address: connection.remoteAddress,
+        transport,
+        reason,
+        error: detail,
+      });
+    }
+    if (this.#connections.size === 0) this.#connectionsClosed();
+  }
+
+  slowConsumer(connection: Connection, backlogBytes: number): void {
+    this.#metrics.slowConsumers.inc();
+    this.log.warn("slow consumer disconnected", {
+      session: connection.id,
+      address: connection.remoteAddress,
+      transport: connection.transport,
+      username: connection.user?.username,
+      backlog_bytes: backlogBytes,
+    });
+  }
+
+  /**
+   * Registers a new connection of any transport, within the limits. Returns false (and closes it
+   * with too_many_connections) when it is over one, or when the server is stopping.
+   */
+  admit(connection: Connection): boolean {
+    const address = connection.remoteAddress;
+    const fromAddress = this.#connectionsPerIp.get(address) ?? 0;
+    const refusal = !this.accepting
+      ? "Server is shutting down"
+      : this.#connections.size >= this.#options.maxConnections
+      ? "Server is at its connection limit"
+      : fromAddress >= this.#options.maxConnectionsPerIp
+      ? "Too many connections from your address"
+      : undefined;
+    this.#connections.add(connection);
+    this.#connectionsPerIp.set(address, fromAddress + 1);
+    const transport = connection.transport;
+    this.#connectionsByTransport.set(transport, (this.#connectionsByTransport.get(transport) ?? 0) + 1);
+    if (refusal) {
+      this.#refused(address, refusal);
+      connection.close("too_many_connections", encodeLine(errorReply(new ChatError("too_many_connections", refusal))));
+      return false;
+    }
+    this.log.info("client connected", { session: connection.id, address, transport });
+    return true;
+  }
+
+  /** `stop` runs when the graceful stop begins: a listener stops accepting there. */
+  onStop(stop: () => Promise<void>): void {
+    this.#onStop.push(stop);
+  }
+
+  /** Keeps a connection's read loop in the set shutdown waits for. */
+  track(running: Promise<void>): void {
+    this.#running.add(running);
+    running.finally(() => this.#running.delete(running));
+  }
+
+  /** A flood must not flood the log: one line per address every 10 s, with that address's count. */
+  #refused(address: string, reason: string): void {
+    this.#metrics.connectionsRefused.inc();
+    const refused = (this.#refusedSinceLog.get(address) ?? 0) + 1;
+    if (this.#refusalLogs.take(address) === 0) {
+      this.#refusedSinceLog.delete(address);
+      this.log.warn("connection refused", { address, reason, refused });
+    } else {
+      this.#refusedSinceLog.set(address, refused);
+    }
+  }
+
+  #tick(): void {
+    this.clock = performance.now();
+    if (this.#options.loginIdleTimeoutSec > 0) this.#closeIdle();
+  }
+
+  #closeIdle(): void {
+    // Activity stamps lag by up to one tick: allow for it, so that no connection is closed early.
+    const deadline = this.clock - this.#options.loginIdleTimeoutSec * 1000 - this.#clockTickMs;
+    for (const connection of this.#connections) {
+      if (connection.user === null && connection.lastActivity < deadline && !connection.closed) {
+        const error = new ChatError("idle_timeout", "Closed after no login and no request in time");
+        connection.close("idle_timeout", encodeLine(errorReply(error)));
+      }
+    }
+  }
+
+  /**
+   * Stops accepting, lets in-flight sends commit and broadcast, lets output drain (bounded), then
+   * closes every connection. Safe to call more than once.
+   */
+  close(): Promise<void> {
+    this.#stopping ??= this.#stopGracefully();
+    return this.#stopping;
+  }
+
+  async #stopGracefully(): Promise<void> {
+    clearInterval(this.#clockTimer);
+    // In-flight sends finish; new requests are refused rather than half-served.
+    this.#dispatcher.stopAccepting();
+    await Promise.all(this.#onStop.map((stop) => stop()));
+    const deadline = performance.now() + SHUTDOWN_GRACE_MS;
+    await withTimeout(this.#messages.drained(), deadline);
+    const allClosed = new Promise<void>((resolve) => this.#connectionsClosed = resolve);
+    for (const connection of this.#connections) connection.close("server_shutdown");
+    if (this.#connections.size > 0) await withTimeout(allClosed, deadline);
+    await withTimeout(Promise.allSettled([...this.#running]).then(() => {}), deadline);
+  }
+}
+
+/** Waits for `promise`, but not past `deadline` (a performance.now() time). */
+async function withTimeout(promise: Promise<void>, deadline: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const ms = Math.max(0, deadline - performance.now());
+  try {
+    await Promise.race([promise, new Promise<void>((resolve) => timer = setTimeout(resolve, ms))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,208 @@
+// One browser's WebSocket as a session like any TCP one: each text message in is one frame, each
+// line out is one text message. Same dispatcher, limits and codes; the outbound bound is the
+// socket's own backlog (bufferedAmount).
+//
+// Write contract: send() MUST NOT block and MUST NOT reorder. A broadcast buffer is decoded once
+// for every WebSocket (BroadcastLines) and split into one message per line.
+
+import { ChatError } from "../core/errors.ts";
+import { encodeLine, errorReply } from "../wire/protocol.ts";
+import type { CloseReason, User } from "../chat/session.ts";
+import type { Connection, ConnectionHost } from "./transport.ts";
+
+/** WebSocket close codes (RFC 6455 §7.4.1). */
+const CLOSE_CODES: Record<CloseReason, number> = {
+  peer_closed: 1000,
+  connection_reset: 1000,
+  broken_pipe: 1000,
+  read_error: 1011,
+  write_error: 1011,
+  line_too_long: 1009,
+  binary_frame: 1003,
+  inbound_overflow: 1008,
+  slow_consumer: 1008,
+  too_many_connections: 1013,
+  idle_timeout: 1000,
+  server_shutdown: 1001,
+};
+
+/** How long a closing WebSocket may take to finish its closing handshake before it is let go. */
+const FINAL_WRITE_TIMEOUT_MS = 2000;
+/** Frames received while an earlier one is still being answered, at most, in lines of MAX_LINE_BYTES. */
+const MAX_INBOX_LINES = 16;
+
+/** Splits outgoing buffers into lines, decoding each shared broadcast buffer once for all sockets. */
+export class BroadcastLines {
+  readonly #decoder = new TextDecoder();
+  #bytes: Uint8Array | undefined;
+  #lines: readonly string[] = [];
+
+  /** The lines of `bytes` (complete lines, each ended by "\n"), without their "\n". */
+  split(bytes: Uint8Array): readonly string[] {
+    if (bytes === this.#bytes) return this.#lines;
+    const text = this.#decoder.decode(bytes);
+    const lines = text.split("\n");
+    lines.pop();
+    this.#bytes = bytes;
+    this.#lines = lines;
+    return lines;
+  }
+}
+
+const encoder = new TextEncoder();
+
+export class WebSocketConnection implements Connection {
+  readonly id: number;
+  readonly transport = "ws";
+  readonly remoteAddress: string;
+  user: User | null = null;
+  lastActivity: number;
+
+  readonly #socket: WebSocket;
+  readonly #host: ConnectionHost;
+  readonly #lines: BroadcastLines;
+  /** Frames waiting while the dispatcher answers an earlier one (replies go out in request order). */
+  #inbox: Uint8Array[] = [];
+  #inboxBytes = 0;
+  #waiting = false;
+  #closeReason: CloseReason | undefined;
+  #released = false;
+  #finalTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(id: number, socket: WebSocket, remoteAddress: string, host: ConnectionHost, lines: BroadcastLines) {
+    this.id = id;
+    this.#socket = socket;
+    this.remoteAddress = remoteAddress;
+    this.#host = host;
+    this.#lines = lines;
+    this.lastActivity = host.clock;
+    socket.onclose = () => {
+      this.#closeReason ??= "peer_closed";
+      this.#release();
+    };
+    socket.onerror = () => {
+      this.#closeReason ??= "read_error";
+    };
+  }
+
+  get closed(): boolean {
+    return this.#closeReason !== undefined;
+  }
+
+  /** Starts reading; call once the socket is open and the connection admitted. */
+  start(): void {
+    this.#socket.onmessage = (event) => this.#receive(event.data);
+  }
+
+  send(bytes: Uint8Array): void {
+    if (this.closed) return;
+    this.#write(bytes);
+  }
+
+  close(reason: CloseReason, finalBytes?: Uint8Array): void {
+    if (this.closed) return;
+    this.#closeReason = reason;
+    if (finalBytes) this.#write(finalBytes);
+    this.#closeSocket(reason);
+  }
+
+  #write(bytes: Uint8Array): void {
+    const backlog = this.#socket.bufferedAmount;
+    // As for TCP, only a backlog the peer has not taken counts: one large broadcast is not a slow consumer.
+    if (backlog > 0 && backlog + bytes.length > this.#host.maxOutboundBytes) {
+      this.#host.slowConsumer(this, backlog + bytes.length);
+      this.#closeReason ??= "slow_consumer";
+      this.#closeSocket("slow_consumer");
+      return;
+    }
+    try {
+      for (const line of this.#lines.split(bytes)) this.#socket.send(line);
+    } catch (err) {
+      // The socket closed under us (the peer left): the close event records it.
+      this.#host.log.debug("websocket send failed", { session: this.id, error: String(err) });
+    }
+  }
+
+  #receive(data: unknown): void {
+    if (this.closed) return;
+    if (typeof data !== "string") {
+      const error = new ChatError("bad_request", "Binary messages are not accepted; send each frame as text");
+      this.close("binary_frame", encodeLine(errorReply(error)));
+      return;
+    }
+    let line = encoder.encode(data);
+    // A trailing "\n" (or "\r\n") is allowed, as on TCP.
+    let end = line.length;
+    if (end > 0 && line[end - 1] === 0x0a) end--;
+    if (end > 0 && line[end - 1] === 0x0d) end--;
+    if (end > this.#host.maxLineBytes) {
+      const error = new ChatError(
+        "line_too_long",
+        `Line longer than ${this.#host.maxLineBytes} bytes; closing connection`,
+      );
+      this.close("line_too_long", encodeLine(errorReply(error)));
+      return;
+    }
+    if (end === 0) return;
+    if (end < line.length) line = line.subarray(0, end);
+    this.lastActivity = this.#host.clock;
+    if (this.#waiting) {
+      this.#inboxBytes += line.length;
+      if (this.#inboxBytes > MAX_INBOX_LINES * this.#host.maxLineBytes) {
+        const error = new ChatError("rate_limited", "Too many requests waiting for an answer; closing connection");
+        this.close("inbound_overflow", encodeLine(errorReply(error)));
+        return;
+      }
+      this.#inbox.push(line);
+      return;
+    }
+    this.#dispatch(line);
+  }
+
+  /** Hands frames to the dispatcher in order, pausing while it asks this connection to wait. */
+  #dispatch(line: Uint8Array | undefined): void {
+    while (line && !this.closed) {
+      const wait = this.#host.handleLine(this, line);
+      if (wait) {
+        this.#waiting = true;
+        wait.then(() => this.#resume(), (err) => {
+          this.#host.log.error("unexpected error handling a websocket frame", { session: this.id, error: err });
+          this.close("read_error");
+        });
+        return;
+      }
+      line = this.#takeInbox();
+    }
+  }
+
+  #resume(): void {
+    this.#waiting = false;
+    this.#dispatch(this.#takeInbox());
+  }
+
+  #takeInbox(): Uint8Array | undefined {
+    const line = this.#inbox.shift();
+    if (line) this.#inboxBytes -= line.length;
+    return line;
+  }
+
+  #closeSocket(reason: CloseReason): void {
+    this.#inbox = [];
+    this.#inboxBytes = 0;
+    try {
+      this.#socket.close(CLOSE_CODES[reason], reason);
+    } catch (err) {
+      this.#host.log.debug("websocket close failed", { session: this.id, error: String(err) });
+    }
+    // A peer that does not answer the closing handshake (or read at all) is not waited for.
+    this.#finalTimer ??= setTimeout(() => this.#release(), FINAL_WRITE_TIMEOUT_MS);
+  }
+
+  /** Tells the host (once) that this connection is gone. */
+  #release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    if (this.#finalTimer !== undefined) clearTimeout(this.#finalTimer);
+    this.#host.connectionClosed(this, this.#closeReason ?? "peer_closed");
+  }
+}

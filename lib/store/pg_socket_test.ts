@@ -1,0 +1,21 @@
+import { assertEquals } from "../../tests/support/assert.ts";
+import { plainTcpTarget } from "./pg_socket.ts";
+
+Deno.test("plainTcpTarget takes plain TCP URLs and leaves TLS, sockets and multi-host URLs to node:net", () => {
+  assertEquals(plainTcpTarget("postgres://u:p@db.example:6543/chat"), { hostname: "db.example", port: 6543 });
+  assertEquals(plainTcpTarget("postgresql://localhost/chat"), { hostname: "localhost", port: 5432 });
+  assertEquals(plainTcpTarget("postgres://[::1]:5433/chat"), { hostname: "::1", port: 5433 });
+  assertEquals(plainTcpTarget("postgres://h/chat?sslmode=disable"), { hostname: "h", port: 5432 });
+  for (
+    const url of [
+      "postgres://h/chat?sslmode=require",
+      "postgres://h/chat?sslmode=prefer",
+      "postgres://h/chat?ssl=true",
+      "postgres://u@/chat?host=/var/run/postgresql",
+      "postgres:///chat",
+      "not a url",
+    ]
+  ) {
+    assertEquals(plainTcpTarget(url), undefined, url);
+  }
+});
