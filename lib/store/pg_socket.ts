@@ -128,7 +128,9 @@ export class DenoPgSocket extends EventEmitter {
 
   #fail(err: unknown): void {
     if (this.readyState === "closed") return;
-    this.emit("error", err instanceof Error ? err : new Error(String(err)));
+    // An 'error' nobody listens for throws; postgres.js stops listening once it has let go of the
+    // socket (a pool that was ended), and a throw here would be an unhandled rejection.
+    if (this.listenerCount("error") > 0) this.emit("error", err instanceof Error ? err : new Error(String(err)));
     this.#close(true);
   }
 

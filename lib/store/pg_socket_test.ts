@@ -1,5 +1,6 @@
 import { assertEquals } from "../../tests/support/assert.ts";
-import { plainTcpTarget } from "./pg_socket.ts";
+import { sanitized } from "../../tests/support/util.ts";
+import { DenoPgSocket, plainTcpTarget } from "./pg_socket.ts";
 
 Deno.test("plainTcpTarget takes plain TCP URLs and leaves TLS, sockets and multi-host URLs to node:net", () => {
   assertEquals(plainTcpTarget("postgres://u:p@db.example:6543/chat"), { hostname: "db.example", port: 6543 });
@@ -19,3 +20,18 @@ Deno.test("plainTcpTarget takes plain TCP URLs and leaves TLS, sockets and multi
     assertEquals(plainTcpTarget(url), undefined, url);
   }
 });
+
+Deno.test(
+  "DenoPgSocket that cannot connect, with no 'error' listener left, closes without an unhandled rejection",
+  sanitized,
+  async () => {
+    // A port nothing listens on: bind one, note it, and close it again.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+    const socket = new DenoPgSocket("127.0.0.1", port);
+    const closed = new Promise<boolean>((resolve) => socket.once("close", resolve));
+    assertEquals(await closed, true);
+    assertEquals(socket.readyState, "closed");
+  },
+);
