@@ -68,22 +68,34 @@ CREATE TABLE IF NOT EXISTS chat_login_failures (
 
 -- Stores one batch of messages in one round trip, in input order, and returns per input row its
 -- message id, timestamp, whether it was a duplicate of an earlier send with the same
--- (sender, client_msg_id), and for duplicates the original text.
+-- (sender, client_msg_id), and for duplicates the original text. It also returns the committed
+-- rows of other writers that the calling server has not delivered yet (ids above p_seen_through,
+-- up to the batch's own; at most 1000, else gap_complete is false), so that the server can
+-- deliver the batch in order without another round trip, even if the database is gone just after.
 --
 -- Every writer takes the same transaction-level advisory lock before it inserts and holds it to
 -- COMMIT, so ids are handed out and committed in one order: when a batch commits, every smaller
 -- id is committed or never will be. NOTIFY (sent only on commit, delivered in commit order)
 -- announces the batch's last id; servers read the rows themselves (payloads stay tiny).
 -- Input rows are unique by (sender, client_msg_id): the server merges duplicates within a batch.
+-- (An earlier version took four arguments and returned no gap; a database that has it keeps it,
+-- for servers of that version during a rolling upgrade.)
 CREATE OR REPLACE FUNCTION chat_store_messages(
     p_sender_ids INTEGER[],
     p_sender_names TEXT[],
     p_texts TEXT[],
     p_client_msg_ids TEXT[],
+    p_seen_through BIGINT,
     OUT ids INTEGER[],
     OUT stamps TEXT[],
     OUT duplicates BOOLEAN[],
-    OUT original_texts TEXT[]
+    OUT original_texts TEXT[],
+    OUT gap_ids INTEGER[],
+    OUT gap_senders TEXT[],
+    OUT gap_texts TEXT[],
+    OUT gap_stamps TEXT[],
+    OUT gap_complete BOOLEAN,
+    OUT through_id INTEGER
 ) LANGUAGE plpgsql AS $fn$
 -- Each statement has one obvious plan (an index probe per row, or a scan of the input), so the
 -- generic plans PL/pgSQL caches stay good whatever the batch size.
@@ -95,10 +107,14 @@ DECLARE
     claimed INTEGER := 0;
     r RECORD;
     id_sequence REGCLASS := pg_get_serial_sequence('messages', 'id')::REGCLASS;
+    drawn INTEGER[];
+    gap_rows INTEGER;
 BEGIN
     PERFORM pg_advisory_xact_lock(1667785076, 1);
     -- Every row's id, drawn now and in input order (a duplicate's id is never used: a hole).
     ids := ARRAY(SELECT nextval(id_sequence)::INTEGER FROM generate_series(1, n));
+    drawn := ids;
+    through_id := (SELECT max(d) FROM unnest(drawn) AS d);
     stamps := array_fill(stamp, ARRAY[n]);
     duplicates := array_fill(false, ARRAY[n]);
     original_texts := array_fill(NULL::TEXT, ARRAY[n]);
@@ -143,6 +159,23 @@ BEGIN
     FROM unnest(p_sender_ids, p_sender_names, p_texts) WITH ORDINALITY AS t(sender_id, sender_username, message_text, ord)
     WHERE NOT duplicates[t.ord];
     -- The trigger chat_messages_announce (below) NOTIFYs the batch's last id.
+
+    -- Under the lock every smaller id is committed or never will be: the rows the caller has not
+    -- seen are exactly these (the drawn ids are this batch's own rows, or holes).
+    SELECT coalesce(array_agg(g.id ORDER BY g.id), '{}'), coalesce(array_agg(g.sender_username ORDER BY g.id), '{}'),
+           coalesce(array_agg(g.message_text ORDER BY g.id), '{}'),
+           coalesce(array_agg(to_char(g.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') ORDER BY g.id), '{}'), count(*)
+    INTO gap_ids, gap_senders, gap_texts, gap_stamps, gap_rows
+    FROM (
+        SELECT m.id, m.sender_username, m.message_text, m.timestamp FROM messages m
+        WHERE m.id > p_seen_through AND m.id <= through_id
+          AND NOT (m.id = ANY (drawn))
+        ORDER BY m.id LIMIT 1001
+    ) g;
+    gap_complete := gap_rows <= 1000;
+    IF NOT gap_complete THEN
+        gap_ids := '{}'; gap_senders := '{}'; gap_texts := '{}'; gap_stamps := '{}';
+    END IF;
 END
 $fn$;
 

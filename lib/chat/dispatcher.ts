@@ -3,8 +3,9 @@
 // Never touches sockets: it handles (session, line), so it runs without TCP.
 //
 // Order contract: replies go out in request order. send_message is pipelined: it is checked and
-// queued at once, and answered when committed; any other frame after it waits until the sends
-// before it are answered. This per-connection pipeline is the dispatcher's own state.
+// queued at once, holds its place in the connection's ReplyQueue, and is answered when committed;
+// any other frame after it waits until the replies before it are out. The queues are the
+// dispatcher's own state.
 
 import type { AuthService } from "./auth.ts";
 import { ChatError } from "../core/errors.ts";
@@ -13,6 +14,7 @@ import type { Logger } from "../core/log.ts";
 import { Metrics } from "../core/metrics.ts";
 import type { MessageService } from "./messages.ts";
 import type { Presence } from "./presence.ts";
+import { type ReplyPlace, ReplyQueue } from "./reply_queue.ts";
 import {
   checkMessageText,
   checkRequestId,
@@ -52,20 +54,13 @@ interface ReplyCommand extends CommandBase {
   handle(session: Session, frame: Frame): Promise<Reply> | Reply;
 }
 
-/** Accepted at once and answered later by its service; the promise settles once answered. */
+/** Accepted at once and answered later, in its place, by its service. */
 interface PipelinedCommand extends CommandBase {
   pipelined: true;
-  accept(session: Session & { user: User }, frame: Frame, requestId: RequestId | undefined): Promise<void>;
+  accept(session: Session & { user: User }, frame: Frame, requestId: RequestId | undefined, reply: ReplyPlace): void;
 }
 
 type Command = ReplyCommand | PipelinedCommand;
-
-/** A connection's accepted sends that are not answered yet. */
-interface Pipeline {
-  pending: number;
-  /** Settles when the latest of them is answered (they are answered in order). */
-  last: Promise<void>;
-}
 
 export class Dispatcher {
   readonly #auth: AuthService;
@@ -79,8 +74,8 @@ export class Dispatcher {
   /** At most one rate-limit log line per user every 10 s, so a flood cannot flood the log. */
   readonly #rateLimitLogs = new TokenBuckets(0.1, 1);
   readonly #commands: Record<string, Command>;
-  /** Only connections with sends in flight have one, so idle connections cost nothing here. */
-  readonly #pipelines = new WeakMap<Session, Pipeline>();
+  /** Only connections with replies pending have one, so idle connections cost nothing here. */
+  readonly #replies = new WeakMap<Session, ReplyQueue>();
   /** Set at shutdown: requests from then on are answered unavailable (in their usual reply shape). */
   #stopped = false;
 
@@ -104,7 +99,7 @@ export class Dispatcher {
     this.#commands = {
       register: { needsLogin: false, errorType: "register_response", handle: (_s, f) => this.#register(f) },
       login: { needsLogin: false, errorType: "login_response", handle: (s, f) => this.#login(s, f) },
-      send_message: { needsLogin: true, pipelined: true, accept: (s, f, r) => this.#send(s, f, r) },
+      send_message: { needsLogin: true, pipelined: true, accept: (s, f, r, p) => this.#send(s, f, r, p) },
       get_history: { needsLogin: true, handle: (_s, f) => this.#history(f) },
       ping: { needsLogin: false, handle: () => ({ type: "pong" }) },
       logout: { needsLogin: false, handle: (s) => this.#logout(s) },
@@ -119,7 +114,7 @@ export class Dispatcher {
 
   /**
    * Handles one line. Returns a promise when the connection must wait before its next line is
-   * read: a reply that must follow earlier sends, or too many sends in flight.
+   * read: a reply that must follow earlier ones, or too many replies pending.
    */
   handleLine(session: Session, line: Uint8Array): Promise<void> | void {
     let frame: Frame;
@@ -132,16 +127,28 @@ export class Dispatcher {
     const command = typeof type === "string" && Object.hasOwn(this.#commands, type) ? this.#commands[type] : undefined;
     const requestId = requestIdOf(frame);
     if (command?.pipelined) {
-      let answered: Promise<void>;
+      const queue = this.#queueOf(session);
+      const place = queue.reserve();
       try {
         this.#admit(session, frame, command, type);
-        answered = command.accept(session as Session & { user: User }, frame, requestId);
+        command.accept(session as Session & { user: User }, frame, requestId, place);
       } catch (err) {
-        return this.#inOrder(session, () => this.#replyError(session, err, requestId, command.errorType));
+        place.answer(encodeLine(errorReply(this.#chatError(session, err), requestId, command.errorType)));
+        // Waiting behind earlier sends, this error must not let a later send join their batch:
+        // that send's own copy would go out with the batch, ahead of the error.
+        return queue.size > 0 ? queue.drained() : undefined;
       }
-      return this.#track(session, answered);
+      return queue.size >= MAX_PENDING_SENDS_PER_CONNECTION ? queue.drained() : undefined;
     }
     return this.#inOrder(session, () => this.#dispatch(session, frame, command, type, requestId));
+  }
+
+  /**
+   * Settles once every request read from `session` so far is answered (a client that half-closes
+   * gets all its replies before the server closes), or undefined when none is pending.
+   */
+  settled(session: Session): Promise<void> | undefined {
+    return this.#replies.get(session)?.drained();
   }
 
   /** The checks every request passes before its handler: request_id, shutdown, type, login. */
@@ -170,26 +177,20 @@ export class Dispatcher {
     }
   }
 
-  /** Runs `work` now, or after this session's accepted sends are answered. */
+  /** Runs `work` now, or once the replies this session is owed are out. */
   #inOrder(session: Session, work: () => Promise<void> | void): Promise<void> | void {
-    const pipeline = this.#pipelines.get(session);
-    return pipeline ? pipeline.last.then(work) : work();
+    const queue = this.#replies.get(session);
+    return queue ? queue.drained().then(work) : work();
   }
 
-  /** Remembers an accepted send until it is answered; asks the reader to wait when too many are. */
-  #track(session: Session, answered: Promise<void>): Promise<void> | undefined {
-    let pipeline = this.#pipelines.get(session);
-    if (!pipeline) {
-      pipeline = { pending: 0, last: answered };
-      this.#pipelines.set(session, pipeline);
+  /** The session's reply queue, made when it first has a reply pending and dropped when drained. */
+  #queueOf(session: Session): ReplyQueue {
+    let queue = this.#replies.get(session);
+    if (!queue) {
+      queue = new ReplyQueue(session, () => this.#replies.delete(session));
+      this.#replies.set(session, queue);
     }
-    const own = pipeline;
-    own.pending++;
-    own.last = answered;
-    void answered.then(() => {
-      if (--own.pending === 0 && this.#pipelines.get(session) === own) this.#pipelines.delete(session);
-    });
-    return own.pending >= MAX_PENDING_SENDS_PER_CONNECTION ? own.last : undefined;
+    return queue;
   }
 
   #replyError(
@@ -198,14 +199,14 @@ export class Dispatcher {
     requestId: RequestId | undefined,
     errorType: CommandBase["errorType"],
   ): void {
-    let chatError: ChatError;
-    if (err instanceof ChatError) {
-      chatError = err;
-    } else {
-      this.#log.error("unexpected error handling a request", { session: session.id, error: err });
-      chatError = new ChatError("internal_error", "Internal server error");
-    }
-    session.send(encodeLine(errorReply(chatError, requestId, errorType)));
+    session.send(encodeLine(errorReply(this.#chatError(session, err), requestId, errorType)));
+  }
+
+  /** The error to answer with: a ChatError as it is, anything else logged and answered internal_error. */
+  #chatError(session: Session, err: unknown): ChatError {
+    if (err instanceof ChatError) return err;
+    this.#log.error("unexpected error handling a request", { session: session.id, error: err });
+    return new ChatError("internal_error", "Internal server error");
   }
 
   async #register(frame: Frame): Promise<Reply> {
@@ -222,7 +223,7 @@ export class Dispatcher {
   }
 
   /** Checks a send and queues it; throws the error to answer with instead. */
-  #send(session: Session & { user: User }, frame: Frame, requestId: RequestId | undefined): Promise<void> {
+  #send(session: Session & { user: User }, frame: Frame, requestId: RequestId | undefined, reply: ReplyPlace): void {
     const user = session.user;
     const sender = field(frame, "sender");
     // Usernames are unique regardless of case, so "John" names the same user as "john".
@@ -242,7 +243,7 @@ export class Dispatcher {
       }
       throw new ChatError("rate_limited", "Too many messages, slow down", { retryAfterMs: waitMs });
     }
-    return this.#messages.enqueue(session, user, text, requestId, clientMsgId);
+    this.#messages.enqueue(session, user, text, requestId, clientMsgId, reply);
   }
 
   async #history(frame: Frame): Promise<Reply> {

@@ -6,35 +6,38 @@
 // they are sent), and delivered through the MessageStream, the one ordered path for this
 // server's messages and every other server's.
 
-import { unavailable } from "../core/errors.ts";
+import { ChatError, unavailable } from "../core/errors.ts";
 import type { Database } from "../store/db.ts";
 import { databaseErrorFields } from "../store/db.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "../core/log.ts";
-import { MessageStream, type OwnCommit, type StoredMessage } from "../store/message_stream.ts";
+import { MessageStream, type OwnBatch, type StoredMessage } from "../store/message_stream.ts";
 import { Metrics } from "../core/metrics.ts";
 import { encodeLine, errorReply, type HistoryQuery, type RequestId } from "../wire/protocol.ts";
+import {
+  type BatchReply,
+  duplicateLine,
+  encodeLines,
+  encodeText,
+  needsOwnPieces,
+  newMessageLine,
+  type OwnExtra,
+  personalPieces,
+  withExtras,
+} from "./fan_out.ts";
+import { type Batch, GroupCommit } from "./group_commit.ts";
+import type { ReplyPlace } from "./reply_queue.ts";
 import { RecentMessages } from "./recent.ts";
 import type { Session, User } from "./session.ts";
 
-/** Upper bounds of one batch, so one statement stays a reasonable size. */
-const MAX_BATCH_MESSAGES = 1000;
-const MAX_BATCH_CHARS = 512_000;
-/**
- * Batches on their way to the database at once. A second one is sent before the first returns
- * only when it is already large: every batch costs each connection a write, so small batches are
- * better gathered while one is in flight (group commit), and pipelining pays only under load.
- */
-const MAX_BATCHES_IN_FLIGHT = 2;
-const MIN_PIPELINED_BATCH = 128;
 /**
  * A batch the database has not confirmed by then is cancelled and its senders told unavailable,
  * so that a database that hangs (rather than fails) cannot stall every sender behind it.
  */
-export const COMMIT_TIMEOUT_MS = 10_000;
+const COMMIT_TIMEOUT_MS = 10_000;
 
-const STORE_BATCH_SQL = `SELECT ids, stamps, duplicates, original_texts
-  FROM chat_store_messages($1::int[], $2::text[], $3::text[], $4::text[])`;
+const STORE_BATCH_SQL = `SELECT ids, stamps, duplicates, original_texts, gap_ids, gap_senders, gap_texts,
+  gap_stamps, gap_complete, through_id FROM chat_store_messages($1::int[], $2::text[], $3::text[], $4::text[], $5::bigint)`;
 
 const HISTORY_COLUMNS = `SELECT id, sender_username AS sender, message_text AS message,
   to_char(timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp
@@ -48,6 +51,14 @@ interface StoreResult extends Record<string, unknown> {
   stamps: string[];
   duplicates: boolean[];
   original_texts: (string | null)[];
+  /** Other writers' rows this server had not delivered when the batch was sent. */
+  gap_ids: number[];
+  gap_senders: string[];
+  gap_texts: string[];
+  gap_stamps: string[];
+  gap_complete: boolean;
+  /** The highest id the batch drew. */
+  through_id: number;
 }
 
 /** One accepted send, until it is answered. */
@@ -55,31 +66,29 @@ interface PendingSend {
   session: Session;
   user: User;
   text: string;
-  requestId: RequestId | undefined;
-  clientMsgId: string | undefined;
-  /** Sends with the same client_msg_id that arrived while this one was in flight. */
-  repeats: PendingSend[] | undefined;
-  settle(): void;
+  extra: OwnExtra;
+  /** Where its answer goes: its place in its connection's line of replies. */
+  reply: ReplyPlace;
+  /**
+   * A send repeating the client_msg_id of one in the same batch: it is not stored, and gets that
+   * send's message as a duplicate.
+   */
+  sameAs: PendingSend | undefined;
 }
 
-/** The key of a send with a client_msg_id among the unanswered ones: the id is per user. */
-function unansweredKey(send: PendingSend): string {
-  return `${send.user.id}:${send.clientMsgId}`;
+/** What one stored row got: its message (the original, for a duplicate). */
+interface Outcome {
+  message: StoredMessage;
+  duplicate: boolean;
 }
 
-/** What the sender's own copy of a new message adds to the shared line. */
-interface OwnExtra {
-  session: Session;
-  requestId: RequestId | undefined;
-  clientMsgId: string | undefined;
+/** An own batch as it is delivered: every send in arrival order, and its rows' outcomes. */
+interface OwnDelivery {
+  sends: PendingSend[];
+  outcomes: Map<PendingSend, Outcome>;
 }
 
-interface Batch {
-  items: PendingSend[];
-  chars: number;
-}
-
-export interface MessageStats {
+interface MessageStats {
   committed: number;
   failed: number;
   duplicates: number;
@@ -91,18 +100,15 @@ export class MessageService {
   readonly #hub: Hub;
   readonly #log: Logger;
   readonly #recent: RecentMessages;
-  readonly #stream: MessageStream<OwnExtra>;
+  readonly #stream: MessageStream;
   readonly #commitTimeoutMs: number;
-  /** Batches not yet sent to the database; the last one takes new messages while under the bounds. */
-  readonly #waiting: Batch[] = [];
-  /** Batches sent to the database and not answered yet. */
-  #inFlight = 0;
-  /** Batches whose delivery step in the stream has not run yet. */
-  #undelivered = 0;
-  #flushScheduled = false;
-  /** Sends with a client_msg_id between acceptance and answer, by user and id. */
-  readonly #unanswered = new Map<string, PendingSend>();
-  #idle = Promise.withResolvers<void>();
+  readonly #groupCommit: GroupCommit<PendingSend>;
+  /** The open batch, and its sends with a client_msg_id by user and id (repeats in it merge with them). */
+  #openBatch: Batch<PendingSend> | undefined;
+  #openSends = new Map<string, PendingSend>();
+  /** Sends accepted and not answered yet. */
+  #unanswered = 0;
+  #idle: PromiseWithResolvers<void> | undefined;
   #stats: MessageStats = { committed: 0, failed: 0, duplicates: 0, batches: 0 };
   readonly #metrics: Metrics;
 
@@ -121,8 +127,8 @@ export class MessageService {
     this.#log = log;
     this.#commitTimeoutMs = commitTimeoutMs;
     this.#recent = new RecentMessages(recentCapacity);
-    this.#stream = new MessageStream(db, log, (messages, extras) => this.#fanOut(messages, extras));
-    this.#idle.resolve();
+    this.#stream = new MessageStream(db, log, (messages) => this.#deliver(messages, undefined));
+    this.#groupCommit = new GroupCommit((batch) => this.#store(batch));
   }
 
   /** Loads the newest messages into memory and joins the stream of committed messages; once, before serving. */
@@ -144,9 +150,8 @@ export class MessageService {
   }
 
   /**
-   * Queues a validated message from a logged-in session. The promise settles once the sender
-   * has its answer (its own copy of the message, the original for a repeated client_msg_id, or
-   * `unavailable`); it never rejects.
+   * Queues a validated message from a logged-in session. Its answer goes to `reply`, in its
+   * place: its own copy of the message, the original for a repeated client_msg_id, or an error.
    */
   enqueue(
     session: Session,
@@ -154,39 +159,35 @@ export class MessageService {
     text: string,
     requestId: RequestId | undefined,
     clientMsgId: string | undefined,
-  ): Promise<void> {
-    const answered = Promise.withResolvers<void>();
+    reply: ReplyPlace,
+  ): void {
+    this.#unanswered++;
     const send: PendingSend = {
       session,
       user,
       text,
-      requestId,
-      clientMsgId,
-      repeats: undefined,
-      settle: answered.resolve,
+      extra: { requestId, clientMsgId },
+      reply: this.#counted(reply),
+      sameAs: undefined,
     };
-    if (clientMsgId !== undefined) {
-      const key = unansweredKey(send);
-      const original = this.#unanswered.get(key);
-      if (original) {
-        // The same send again while the first is in flight: it gets the first one's outcome.
-        (original.repeats ??= []).push(send);
-        return answered.promise;
-      }
-      this.#unanswered.set(key, send);
+    const batch = this.#groupCommit.openBatch(text.length);
+    if (batch !== this.#openBatch) {
+      // Repeats of a send in an earlier batch are stored again: the database, which commits that
+      // batch first on the same connection, answers them with the original.
+      this.#openBatch = batch;
+      this.#openSends = new Map();
     }
-    const batch = this.#openBatch(text.length);
-    batch.items.push(send);
-    batch.chars += text.length;
-    if (this.#inFlight === 0 && this.#undelivered === 0 && !this.#flushScheduled) {
-      this.#idle = Promise.withResolvers<void>();
-    }
-    this.#scheduleFlush();
-    return answered.promise;
+    const key = clientMsgId === undefined ? undefined : `${user.id}:${clientMsgId}`;
+    const original = key === undefined ? undefined : this.#openSends.get(key);
+    if (original) send.sameAs = original;
+    else if (key !== undefined) this.#openSends.set(key, send);
+    this.#groupCommit.add(batch, send, original ? 0 : text.length);
   }
 
-  /** Settles when every queued message has been committed and delivered, or failed. */
+  /** Settles when every accepted send has been answered (committed and delivered, or failed). */
   drained(): Promise<void> {
+    if (this.#unanswered === 0) return Promise.resolve();
+    this.#idle ??= Promise.withResolvers<void>();
     return this.#idle.promise;
   }
 
@@ -206,141 +207,103 @@ export class MessageService {
     }
   }
 
-  #openBatch(chars: number): Batch {
-    const last = this.#waiting.at(-1);
-    if (last && last.items.length < MAX_BATCH_MESSAGES && last.chars + chars <= MAX_BATCH_CHARS) return last;
-    const batch: Batch = { items: [], chars: 0 };
-    this.#waiting.push(batch);
-    return batch;
-  }
-
-  /**
-   * Sends the next batch when it should go. After a quiet spell: one macrotask later, so that the
-   * sends of this turn share it. While a batch is in flight: at once when it returns (what came
-   * meanwhile is the next batch), or before that if the waiting batch is already large.
-   */
-  #scheduleFlush(): void {
-    if (this.#flushScheduled || this.#inFlight >= MAX_BATCHES_IN_FLIGHT || this.#waiting.length === 0) return;
-    if (this.#inFlight > 0) {
-      if (this.#waiting[0].items.length >= MIN_PIPELINED_BATCH) this.#send(this.#waiting.shift()!);
-      return;
-    }
-    this.#flushScheduled = true;
-    setTimeout(() => {
-      this.#flushScheduled = false;
-      const batch = this.#waiting.shift();
-      if (batch) this.#send(batch);
-    }, 0);
-  }
-
-  /** Sends one batch to the database and queues its delivery in the stream, in the same order. */
-  #send(batch: Batch): void {
-    this.#inFlight++;
-    const { items } = batch;
+  /** Stores one batch on the ordered connection and queues its delivery in the stream, in the same order. */
+  #store(batch: Batch<PendingSend>): Promise<unknown> {
+    const sends = batch.items;
+    const rows = sends.filter((send) => send.sameAs === undefined);
+    const slot = this.#stream.ownBatchSending();
     const stored = this.#db.ordered<StoreResult>(STORE_BATCH_SQL, [
-      items.map((m) => m.user.id),
-      items.map((m) => m.user.username),
-      items.map((m) => m.text),
-      items.map((m) => m.clientMsgId ?? null),
+      rows.map((m) => m.user.id),
+      rows.map((m) => m.user.username),
+      rows.map((m) => m.text),
+      rows.map((m) => m.extra.clientMsgId ?? null),
+      slot.seenThrough,
     ], { timeoutMs: this.#commitTimeoutMs });
     const started = performance.now();
-    const committed = stored.then(
-      (rows) => this.#committed(items, rows[0], performance.now() - started),
+    return stored.then(
+      (result) => {
+        let batch: OwnBatch;
+        try {
+          batch = this.#committed(sends, rows, result[0], performance.now() - started);
+        } catch (err) {
+          // Stored, but its outcome could not be read: its senders are still owed an answer, and
+          // a catch-up delivers the messages.
+          this.#log.error("reading a stored batch's outcome failed", { count: sends.length, error: err });
+          this.#answerAll(sends, internalError());
+          slot.failed();
+          this.#stream.resync();
+          return;
+        }
+        slot.committed(batch);
+      },
       (err) => {
-        this.#failed(items, err);
-        throw err;
+        this.#failed(sends, err);
+        slot.failed();
       },
     );
-    // The next batch goes once the database has answered this one (whatever the stream is doing:
-    // while it waits out an outage, senders must still get their answers).
-    void committed.then(() => this.#answeredByDatabase(), () => this.#answeredByDatabase());
-    this.#undelivered++;
-    void this.#stream.own(committed).finally(() => {
-      this.#undelivered--;
-      this.#maybeIdle();
-    });
   }
 
-  #answeredByDatabase(): void {
-    this.#inFlight--;
-    const next = this.#waiting.shift();
-    if (next) this.#send(next);
-    else this.#maybeIdle();
-  }
-
-  /** Resolves drained() once nothing is waiting, in flight or undelivered. */
-  #maybeIdle(): void {
-    if (this.#inFlight === 0 && this.#undelivered === 0 && this.#waiting.length === 0 && !this.#flushScheduled) {
-      this.#idle.resolve();
-    }
-  }
-
-  #committed(items: PendingSend[], result: StoreResult, commitMs: number): OwnCommit<OwnExtra> {
-    const messages: StoredMessage[] = [];
-    const extras = new Map<number, OwnExtra>();
-    const repeated: { send: PendingSend; original: StoredMessage }[] = [];
-    let throughId = 0;
-    for (let i = 0; i < items.length; i++) {
-      const send = items[i];
+  #committed(sends: PendingSend[], rows: PendingSend[], result: StoreResult, commitMs: number): OwnBatch {
+    const outcomes = new Map<PendingSend, Outcome>();
+    const fresh: StoredMessage[] = [];
+    for (let i = 0; i < rows.length; i++) {
+      const send = rows[i];
       const id = Number(result.ids[i]);
-      throughId = Math.max(throughId, id);
-      const timestamp = result.stamps[i];
-      if (result.duplicates[i]) {
-        const original = { id, sender: send.user.username, message: result.original_texts[i] ?? "", timestamp };
-        repeated.push({ send, original });
-        continue;
-      }
-      const message = { id, sender: send.user.username, message: send.text, timestamp };
-      messages.push(message);
-      extras.set(id, send);
-      for (const repeat of send.repeats ?? []) repeated.push({ send: repeat, original: message });
+      const duplicate = result.duplicates[i];
+      const message: StoredMessage = {
+        id,
+        sender: send.user.username,
+        message: duplicate ? result.original_texts[i] ?? "" : send.text,
+        timestamp: result.stamps[i],
+      };
+      outcomes.set(send, { message, duplicate });
+      if (!duplicate) fresh.push(message);
     }
-    this.#stats.committed += messages.length;
+    this.#stats.committed += fresh.length;
     this.#stats.batches++;
-    this.#metrics.batchCommitted(messages.length, commitMs);
+    this.#metrics.batchCommitted(fresh.length, commitMs);
+    const others: StoredMessage[] = new Array(result.gap_ids.length);
+    for (let i = 0; i < others.length; i++) {
+      others[i] = {
+        id: Number(result.gap_ids[i]),
+        sender: result.gap_senders[i],
+        message: result.gap_texts[i],
+        timestamp: result.gap_stamps[i],
+      };
+    }
     return {
-      messages,
-      extras,
-      throughId,
-      afterDelivery: () => {
-        for (const { send, original } of repeated) {
-          this.#stats.duplicates++;
-          send.session.send(encodeText(duplicateLine(original, send)));
-          // A repeat of a send that was itself a repeat of an earlier batch's message.
-          for (const repeat of send.repeats ?? []) repeat.session.send(encodeText(duplicateLine(original, repeat)));
-        }
-        this.#answered(items);
+      messages: fresh,
+      throughId: Number(result.through_id),
+      others,
+      othersComplete: result.gap_complete,
+      deliver: (delivered) => this.#deliver(delivered, { sends, outcomes }),
+      failed: (err) => {
+        this.#log.error("delivering a stored batch failed", { count: sends.length, error: err });
+        this.#answerAll(sends, internalError());
       },
     };
   }
 
-  #failed(items: PendingSend[], err: unknown): void {
-    this.#stats.failed += items.length;
-    this.#metrics.messagesFailed.inc(items.length);
-    this.#logDatabaseError("database error storing messages; senders told unavailable", err, items.length);
-    const failure = unavailable(err);
-    for (const send of items) {
-      send.session.send(encodeLine(errorReply(failure, send.requestId)));
-      for (const repeat of send.repeats ?? []) repeat.session.send(encodeLine(errorReply(failure, repeat.requestId)));
-    }
-    this.#answered(items);
+  #failed(sends: PendingSend[], err: unknown): void {
+    this.#stats.failed += sends.length;
+    this.#metrics.messagesFailed.inc(sends.length);
+    this.#logDatabaseError("database error storing messages; senders told unavailable", err, sends.length);
+    this.#answerAll(sends, unavailable(err));
     // The batch may have committed all the same (a lost answer): deliver it if so.
     this.#stream.resync();
   }
 
-  #answered(items: PendingSend[]): void {
-    for (const send of items) {
-      if (send.clientMsgId !== undefined) this.#unanswered.delete(unansweredKey(send));
-      send.settle();
-      for (const repeat of send.repeats ?? []) repeat.settle();
-    }
+  /** Answers every send of `sends` not answered yet with `error`. */
+  #answerAll(sends: PendingSend[], error: ChatError): void {
+    for (const send of sends) send.reply.answer(encodeLine(errorReply(error, send.extra.requestId)));
   }
 
   /**
-   * Queues committed messages (id order) to every logged-in connection: encoded once for all;
-   * a sender's own copy is the shared bytes around its own lines (views, not copies).
+   * Queues committed messages (id order) to every logged-in connection, encoded once for all. An
+   * own batch's senders get their replies in request order inside it: their own copies (views of
+   * the shared bytes around their lines) and duplicates' originals at their places.
    */
-  #fanOut(messages: StoredMessage[], extras: Map<number, OwnExtra> | undefined): void {
+  #deliver(messages: StoredMessage[], own: OwnDelivery | undefined): void {
     this.#recent.append(messages);
     this.#metrics.deliveries.inc(messages.length * this.#hub.loggedIn);
     const debug = this.#log.enabled("debug");
@@ -350,102 +313,82 @@ export class MessageService {
       lines[i] = newMessageLine(m);
       if (debug) this.#log.debug("message delivered", { id: m.id, sender: m.sender, message: m.message });
     }
-    const own = extras && extras.size > 0 ? ownLines(messages, lines, extras) : undefined;
     if (!own) {
-      this.#hub.broadcast(encodeText(lines.join("")));
+      if (lines.length > 0) this.#hub.broadcast(encodeText(lines.join("")));
       return;
     }
+    const replies = this.#batchReplies(messages, own);
     const { bytes: shared, offsets } = encodeLines(lines);
-    const personal = new Map<Session, Uint8Array[]>();
-    for (const [session, indexes] of own) {
-      const pieces: Uint8Array[] = [];
-      let at = 0;
-      for (const i of indexes) {
-        if (offsets[i] > at) pieces.push(shared.subarray(at, offsets[i]));
-        pieces.push(encodeText(withExtras(lines[i], extras!.get(messages[i].id)!)));
-        at = offsets[i + 1];
+    let personal: Map<Session, Uint8Array[]> | undefined;
+    for (const [session, sessionReplies] of replies) {
+      if (needsOwnPieces(sessionReplies)) {
+        (personal ??= new Map()).set(session, personalPieces(shared, offsets, lines, sessionReplies));
       }
-      if (at < shared.length) pieces.push(shared.subarray(at));
-      personal.set(session, pieces);
     }
-    this.#hub.broadcast(shared, personal);
+    if (lines.length > 0) this.#hub.broadcast(shared, personal);
+    else for (const [session, pieces] of personal ?? []) for (const piece of pieces) session.send(piece);
+    for (const send of own.sends) {
+      if (!send.reply.first) this.#log.error("a reply went out of request order", { session: send.session.id });
+      send.reply.answeredInBand();
+    }
+  }
+
+  /** Each sender's replies from an own batch, in request order. */
+  #batchReplies(messages: StoredMessage[], own: OwnDelivery): Map<Session, BatchReply[]> {
+    const indexOf = new Map<number, number>();
+    for (let i = 0; i < messages.length; i++) indexOf.set(messages[i].id, i);
+    const replies = new Map<Session, BatchReply[]>();
+    for (const send of own.sends) {
+      const { message, duplicate } = own.outcomes.get(send.sameAs ?? send)!;
+      let reply: BatchReply;
+      if (duplicate || send.sameAs) {
+        this.#stats.duplicates++;
+        reply = { kind: "bytes", bytes: encodeText(duplicateLine(message, send.extra)) };
+      } else {
+        const index = indexOf.get(message.id);
+        // Delivered already by a catch-up (without the sender's own copy): sent to the sender alone.
+        reply = index === undefined
+          ? { kind: "bytes", bytes: encodeText(withExtras(newMessageLine(message), send.extra)) }
+          : { kind: "own", index, extra: send.extra };
+      }
+      const list = replies.get(send.session);
+      if (list) list.push(reply);
+      else replies.set(send.session, [reply]);
+    }
+    return replies;
   }
 
   #logDatabaseError(msg: string, err: unknown, count?: number): void {
     this.#log.error(msg, { count, ...databaseErrorFields(err) });
   }
-}
 
-/** Per sender whose copy differs (a request_id or client_msg_id to add), the indexes of its lines. */
-function ownLines(
-  messages: StoredMessage[],
-  lines: string[],
-  extras: Map<number, OwnExtra>,
-): Map<Session, number[]> | undefined {
-  let own: Map<Session, number[]> | undefined;
-  for (let i = 0; i < lines.length; i++) {
-    const extra = extras.get(messages[i].id);
-    if (!extra || (extra.requestId === undefined && extra.clientMsgId === undefined)) continue;
-    own ??= new Map();
-    const list = own.get(extra.session);
-    if (list) list.push(i);
-    else own.set(extra.session, [i]);
+  /** `reply`, counting its answer towards drained(). */
+  #counted(reply: ReplyPlace): ReplyPlace {
+    let answered = false;
+    const done = () => {
+      if (answered) return;
+      answered = true;
+      if (--this.#unanswered === 0 && this.#idle) {
+        this.#idle.resolve();
+        this.#idle = undefined;
+      }
+    };
+    return {
+      get first() {
+        return reply.first;
+      },
+      answer(bytes) {
+        reply.answer(bytes);
+        done();
+      },
+      answeredInBand() {
+        reply.answeredInBand();
+        done();
+      },
+    };
   }
-  return own;
 }
 
-const utf8 = new TextEncoder();
-
-function encodeText(text: string): Uint8Array {
-  return utf8.encode(text);
-}
-
-/** The lines encoded one after another, and where each starts (`offsets[lines.length]` is the end). */
-function encodeLines(lines: string[]): { bytes: Uint8Array; offsets: Int32Array } {
-  let chars = 0;
-  for (const line of lines) chars += line.length;
-  // Room for ASCII, the usual case; more (3 bytes per UTF-16 unit at most) if a line needs it.
-  let bytes = new Uint8Array(chars);
-  const offsets = new Int32Array(lines.length + 1);
-  let at = 0;
-  let encodedChars = 0;
-  for (let i = 0; i < lines.length; i++) {
-    offsets[i] = at;
-    let result = utf8.encodeInto(lines[i], bytes.subarray(at));
-    if (result.read < lines[i].length) {
-      // Enough for every line left, this one included, whatever they hold: grown once at most.
-      const larger = new Uint8Array(at + 3 * (chars - encodedChars));
-      larger.set(bytes.subarray(0, at));
-      bytes = larger;
-      result = utf8.encodeInto(lines[i], bytes.subarray(at));
-    }
-    at += result.written;
-    encodedChars += lines[i].length;
-  }
-  offsets[lines.length] = at;
-  return { bytes: bytes.subarray(0, at), offsets };
-}
-
-function newMessageLine(m: StoredMessage): string {
-  // Built by hand: the hottest serialisation in the server (one per message, fields in the contract's order).
-  return `{"type":"new_message","id":${m.id},"sender":${JSON.stringify(m.sender)},"message":${
-    JSON.stringify(m.message)
-  },"timestamp":${JSON.stringify(m.timestamp)}}\n`;
-}
-
-/** The sender's own copy of a new_message line: the same line with its request_id and client_msg_id. */
-function withExtras(
-  line: string,
-  extra: { requestId: RequestId | undefined; clientMsgId: string | undefined },
-): string {
-  // request_id last, where clients that read it without parsing the line (the bench) expect it.
-  let tail = "";
-  if (extra.clientMsgId !== undefined) tail += `,"client_msg_id":${JSON.stringify(extra.clientMsgId)}`;
-  if (extra.requestId !== undefined) tail += `,"request_id":${JSON.stringify(extra.requestId)}`;
-  return `${line.slice(0, -2)}${tail}}\n`;
-}
-
-/** The answer to a repeated client_msg_id: the original message, to this connection alone. */
-function duplicateLine(original: StoredMessage, send: PendingSend): string {
-  return withExtras(`${newMessageLine(original).slice(0, -2)},"duplicate":true}\n`, send);
+function internalError(): ChatError {
+  return new ChatError("internal_error", "Internal server error");
 }

@@ -64,6 +64,10 @@ export class LineConnection implements Connection {
         this.lastActivity = this.#host.clock;
         return this.#host.handleLine(this, line);
       }, () => this.closed);
+      // The peer has sent all it will (it may have only shut down its sending side): answer every
+      // request read, then close.
+      const settled = this.#host.settled(this);
+      if (settled) await settled;
       this.close("peer_closed");
     } catch (err) {
       if (err instanceof LineTooLongError) {

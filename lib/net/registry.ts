@@ -98,6 +98,10 @@ export class ConnectionRegistry implements ConnectionHost {
     return this.#dispatcher.handleLine(session, line);
   }
 
+  settled(session: Session): Promise<void> | undefined {
+    return this.#dispatcher.settled(session);
+  }
+
   connectionClosed(connection: Connection, reason: CloseReason, detail?: string): void {
     if (!this.#connections.delete(connection)) return;
     this.#hub.leave(connection);

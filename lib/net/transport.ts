@@ -23,6 +23,8 @@ export interface ConnectionHost {
   /** A coarse clock (ms), cheaper to read per frame than performance.now(). */
   readonly clock: number;
   handleLine(session: Session, line: Uint8Array): Promise<void> | void;
+  /** Settles once every request read from `session` is answered; undefined when none is pending. */
+  settled(session: Session): Promise<void> | undefined;
   /** Called once per connection, when it has closed. */
   connectionClosed(connection: Connection, reason: CloseReason, detail?: string): void;
   /** Called once per slow consumer, as it is cut off. */

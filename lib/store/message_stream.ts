@@ -8,11 +8,18 @@
 // N is committed already or never will be (aborted inserts leave holes, which are never waited
 // for). Each commit NOTIFYs its last id.
 //
-// Contract: steps run one at a time in the order they are queued (MUST NOT overlap). An own
-// batch's step is queued when the batch is sent to the database, so that no catch-up step can
-// deliver its rows without their senders' own copies. A catch-up reads (last delivered, bound]
-// from the database, where the bound is a committed id: a notified id, or max(id) read on the
-// ordered connection, which puts it in line with this server's own batches.
+// Two sources of rows, merged here:
+// - Own batches, sent on the ordered connection. The database answers each with its ids and with
+//   the other writers' rows this server had not delivered when it was sent (its gap), so an own
+//   batch is delivered the moment it is answered, without another read: a database that goes
+//   away right after a commit cannot hold up the answers of the sends behind it.
+// - Catch-up reads of (last delivered, bound], where the bound is a committed id: a notified one,
+//   or max(id) read on the ordered connection (which puts it in line with own batches). A read's
+//   rows are merged only once every own batch sent before the read was issued is answered, so
+//   that an own message is never delivered without its sender's own copy.
+//
+// Contract: own batches MUST be announced (ownBatchSending) in the order they are sent on the
+// ordered connection, and settled (committed or failed) in the order they are answered.
 
 import { type Database, databaseErrorFields } from "./db.ts";
 import type { Logger } from "../core/log.ts";
@@ -30,10 +37,7 @@ const NOTIFY_CHANNEL = "chat_messages";
 const CATCH_UP_PAGE = 1000;
 /** How often the server checks for messages it may not have been told of (a silently dead LISTEN). */
 const RESYNC_INTERVAL_MS = 5000;
-/**
- * A read of the stream that has not answered by then is cancelled and retried: every own batch's
- * acknowledgement waits behind it, so one hung read must not stall them all.
- */
+/** A catch-up read that has not answered by then is cancelled and retried. */
 const READ_TIMEOUT_MS = 10_000;
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
@@ -43,37 +47,74 @@ const CATCH_UP_SQL = `SELECT id, sender_username AS sender, message_text AS mess
   FROM messages WHERE id > $1::bigint AND id <= $2::bigint ORDER BY id LIMIT $3`;
 const NEWEST_ID_SQL = `SELECT COALESCE(max(id), 0)::bigint AS id FROM messages`;
 
-/** What an own batch committed, for its step in the stream. */
-export interface OwnCommit<Extra> {
+/** What an own batch committed, for its delivery. */
+export interface OwnBatch {
   /** Newly stored messages, ids ascending. */
   messages: StoredMessage[];
-  /** The sender's extras (who sent it, request_id, client_msg_id) per new message id. */
-  extras: Map<number, Extra>;
-  /** The highest message id the batch refers to (new or, for duplicates, the original). */
+  /** The highest id the batch drew (its messages', or its duplicates' holes). */
   throughId: number;
-  /** Runs after the batch's messages (and everything before them) are delivered. */
-  afterDelivery(): void;
+  /** Other writers' committed rows after the slot's seenThrough up to throughId, ids ascending. */
+  others: StoredMessage[];
+  /** False when there were too many others to return: the stream reads them itself. */
+  othersComplete: boolean;
+  /**
+   * Delivers the batch (its senders' replies included) once everything before it is delivered:
+   * `fresh` are the rows not delivered yet, others' and its own, ids ascending.
+   */
+  deliver(fresh: StoredMessage[]): void;
+  /** Runs instead, when delivering threw: the batch's senders are still owed an answer. */
+  failed(err: unknown): void;
 }
 
-/** Delivers messages, in id order; `extras` names this server's own senders among them. */
-export type Deliver<Extra> = (messages: StoredMessage[], extras: Map<number, Extra> | undefined) => void;
+/** An own batch between its sending and its answer. */
+export interface OwnBatchSlot {
+  /** The highest id delivered when the batch was sent: the database returns the rows after it. */
+  readonly seenThrough: number;
+  committed(batch: OwnBatch): void;
+  /** The batch failed (it may have committed all the same: a catch-up then delivers it). */
+  failed(): void;
+}
 
-export class MessageStream<Extra> {
+/** Delivers other writers' messages (catch-ups), ids ascending. */
+export type Deliver = (messages: StoredMessage[]) => void;
+
+interface Slot extends OwnBatchSlot {
+  state: "sent" | "committed" | "failed";
+  batch: OwnBatch | undefined;
+}
+
+/** A catch-up read's rows, waiting for the own batches sent before it to be answered. */
+interface ReadResult {
+  rows: StoredMessage[];
+  /** Every committed row in (from, through] is in `rows`. */
+  through: number;
+  /** Own batches sent before the read: their answers come first. */
+  ownBefore: number;
+}
+
+export class MessageStream {
   readonly #db: Database;
   readonly #log: Logger;
-  readonly #deliver: Deliver<Extra>;
+  readonly #deliver: Deliver;
   #lastDelivered = 0;
-  /** The highest bound a queued catch-up will reach, so that repeated notifications queue nothing. */
-  #queuedThrough = 0;
-  #chain: Promise<void> = Promise.resolve();
+  /** Own batches sent and not yet delivered (or failed), in send order. */
+  #own: Slot[] = [];
+  #ownSent = 0;
+  /** Own batches answered so far (they are answered in send order). */
+  #ownAnswered = 0;
+  /** The highest id known to be committed: catch-up reads go up to it. */
+  #target = 0;
+  #reading = false;
+  #readResult: ReadResult | undefined;
   #stopped = false;
   #resyncTimer: ReturnType<typeof setInterval> | undefined;
-  /** Pending retry waits, cut short by stop(). */
-  readonly #waits = new Set<() => void>();
-  /** The one retry of a failed resync waiting to run (one at most, however many resyncs failed). */
+  /** The one pending retry of a failed read or resync. */
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #retryDelay = RETRY_MIN_MS;
+  /** A resync's bound query in flight: further resyncs meanwhile are folded into it. */
+  #resyncing = false;
 
-  constructor(db: Database, log: Logger, deliver: Deliver<Extra>) {
+  constructor(db: Database, log: Logger, deliver: Deliver) {
     this.#db = db;
     this.#log = log;
     this.#deliver = deliver;
@@ -85,49 +126,42 @@ export class MessageStream<Extra> {
    */
   async start(lastId: number): Promise<void> {
     this.#lastDelivered = lastId;
-    this.#queuedThrough = lastId;
+    this.#target = lastId;
     await this.#db.listen(NOTIFY_CHANNEL, (payload) => this.#notified(payload), () => this.resync());
     if (this.#db.kind === "postgres") {
       this.#resyncTimer = setInterval(() => this.resync(), RESYNC_INTERVAL_MS);
     }
   }
 
-  /** Stops catching up; steps already queued still run. */
+  /** Stops catching up; own batches still in flight are still delivered. */
   stop(): void {
     this.#stopped = true;
     if (this.#resyncTimer !== undefined) clearInterval(this.#resyncTimer);
-    for (const wake of this.#waits) wake();
     clearTimeout(this.#retryTimer);
   }
 
   /**
-   * Queues the delivery of an own batch. MUST be called when the batch is sent to the database
-   * on the ordered connection, in the same order. `committed` rejects when the batch failed:
-   * the caller answers its senders; the stream delivers nothing for it (should it have
-   * committed after all, a later catch-up delivers it).
+   * Announces an own batch about to be sent on the ordered connection. MUST be called in send
+   * order, and the slot settled (committed or failed) in answer order.
    */
-  own(committed: Promise<OwnCommit<Extra>>): Promise<void> {
-    // Handled in the step; but the step may start only after `committed` has failed (a catch-up
-    // ahead of it retries for as long as the database is away), and a rejection nobody handles
-    // by then ends the process.
-    committed.catch(() => {});
-    return this.#queue(async () => {
-      let commit: OwnCommit<Extra>;
-      try {
-        commit = await committed;
-      } catch {
-        return;
-      }
-      const { messages } = commit;
-      // Others' messages (or a hole) before ours: read them first, so that order holds.
-      const first = messages.length > 0 ? messages[0].id - 1 : commit.throughId;
-      if (first > this.#lastDelivered) await this.#catchUp(first);
-      const fresh = messages.length > 0 && messages[0].id <= this.#lastDelivered
-        ? messages.filter((m) => m.id > this.#lastDelivered)
-        : messages;
-      if (fresh.length > 0) this.#emit(fresh, commit.extras);
-      commit.afterDelivery();
-    });
+  ownBatchSending(): OwnBatchSlot {
+    const settle = (state: "committed" | "failed", batch?: OwnBatch) => {
+      if (slot.state !== "sent") return;
+      slot.state = state;
+      slot.batch = batch;
+      this.#ownAnswered++;
+      this.#advance();
+    };
+    const slot: Slot = {
+      seenThrough: this.#lastDelivered,
+      state: "sent",
+      batch: undefined,
+      committed: (batch) => settle("committed", batch),
+      failed: () => settle("failed"),
+    };
+    this.#ownSent++;
+    this.#own.push(slot);
+    return slot;
   }
 
   /**
@@ -135,92 +169,137 @@ export class MessageStream<Extra> {
    * batch, and every few seconds in case a notification was lost without a reconnect.
    */
   resync(): void {
-    if (this.#stopped) return;
+    if (this.#stopped || this.#resyncing) return;
+    this.#resyncing = true;
     // Read on the ordered connection: it sees every own batch sent before it, and none after.
-    const bound = this.#db.ordered<{ id: number | string }>(NEWEST_ID_SQL, [], { timeoutMs: READ_TIMEOUT_MS })
-      .then((rows) => Number(rows[0].id));
-    bound.catch(() => {}); // Handled in the step.
-    void this.#queue(async () => {
-      let through: number;
-      try {
-        through = await bound;
-      } catch (err) {
+    this.#db.ordered<{ id: number | string }>(NEWEST_ID_SQL, [], { timeoutMs: READ_TIMEOUT_MS }).then(
+      (rows) => {
+        this.#resyncing = false;
+        this.#raiseTarget(Number(rows[0].id));
+      },
+      (err) => {
+        this.#resyncing = false;
         if (this.#stopped) return;
         this.#log.warn("cannot check for new messages; retrying", databaseErrorFields(err));
-        // One retry pending at most: every failed batch and every interval tick of an outage
-        // resyncs, and a retry each would pile up into a storm of attempts and warnings.
-        this.#retryTimer ??= setTimeout(() => {
-          this.#retryTimer = undefined;
-          this.resync();
-        }, RETRY_MAX_MS);
-        return;
-      }
-      if (through > this.#lastDelivered) await this.#catchUp(through);
-    });
+        this.#retryLater();
+      },
+    );
   }
 
   #notified(payload: string): void {
     const through = Number(payload);
-    if (!Number.isSafeInteger(through) || through <= this.#queuedThrough) return;
-    this.#queuedThrough = through;
-    void this.#queue(() => this.#catchUp(through));
+    if (Number.isSafeInteger(through)) this.#raiseTarget(through);
   }
 
-  #queue(step: () => Promise<void>): Promise<void> {
-    const next = this.#chain.then(step).catch((err) => {
-      this.#log.error("message stream step failed", { error: err });
-    });
-    this.#chain = next;
-    return next;
+  #raiseTarget(through: number): void {
+    if (through <= this.#target) return;
+    this.#target = through;
+    this.#advance();
   }
 
-  /** Delivers every committed message in (last delivered, through], retrying until it can. */
-  async #catchUp(through: number): Promise<void> {
-    let delay = RETRY_MIN_MS;
-    while (through > this.#lastDelivered) {
-      let rows: StoredMessage[];
+  /** Delivers whatever can be delivered now, in id order, and starts the read that is needed next. */
+  #advance(): void {
+    while (this.#deliverOwnHead() || this.#mergeRead());
+    this.#readIfNeeded();
+  }
+
+  /** Delivers the oldest own batch if it is answered and nothing before it is missing. */
+  #deliverOwnHead(): boolean {
+    const head = this.#own[0];
+    if (!head || head.state === "sent") return false;
+    if (head.state === "committed") {
+      const batch = head.batch!;
+      if (!batch.othersComplete && this.#lastDelivered < firstIdOf(batch) - 1) {
+        // Too many others' rows to have come with the answer: read them first.
+        this.#target = Math.max(this.#target, firstIdOf(batch) - 1);
+        return false;
+      }
+      const fresh = freshRows(batch, this.#lastDelivered);
+      this.#lastDelivered = Math.max(this.#lastDelivered, batch.throughId);
+      this.#target = Math.max(this.#target, this.#lastDelivered);
       try {
-        rows = await this.#db.query<StoredMessage>(CATCH_UP_SQL, [this.#lastDelivered, through, CATCH_UP_PAGE], {
-          timeoutMs: READ_TIMEOUT_MS,
-        });
+        batch.deliver(fresh);
       } catch (err) {
+        batch.failed(err);
+      }
+    }
+    this.#own.shift();
+    return true;
+  }
+
+  /** Merges a catch-up read's rows once the own batches sent before it are answered. */
+  #mergeRead(): boolean {
+    const read = this.#readResult;
+    if (!read || this.#ownAnswered < read.ownBefore) return false;
+    this.#readResult = undefined;
+    // An answered own batch still waiting to be delivered owns its ids: the read stops below them.
+    const head = this.#own[0];
+    const cap = head?.state === "committed" ? firstIdOf(head.batch!) - 1 : Infinity;
+    const rows = read.rows.filter((row) => row.id > this.#lastDelivered && row.id <= cap);
+    const through = Math.min(read.through, cap);
+    if (through <= this.#lastDelivered) return true;
+    this.#lastDelivered = through;
+    if (rows.length > 0) {
+      try {
+        this.#deliver(rows);
+      } catch (err) {
+        this.#log.error("delivering messages failed", { error: err });
+      }
+    }
+    return true;
+  }
+
+  /** Starts one catch-up read when rows up to the target are missing and none is under way. */
+  #readIfNeeded(): void {
+    if (this.#reading || this.#readResult || this.#retryTimer !== undefined || this.#stopped) return;
+    const from = this.#lastDelivered;
+    const bound = this.#target;
+    if (bound <= from) return;
+    this.#reading = true;
+    const ownBefore = this.#ownSent;
+    this.#db.query<StoredMessage>(CATCH_UP_SQL, [from, bound, CATCH_UP_PAGE], { timeoutMs: READ_TIMEOUT_MS }).then(
+      (rows) => {
+        this.#reading = false;
+        this.#retryDelay = RETRY_MIN_MS;
+        // A full page may stop short of the bound: what it covers ends at its last row.
+        const through = rows.length === CATCH_UP_PAGE ? rows[rows.length - 1].id : bound;
+        this.#readResult = { rows, through, ownBefore };
+        this.#advance();
+      },
+      (err) => {
+        this.#reading = false;
         if (this.#stopped) return;
-        this.#log.warn("cannot read new messages; retrying", { ...databaseErrorFields(err), retry_ms: delay });
-        await this.#pause(delay);
-        delay = Math.min(delay * 2, RETRY_MAX_MS);
-        continue;
-      }
-      if (rows.length === 0) {
-        // Only holes left (aborted inserts): nothing will ever fill them.
-        this.#lastDelivered = through;
-        break;
-      }
-      this.#emit(rows, undefined);
-      if (rows.length < CATCH_UP_PAGE) this.#lastDelivered = Math.max(this.#lastDelivered, through);
-    }
-    this.#queuedThrough = Math.max(this.#queuedThrough, this.#lastDelivered);
+        this.#log.warn("cannot read new messages; retrying", {
+          ...databaseErrorFields(err),
+          retry_ms: this.#retryDelay,
+        });
+        this.#retryLater();
+      },
+    );
   }
 
-  /** Waits `ms`, or less if the stream is stopped meanwhile. */
-  #pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const wake = () => {
-        clearTimeout(timer);
-        this.#waits.delete(wake);
-        resolve();
-      };
-      const timer = setTimeout(wake, ms);
-      this.#waits.add(wake);
-    });
+  /** One retry pending at most, however many reads and resyncs failed meanwhile. */
+  #retryLater(): void {
+    if (this.#retryTimer !== undefined) return;
+    const delay = this.#retryDelay;
+    this.#retryDelay = Math.min(this.#retryDelay * 2, RETRY_MAX_MS);
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.resync();
+      this.#advance();
+    }, delay);
   }
+}
 
-  #emit(messages: StoredMessage[], extras: Map<number, Extra> | undefined): void {
-    this.#lastDelivered = messages[messages.length - 1].id;
-    this.#queuedThrough = Math.max(this.#queuedThrough, this.#lastDelivered);
-    try {
-      this.#deliver(messages, extras);
-    } catch (err) {
-      this.#log.error("delivering messages failed", { error: err });
-    }
-  }
+/** The first id an own batch covers: its first new message's, or (duplicates only) its last drawn. */
+function firstIdOf(batch: OwnBatch): number {
+  return batch.messages.length > 0 ? batch.messages[0].id : batch.throughId;
+}
+
+/** An own batch's rows not delivered yet, others' and its own, ids ascending. */
+function freshRows(batch: OwnBatch, lastDelivered: number): StoredMessage[] {
+  const rows: StoredMessage[] = [];
+  for (const row of batch.others) if (row.id > lastDelivered) rows.push(row);
+  for (const row of batch.messages) if (row.id > lastDelivered) rows.push(row);
+  return rows;
 }
