@@ -7,13 +7,20 @@ import { type Database, openDatabase, type QueryOptions, type Row } from "./stor
 import { Dispatcher } from "./chat/dispatcher.ts";
 import { HttpListenError, HttpServer } from "./net/http.ts";
 import { Hub } from "./chat/hub.ts";
+import { Lobby } from "./chat/lobby.ts";
+import { RoomCommands } from "./chat/room_commands.ts";
+import { RoomDelivery } from "./chat/room_delivery.ts";
+import { RoomService } from "./chat/rooms.ts";
+import { RoomSignals } from "./chat/room_signals.ts";
 import type { Logger } from "./core/log.ts";
 import { LoginThrottle } from "./store/login_throttle.ts";
 import { Maintenance } from "./store/maintenance.ts";
 import { MessageService } from "./chat/messages.ts";
 import { Metrics } from "./core/metrics.ts";
 import { Presence } from "./chat/presence.ts";
+import { RoomStore } from "./store/rooms.ts";
 import { applySchema } from "./store/schema.ts";
+import { Signals } from "./store/signals.ts";
 import { LineListeners } from "./net/line_listener.ts";
 import { ConnectionRegistry } from "./net/registry.ts";
 import { readTlsFiles, type TlsFiles, tlsListenError } from "./net/tls.ts";
@@ -62,8 +69,22 @@ export async function startChatService(config: Config, log: Logger, options: Sta
   const db = countingErrors(opened, metrics);
   const hub = new Hub();
   const throttle = new LoginThrottle(db);
-  const messages = new MessageService(db, hub, log, config.maxHistoryLimit, options.commitTimeoutMs, metrics);
+  const roomStore = new RoomStore(db);
+  const lobby = new Lobby(db, hub, log, metrics, config.maxHistoryLimit);
+  const delivery = new RoomDelivery(hub, roomStore, log);
+  const messages = new MessageService(db, lobby, delivery, log, options.commitTimeoutMs, metrics);
   const presence = new Presence(db, hub, log);
+  hub.onUserOnline = (user) => delivery.userOnline(user);
+  hub.onUserOffline = (user) => delivery.userOffline(user);
+  const rooms = new RoomService(
+    roomStore,
+    messages.stream,
+    log,
+    config,
+    async () => new Set(await presence.usernames()),
+  );
+  const signals = new RoomSignals(hub, delivery, new Signals(db, log), presence.serverId);
+  const roomCommands = new RoomCommands(hub, rooms, signals, () => presence.usernames());
   const maintenance = new Maintenance(db, throttle, log);
   const auth = new AuthService(db, throttle, log, { bcryptCost: config.bcryptCost, metrics });
   let registry: ConnectionRegistry | undefined;
@@ -71,9 +92,10 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     await applySchema(db, log);
     auth.warmUp();
     await messages.start();
+    await signals.start();
     await presence.start();
     maintenance.start();
-    const dispatcher = new Dispatcher(auth, messages, hub, presence, log, config, metrics);
+    const dispatcher = new Dispatcher(auth, messages, hub, presence, log, config, metrics, roomCommands);
     const tlsPort = tls ? options.tlsPort ?? config.tlsPort : undefined;
     registry = new ConnectionRegistry(config, dispatcher, hub, messages, log, metrics);
     const chat = registry;

@@ -23,6 +23,7 @@ Deno.test({
 
 /** A connection without a socket, from any address: enough for the registry's limits. */
 class FakeConnection implements Connection {
+  protocol: 1 | 2 = 1;
   readonly transport = "tcp";
   user = null;
   lastActivity = 0;

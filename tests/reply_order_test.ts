@@ -234,7 +234,7 @@ async function gatedService(backend: Backend): Promise<GatedService> {
     },
     async ordered<T extends Row = Row>(text: string, params?: unknown[], options?: QueryOptions): Promise<T[]> {
       const rows = await real.ordered<T>(text, params, options);
-      return fixture.breakStoreResults && text.includes("chat_store_messages") ? [] : rows;
+      return fixture.breakStoreResults && text.includes("chat_store_batch") ? [] : rows;
     },
     listen: (channel, onNotify, onListen) => real.listen(channel, onNotify, onListen),
     schemaTransaction: (work) => real.schemaTransaction(work),

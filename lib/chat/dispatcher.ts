@@ -30,6 +30,8 @@ import {
   requestIdOf,
 } from "../wire/protocol.ts";
 import { TokenBuckets } from "../core/rate_limit.ts";
+import { LOBBY, roomOf } from "../wire/room_fields.ts";
+import type { RoomCommands } from "./room_commands.ts";
 import type { Session, User } from "./session.ts";
 
 export interface DispatcherOptions {
@@ -42,16 +44,16 @@ export interface DispatcherOptions {
 /** A connection with this many sends awaiting commit stops being read until they settle. */
 export const MAX_PENDING_SENDS_PER_CONNECTION = 1000;
 
-interface CommandBase {
+export interface CommandBase {
   needsLogin: boolean;
   /** The reply type for errors; register and login answer errors with their own response type. */
   errorType?: "register_response" | "login_response";
 }
 
-/** Answers with one reply, in order. */
-interface ReplyCommand extends CommandBase {
+/** Answers with one reply (or, for a notice such as typing, none), in order. */
+export interface ReplyCommand extends CommandBase {
   pipelined?: false;
-  handle(session: Session, frame: Frame): Promise<Reply> | Reply;
+  handle(session: Session, frame: Frame): Promise<Reply | undefined> | Reply | undefined;
 }
 
 /** Accepted at once and answered later, in its place, by its service. */
@@ -60,7 +62,7 @@ interface PipelinedCommand extends CommandBase {
   accept(session: Session & { user: User }, frame: Frame, requestId: RequestId | undefined, reply: ReplyPlace): void;
 }
 
-type Command = ReplyCommand | PipelinedCommand;
+export type Command = ReplyCommand | PipelinedCommand;
 
 export class Dispatcher {
   readonly #auth: AuthService;
@@ -74,6 +76,7 @@ export class Dispatcher {
   /** At most one rate-limit log line per user every 10 s, so a flood cannot flood the log. */
   readonly #rateLimitLogs = new TokenBuckets(0.1, 1);
   readonly #commands: Record<string, Command>;
+  readonly #roomCommands: RoomCommands | undefined;
   /** Only connections with replies pending have one, so idle connections cost nothing here. */
   readonly #replies = new WeakMap<Session, ReplyQueue>();
   /** Set at shutdown: requests from then on are answered unavailable (in their usual reply shape). */
@@ -87,7 +90,9 @@ export class Dispatcher {
     log: Logger,
     options: DispatcherOptions,
     metrics = new Metrics(),
+    rooms?: RoomCommands,
   ) {
+    this.#roomCommands = rooms;
     this.#auth = auth;
     this.#metrics = metrics;
     this.#messages = messages;
@@ -100,10 +105,11 @@ export class Dispatcher {
       register: { needsLogin: false, errorType: "register_response", handle: (_s, f) => this.#register(f) },
       login: { needsLogin: false, errorType: "login_response", handle: (s, f) => this.#login(s, f) },
       send_message: { needsLogin: true, pipelined: true, accept: (s, f, r, p) => this.#send(s, f, r, p) },
-      get_history: { needsLogin: true, handle: (_s, f) => this.#history(f) },
       ping: { needsLogin: false, handle: () => ({ type: "pong" }) },
       logout: { needsLogin: false, handle: (s) => this.#logout(s) },
       list_users: { needsLogin: true, handle: () => this.#listUsers() },
+      get_history: { needsLogin: true, handle: (s, f) => this.#history(s, f) },
+      ...rooms?.commands(),
     };
   }
 
@@ -170,6 +176,7 @@ export class Dispatcher {
       this.#admit(session, frame, command, type);
       if (command.pipelined) throw new Error("a pipelined command reached the in-order path");
       const reply = await command.handle(session, frame);
+      if (reply === undefined) return;
       if (requestId !== undefined) reply.request_id = requestId;
       session.send(encodeLine(reply));
     } catch (err) {
@@ -243,12 +250,17 @@ export class Dispatcher {
       }
       throw new ChatError("rate_limited", "Too many messages, slow down", { retryAfterMs: waitMs });
     }
-    this.#messages.enqueue(session, user, text, requestId, clientMsgId, reply);
+    this.#messages.enqueue(session, user, roomOf(frame), text, requestId, clientMsgId, reply);
   }
 
-  async #history(frame: Frame): Promise<Reply> {
+  async #history(session: Session, frame: Frame): Promise<Reply> {
+    const room = roomOf(frame);
     const query = parseHistoryQuery(frame, this.#options.maxHistoryLimit);
-    return { type: "history_response", messages: await this.#messages.history(query) };
+    if (room !== LOBBY && this.#roomCommands) return await this.#roomCommands.roomHistory(session.user!, room, query);
+    const reply: Reply = { type: "history_response", messages: await this.#messages.history(query) };
+    // Asked for by name, the lobby's reply says so (v1's form otherwise).
+    if (field(frame, "room") === LOBBY) reply.room = LOBBY;
+    return reply;
   }
 
   async #listUsers(): Promise<Reply> {

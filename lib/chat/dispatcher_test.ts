@@ -6,6 +6,10 @@ import { Hub } from "./hub.ts";
 import { LoginThrottle } from "../store/login_throttle.ts";
 import { Presence } from "./presence.ts";
 import { MessageService } from "./messages.ts";
+import { Lobby } from "./lobby.ts";
+import { RoomDelivery } from "./room_delivery.ts";
+import { RoomStore } from "../store/rooms.ts";
+import { Metrics } from "../core/metrics.ts";
 import type { Session, User } from "./session.ts";
 
 /** A session without a socket: the dispatcher's whole view of a client. */
@@ -13,6 +17,7 @@ class RecordingSession implements Session {
   readonly id = 1;
   readonly remoteAddress = "127.0.0.1";
   user: User | null = null;
+  protocol: 1 | 2 = 1;
   closed = false;
   readonly frames: Record<string, unknown>[] = [];
   send(bytes: Uint8Array): void {
@@ -27,7 +32,8 @@ function dispatcher(): { dispatcher: Dispatcher; hub: Hub } {
   const db = sharedPgliteDatabase();
   const hub = new Hub();
   const auth = new AuthService(db, new LoginThrottle(db), testLog, { bcryptCost: 4 });
-  const messages = new MessageService(db, hub, testLog, 50);
+  const lobby = new Lobby(db, hub, testLog, new Metrics(), 50);
+  const messages = new MessageService(db, lobby, new RoomDelivery(hub, new RoomStore(db), testLog), testLog);
   const options = { maxMessageLength: 4000, maxHistoryLimit: 50, rateLimitPerSec: 0, rateLimitBurst: 1 };
   return { dispatcher: new Dispatcher(auth, messages, hub, new Presence(db, hub, testLog), testLog, options), hub };
 }

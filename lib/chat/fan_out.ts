@@ -4,6 +4,7 @@
 
 import type { StoredMessage } from "../store/message_stream.ts";
 import type { RequestId } from "../wire/protocol.ts";
+import type { Session } from "./session.ts";
 
 /** What the sender's own copy of a message adds to the shared line. */
 export interface OwnExtra {
@@ -25,6 +26,13 @@ export function encodeText(text: string): Uint8Array {
   return utf8.encode(text);
 }
 
+const NEW_MESSAGE_PREFIX = `{"type":"new_message",`;
+
+/** A lobby message as a v2 connection gets it: v1's line with "room":"lobby" after its type. */
+export function lobbyLineV2(m: StoredMessage): string {
+  return `${NEW_MESSAGE_PREFIX}"room":"lobby",${newMessageLine(m).slice(NEW_MESSAGE_PREFIX.length)}`;
+}
+
 export function newMessageLine(m: StoredMessage): string {
   // Built by hand: the hottest serialisation in the server (one per message, fields in the contract's order).
   return `{"type":"new_message","id":${m.id},"sender":${JSON.stringify(m.sender)},"message":${
@@ -42,9 +50,17 @@ export function withExtras(line: string, extra: OwnExtra): string {
   return `${line.slice(0, -2)}${tail}}\n`;
 }
 
-/** The answer to a repeated client_msg_id: the original message, to the repeating connection alone. */
-export function duplicateLine(original: StoredMessage, extra: OwnExtra): string {
-  return withExtras(`${newMessageLine(original).slice(0, -2)},"duplicate":true}\n`, extra);
+/**
+ * The answer to a repeated client_msg_id: the original message (in `room`), to the repeating
+ * connection alone; with its room, unless both are v1's (a lobby message to a v1 connection).
+ */
+export function duplicateLine(original: StoredMessage, extra: OwnExtra, room: string, protocol: 1 | 2): string {
+  const line = room === "lobby" && protocol === 1
+    ? newMessageLine(original)
+    : `${NEW_MESSAGE_PREFIX}"room":${JSON.stringify(room)},${
+      newMessageLine(original).slice(NEW_MESSAGE_PREFIX.length)
+    }`;
+  return withExtras(`${line.slice(0, -2)},"duplicate":true}\n`, extra);
 }
 
 /** The lines encoded one after another, and where each starts (`offsets[lines.length]` is the end). */
@@ -102,6 +118,47 @@ export function personalPieces(
   }
   if (at < shared.length) pieces.push(shared.subarray(at));
   return pieces;
+}
+
+/**
+ * A reply a sender is owed from a batch, in request order: its own copy of message `id` (`line`
+ * is the message's line as that connection gets it), or bytes.
+ */
+export type PendingReply =
+  | { kind: "own"; id: number; extra: OwnExtra; line: string }
+  | { kind: "bytes"; bytes: Uint8Array };
+
+/**
+ * A sender's replies that fall in one run of a delivery (its lines' ids → their index), taken
+ * from `replies` from `cursor.at` on, in request order: bytes replies go where they fall between
+ * its own lines. Stops at an own message the run does not hold (a later run's).
+ */
+export function takeRunReplies(
+  replies: readonly PendingReply[],
+  cursor: { at: number },
+  indexOf: ReadonlyMap<number, number>,
+): BatchReply[] {
+  const taken: BatchReply[] = [];
+  while (cursor.at < replies.length) {
+    const reply = replies[cursor.at];
+    if (reply.kind === "bytes") {
+      taken.push(reply);
+    } else {
+      const index = indexOf.get(reply.id);
+      if (index === undefined) break;
+      taken.push({ kind: "own", index, extra: reply.extra });
+    }
+    cursor.at++;
+  }
+  return taken;
+}
+
+/** Sends a sender's replies from `cursor.at` on to it alone (those no broadcast carried), in order. */
+export function sendRemaining(session: Session, replies: readonly PendingReply[], cursor: { at: number }): void {
+  for (; cursor.at < replies.length; cursor.at++) {
+    const reply = replies[cursor.at];
+    session.send(reply.kind === "bytes" ? reply.bytes : encodeText(withExtras(reply.line, reply.extra)));
+  }
 }
 
 /** Whether a sender's replies from a batch differ from the shared bytes (so it needs its own pieces). */

@@ -36,13 +36,23 @@ export class GroupCommit<Item> {
     this.#store = store;
   }
 
-  /** The batch that takes the next item of `chars` characters (opened if the last one is full). */
-  openBatch(chars: number): Batch<Item> {
+  /**
+   * The batch that takes the next item of `chars` characters: the last one not yet sent, or a new
+   * one when it is full or `separate` asks for one.
+   */
+  openBatch(chars: number, separate = false): Batch<Item> {
     const last = this.#waiting.at(-1);
-    if (last && last.items.length < MAX_BATCH_ITEMS && last.chars + chars <= MAX_BATCH_CHARS) return last;
+    if (last && !separate && last.items.length < MAX_BATCH_ITEMS && last.chars + chars <= MAX_BATCH_CHARS) {
+      return last;
+    }
     const batch: Batch<Item> = { items: [], chars: 0 };
     this.#waiting.push(batch);
     return batch;
+  }
+
+  /** Whether `batch` is still waiting to be sent (and the last one, which new items join). */
+  isOpen(batch: Batch<Item> | undefined): boolean {
+    return batch !== undefined && this.#waiting.at(-1) === batch;
   }
 
   /** Adds `item` to `batch` (from openBatch(), in the same turn) and schedules sending it. */

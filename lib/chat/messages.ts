@@ -1,33 +1,41 @@
-// Storing chat messages with group commit and exactly-once sends, their fan-out, and history.
+// Storing sends, to the lobby and to rooms, with group commit and exactly-once client_msg_ids,
+// and answering each sender in its place.
 //
-// Contract: a message is committed before anyone receives it, and every connection receives
-// messages in id order. Batches are stored through chat_store_messages() on the database's
-// ordered connection, several in flight at once (pipelined: they execute and commit in the order
-// they are sent), and delivered through the MessageStream, the one ordered path for this
-// server's messages and every other server's.
+// Contract: a message is committed before anyone receives it, and every connection receives each
+// conversation's messages in id order. Batches are stored through chat_store_batch() on the
+// database's ordered connection, several in flight at once (pipelined: they execute and commit in
+// the order they are sent), and delivered through the MessageStream, the one ordered path for
+// this server's messages and every other server's. A batch holds one conversation per sending
+// connection, so that each sender's replies in it go out with that conversation's delivery.
 
 import { ChatError, unavailable } from "../core/errors.ts";
-import type { Database } from "../store/db.ts";
-import { databaseErrorFields } from "../store/db.ts";
-import type { Hub } from "./hub.ts";
 import type { Logger } from "../core/log.ts";
-import { MessageStream, type OwnBatch, type StoredMessage } from "../store/message_stream.ts";
 import { Metrics } from "../core/metrics.ts";
+import { type Database, databaseErrorFields } from "../store/db.ts";
+import type { FeedRow } from "../store/feed.ts";
+import {
+  LOBBY_FEED,
+  MessageStream,
+  type OwnBatch,
+  type OwnPart,
+  type RoomEvent,
+  type StoredMessage,
+} from "../store/message_stream.ts";
 import { encodeLine, errorReply, type HistoryQuery, type RequestId } from "../wire/protocol.ts";
 import {
-  type BatchReply,
   duplicateLine,
-  encodeLines,
   encodeText,
-  needsOwnPieces,
+  lobbyLineV2,
   newMessageLine,
   type OwnExtra,
-  personalPieces,
-  withExtras,
+  type PendingReply,
+  sendRemaining,
 } from "./fan_out.ts";
 import { type Batch, GroupCommit } from "./group_commit.ts";
+import type { Lobby } from "./lobby.ts";
 import type { ReplyPlace } from "./reply_queue.ts";
-import { RecentMessages } from "./recent.ts";
+import { deniedSend } from "./room_access.ts";
+import { type RoomDelivery, roomEventLine } from "./room_delivery.ts";
 import type { Session, User } from "./session.ts";
 
 /**
@@ -36,35 +44,42 @@ import type { Session, User } from "./session.ts";
  */
 const COMMIT_TIMEOUT_MS = 10_000;
 
-const STORE_BATCH_SQL = `SELECT ids, stamps, duplicates, original_texts, gap_ids, gap_senders, gap_texts,
-  gap_stamps, gap_complete, through_id FROM chat_store_messages($1::int[], $2::text[], $3::text[], $4::text[], $5::bigint)`;
+const STORE_BATCH_SQL = `SELECT * FROM chat_store_batch($1::text[], $2::int[], $3::text[], $4::text[], $5::text[],
+  $6::bigint, $7::text[], $8::bigint[])`;
 
-const HISTORY_COLUMNS = `SELECT id, sender_username AS sender, message_text AS message,
-  to_char(timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp
-  FROM messages WHERE id < $1::bigint AND id > $2::bigint`;
-const NEWEST_SQL = `${HISTORY_COLUMNS} ORDER BY id DESC LIMIT $3`;
-const OLDEST_SQL = `${HISTORY_COLUMNS} ORDER BY id ASC LIMIT $3`;
-const NO_UPPER_BOUND = "9223372036854775807";
-
+/** chat_store_batch()'s answer (schema.sql): in its arrays, 0 and "" stand for none. */
 interface StoreResult extends Record<string, unknown> {
-  ids: number[];
+  ids: (number | string)[];
   stamps: string[];
-  duplicates: boolean[];
-  original_texts: (string | null)[];
-  /** Other writers' rows this server had not delivered when the batch was sent. */
-  gap_ids: number[];
-  gap_senders: string[];
-  gap_texts: string[];
-  gap_stamps: string[];
-  gap_complete: boolean;
-  /** The highest id the batch drew. */
-  through_id: number;
+  statuses: ("new" | "dup" | "denied")[];
+  orig_rooms: string[];
+  orig_texts: string[];
+  denials: string[];
+  lobby_through: number | string | null;
+  gap_ids: (number | string)[] | null;
+  gap_senders: string[] | null;
+  gap_texts: string[] | null;
+  gap_stamps: string[] | null;
+  gap_complete: boolean | null;
+  room_list: string[] | null;
+  room_heads: (number | string)[] | null;
+  rg_rooms: string[] | null;
+  rg_ids: (number | string)[] | null;
+  rg_kinds: RoomEvent["kind"][] | null;
+  rg_user_ids: number[] | null;
+  rg_usernames: string[] | null;
+  rg_bodies: string[] | null;
+  rg_bys: string[] | null;
+  rg_stamps: string[] | null;
+  rg_incomplete: string[] | null;
 }
 
 /** One accepted send, until it is answered. */
 interface PendingSend {
   session: Session;
   user: User;
+  /** Its conversation: "lobby" or a room id. */
+  feed: string;
   text: string;
   extra: OwnExtra;
   /** Where its answer goes: its place in its connection's line of replies. */
@@ -76,17 +91,11 @@ interface PendingSend {
   sameAs: PendingSend | undefined;
 }
 
-/** What one stored row got: its message (the original, for a duplicate). */
-interface Outcome {
-  message: StoredMessage;
-  duplicate: boolean;
-}
-
-/** An own batch as it is delivered: every send in arrival order, and its rows' outcomes. */
-interface OwnDelivery {
-  sends: PendingSend[];
-  outcomes: Map<PendingSend, Outcome>;
-}
+/** What one stored row got. */
+type Outcome =
+  | { status: "new"; id: number; timestamp: string }
+  | { status: "dup"; original: StoredMessage; room: string }
+  | { status: "denied"; error: ChatError };
 
 interface MessageStats {
   committed: number;
@@ -97,52 +106,59 @@ interface MessageStats {
 
 export class MessageService {
   readonly #db: Database;
-  readonly #hub: Hub;
   readonly #log: Logger;
-  readonly #recent: RecentMessages;
+  readonly #lobby: Lobby;
+  readonly #rooms: RoomDelivery;
   readonly #stream: MessageStream;
   readonly #commitTimeoutMs: number;
   readonly #groupCommit: GroupCommit<PendingSend>;
-  /** The open batch, and its sends with a client_msg_id by user and id (repeats in it merge with them). */
+  /** The open batch; its sends with a client_msg_id by user and id; each sender's conversation in it. */
   #openBatch: Batch<PendingSend> | undefined;
   #openSends = new Map<string, PendingSend>();
+  #openFeeds = new Map<Session, string>();
   /** Sends accepted and not answered yet. */
   #unanswered = 0;
   #idle: PromiseWithResolvers<void> | undefined;
   #stats: MessageStats = { committed: 0, failed: 0, duplicates: 0, batches: 0 };
   readonly #metrics: Metrics;
 
-  /** `recentCapacity`: how many of the newest messages history serves from memory (MAX_HISTORY_LIMIT). */
   constructor(
     db: Database,
-    hub: Hub,
+    lobby: Lobby,
+    rooms: RoomDelivery,
     log: Logger,
-    recentCapacity: number,
     commitTimeoutMs = COMMIT_TIMEOUT_MS,
     metrics = new Metrics(),
   ) {
     this.#db = db;
-    this.#metrics = metrics;
-    this.#hub = hub;
+    this.#lobby = lobby;
+    this.#rooms = rooms;
     this.#log = log;
+    this.#metrics = metrics;
     this.#commitTimeoutMs = commitTimeoutMs;
-    this.#recent = new RecentMessages(recentCapacity);
-    this.#stream = new MessageStream(db, log, (messages) => this.#deliver(messages, undefined));
+    this.#stream = new MessageStream(db, log, {
+      deliverLobby: (rows) => lobby.deliver(rows),
+      deliverRoom: (room, events) => rooms.deliver(room, events),
+      membershipElsewhere: (room, id, userId) => rooms.membershipElsewhere(room, id, userId),
+    });
+    rooms.attach(this.#stream);
     this.#groupCommit = new GroupCommit((batch) => this.#store(batch));
   }
 
-  /** Loads the newest messages into memory and joins the stream of committed messages; once, before serving. */
+  /** The stream every committed event is delivered through. */
+  get stream(): MessageStream {
+    return this.#stream;
+  }
+
+  /** Loads the lobby's newest messages and joins the stream of committed events; once, before serving. */
   async start(): Promise<void> {
-    // One row more than the window holds tells whether the database holds more than the window.
-    const capacity = this.#recent.capacity;
-    const rows = await this.#db.query<StoredMessage>(NEWEST_SQL, [NO_UPPER_BOUND, "-1", capacity + 1]);
-    this.#recent.reset(rows.reverse(), rows.length <= capacity);
-    await this.#stream.start(rows.at(-1)?.id ?? 0);
+    await this.#stream.start(await this.#lobby.load());
   }
 
   /** Stops following other servers' messages (at shutdown, after drained()). */
   stop(): void {
     this.#stream.stop();
+    this.#rooms.stop();
   }
 
   get stats(): Readonly<MessageStats> {
@@ -150,12 +166,14 @@ export class MessageService {
   }
 
   /**
-   * Queues a validated message from a logged-in session. Its answer goes to `reply`, in its
-   * place: its own copy of the message, the original for a repeated client_msg_id, or an error.
+   * Queues a validated message from a logged-in session to `feed` (the lobby or a room). Its
+   * answer goes to `reply`, in its place: its own copy of the message, the original for a
+   * repeated client_msg_id, or an error.
    */
   enqueue(
     session: Session,
     user: User,
+    feed: string,
     text: string,
     requestId: RequestId | undefined,
     clientMsgId: string | undefined,
@@ -165,23 +183,33 @@ export class MessageService {
     const send: PendingSend = {
       session,
       user,
+      feed,
       text,
       extra: { requestId, clientMsgId },
       reply: this.#counted(reply),
       sameAs: undefined,
     };
-    const batch = this.#groupCommit.openBatch(text.length);
+    // One conversation per sender in a batch: a send to another one starts the next batch.
+    const sendersFeed = this.#groupCommit.isOpen(this.#openBatch) ? this.#openFeeds.get(session) : undefined;
+    const batch = this.#groupCommit.openBatch(text.length, sendersFeed !== undefined && sendersFeed !== feed);
     if (batch !== this.#openBatch) {
       // Repeats of a send in an earlier batch are stored again: the database, which commits that
       // batch first on the same connection, answers them with the original.
       this.#openBatch = batch;
       this.#openSends = new Map();
+      this.#openFeeds = new Map();
     }
+    this.#openFeeds.set(session, feed);
     const key = clientMsgId === undefined ? undefined : `${user.id}:${clientMsgId}`;
     const original = key === undefined ? undefined : this.#openSends.get(key);
     if (original) send.sameAs = original;
     else if (key !== undefined) this.#openSends.set(key, send);
     this.#groupCommit.add(batch, send, original ? 0 : text.length);
+  }
+
+  /** The lobby's history (get_history without a room). */
+  history(query: HistoryQuery): Promise<StoredMessage[]> {
+    return this.#lobby.history(query);
   }
 
   /** Settles when every accepted send has been answered (committed and delivered, or failed). */
@@ -191,40 +219,28 @@ export class MessageService {
     return this.#idle.promise;
   }
 
-  async history(query: HistoryQuery): Promise<StoredMessage[]> {
-    const cached = this.#recent.query(query);
-    if (cached) return cached;
-    const upper = query.before === undefined ? NO_UPPER_BOUND : String(query.before);
-    const lower = query.after === undefined ? "-1" : String(query.after);
-    try {
-      if (query.after !== undefined) {
-        return await this.#db.query<StoredMessage>(OLDEST_SQL, [upper, lower, query.limit]);
-      }
-      return (await this.#db.query<StoredMessage>(NEWEST_SQL, [upper, lower, query.limit])).reverse();
-    } catch (err) {
-      this.#logDatabaseError("database error reading history", err);
-      throw unavailable(err);
-    }
-  }
-
-  /** Stores one batch on the ordered connection and queues its delivery in the stream, in the same order. */
+  /** Stores one batch on the ordered connection and hands its outcome to the stream, in the same order. */
   #store(batch: Batch<PendingSend>): Promise<unknown> {
     const sends = batch.items;
     const rows = sends.filter((send) => send.sameAs === undefined);
-    const slot = this.#stream.ownBatchSending();
+    const slot = this.#stream.ownBatchSending(new Set(rows.map((r) => r.feed)));
+    const seenRooms = [...slot.seen.keys()].filter((key) => key !== LOBBY_FEED);
     const stored = this.#db.ordered<StoreResult>(STORE_BATCH_SQL, [
+      rows.map((m) => (m.feed === LOBBY_FEED ? null : m.feed)),
       rows.map((m) => m.user.id),
       rows.map((m) => m.user.username),
       rows.map((m) => m.text),
       rows.map((m) => m.extra.clientMsgId ?? null),
-      slot.seenThrough,
+      slot.seen.get(LOBBY_FEED) ?? 0,
+      seenRooms,
+      seenRooms.map((room) => slot.seen.get(room)!),
     ], { timeoutMs: this.#commitTimeoutMs });
     const started = performance.now();
     return stored.then(
       (result) => {
         let batch: OwnBatch;
         try {
-          batch = this.#committed(sends, rows, result[0], performance.now() - started);
+          batch = this.#committed(sends, rows, result[0], new Set(seenRooms), performance.now() - started);
         } catch (err) {
           // Stored, but its outcome could not be read: its senders are still owed an answer, and
           // a catch-up delivers the messages.
@@ -243,40 +259,75 @@ export class MessageService {
     );
   }
 
-  #committed(sends: PendingSend[], rows: PendingSend[], result: StoreResult, commitMs: number): OwnBatch {
+  #committed(
+    sends: PendingSend[],
+    rows: PendingSend[],
+    result: StoreResult,
+    seenRooms: ReadonlySet<string>,
+    commitMs: number,
+  ): OwnBatch {
     const outcomes = new Map<PendingSend, Outcome>();
-    const fresh: StoredMessage[] = [];
+    const parts = new Map<string, OwnPart>();
+    const lobbyOwn: StoredMessage[] = [];
+    const roomOwn = new Map<string, RoomEvent[]>();
     for (let i = 0; i < rows.length; i++) {
       const send = rows[i];
+      const status = result.statuses[i];
+      if (status === "denied") {
+        outcomes.set(send, { status, error: deniedSend(result.denials[i] || "missing") });
+        continue;
+      }
       const id = Number(result.ids[i]);
-      const duplicate = result.duplicates[i];
-      const message: StoredMessage = {
-        id,
-        sender: send.user.username,
-        message: duplicate ? result.original_texts[i] ?? "" : send.text,
-        timestamp: result.stamps[i],
-      };
-      outcomes.set(send, { message, duplicate });
-      if (!duplicate) fresh.push(message);
+      const timestamp = result.stamps[i];
+      if (status === "dup") {
+        const room = result.orig_rooms[i] || LOBBY_FEED;
+        const original = { id, sender: send.user.username, message: result.orig_texts[i], timestamp };
+        outcomes.set(send, { status, original, room });
+        continue;
+      }
+      outcomes.set(send, { status, id, timestamp });
+      if (send.feed === LOBBY_FEED) {
+        lobbyOwn.push({ id, sender: send.user.username, message: send.text, timestamp });
+      } else {
+        const event: RoomEvent = {
+          id,
+          kind: "message",
+          userId: send.user.id,
+          username: send.user.username,
+          body: send.text,
+          by: null,
+          timestamp,
+        };
+        const list = roomOwn.get(send.feed);
+        if (list) list.push(event);
+        else roomOwn.set(send.feed, [event]);
+      }
     }
-    this.#stats.committed += fresh.length;
+    if (result.lobby_through !== null) {
+      parts.set(LOBBY_FEED, {
+        own: lobbyOwn,
+        throughId: Number(result.lobby_through),
+        others: lobbyGap(result),
+        complete: result.gap_complete === true,
+      });
+    }
+    const gaps = roomGaps(result);
+    const incomplete = new Set(result.rg_incomplete ?? []);
+    (result.room_list ?? []).forEach((room, i) => {
+      parts.set(room, {
+        own: roomOwn.get(room) ?? [],
+        throughId: Number(result.room_heads![i]),
+        others: gaps.get(room) ?? [],
+        complete: seenRooms.has(room) && !incomplete.has(room),
+      });
+    });
+    const fresh = lobbyOwn.length + [...roomOwn.values()].reduce((n, list) => n + list.length, 0);
+    this.#stats.committed += fresh;
     this.#stats.batches++;
-    this.#metrics.batchCommitted(fresh.length, commitMs);
-    const others: StoredMessage[] = new Array(result.gap_ids.length);
-    for (let i = 0; i < others.length; i++) {
-      others[i] = {
-        id: Number(result.gap_ids[i]),
-        sender: result.gap_senders[i],
-        message: result.gap_texts[i],
-        timestamp: result.gap_stamps[i],
-      };
-    }
+    this.#metrics.batchCommitted(fresh, commitMs);
     return {
-      messages: fresh,
-      throughId: Number(result.through_id),
-      others,
-      othersComplete: result.gap_complete,
-      deliver: (delivered) => this.#deliver(delivered, { sends, outcomes }),
+      parts,
+      deliver: (delivered) => this.#deliver(sends, outcomes, delivered),
       failed: (err) => {
         this.#log.error("delivering a stored batch failed", { count: sends.length, error: err });
         this.#answerAll(sends, internalError());
@@ -284,10 +335,71 @@ export class MessageService {
     };
   }
 
+  /** Delivers an own batch, conversation by conversation, each sender's replies woven into its own. */
+  #deliver(sends: PendingSend[], outcomes: Map<PendingSend, Outcome>, delivered: Map<string, FeedRow[]>): void {
+    const byFeed = new Map<string, Map<Session, PendingReply[]>>();
+    for (const send of sends) {
+      let replies = byFeed.get(send.feed);
+      if (!replies) byFeed.set(send.feed, replies = new Map());
+      const list = replies.get(send.session);
+      const reply = this.#pendingReply(send, outcomes.get(send.sameAs ?? send)!);
+      if (list) list.push(reply);
+      else replies.set(send.session, [reply]);
+    }
+    for (const [feed, rows] of delivered) {
+      const replies = byFeed.get(feed);
+      byFeed.delete(feed);
+      if (feed === LOBBY_FEED) this.#lobby.deliver(rows as StoredMessage[], replies);
+      else this.#rooms.deliver(feed, rows as RoomEvent[], replies);
+    }
+    // Conversations this server does not follow (a room its sender just left, say): replies alone.
+    for (const replies of byFeed.values()) {
+      for (const [session, list] of replies) sendRemaining(session, list, { at: 0 });
+    }
+    for (const send of sends) {
+      if (!send.reply.first) this.#log.error("a reply went out of request order", { session: send.session.id });
+      send.reply.answeredInBand();
+    }
+  }
+
+  /** What `send` is answered with, as its conversation's delivery will carry it. */
+  #pendingReply(send: PendingSend, outcome: Outcome): PendingReply {
+    if (outcome.status === "denied") {
+      return { kind: "bytes", bytes: encodeLine(errorReply(outcome.error, send.extra.requestId)) };
+    }
+    if (outcome.status === "dup" || send.sameAs) {
+      this.#stats.duplicates++;
+      const { original, room } = outcome.status === "dup"
+        ? outcome
+        : { original: this.#messageOf(send.sameAs!, outcome), room: send.sameAs!.feed };
+      return { kind: "bytes", bytes: encodeText(duplicateLine(original, send.extra, room, send.session.protocol)) };
+    }
+    const message = this.#messageOf(send, outcome);
+    const line = send.feed === LOBBY_FEED
+      ? (send.session.protocol === 2 ? lobbyLineV2(message) : newMessageLine(message))
+      : roomEventLine(send.feed, {
+        id: message.id,
+        kind: "message",
+        userId: send.user.id,
+        username: message.sender,
+        body: message.message,
+        by: null,
+        timestamp: message.timestamp,
+      });
+    return { kind: "own", id: message.id, extra: send.extra, line };
+  }
+
+  #messageOf(send: PendingSend, outcome: Outcome & { status: "new" }): StoredMessage {
+    return { id: outcome.id, sender: send.user.username, message: send.text, timestamp: outcome.timestamp };
+  }
+
   #failed(sends: PendingSend[], err: unknown): void {
     this.#stats.failed += sends.length;
     this.#metrics.messagesFailed.inc(sends.length);
-    this.#logDatabaseError("database error storing messages; senders told unavailable", err, sends.length);
+    this.#log.error("database error storing messages; senders told unavailable", {
+      count: sends.length,
+      ...databaseErrorFields(err),
+    });
     this.#answerAll(sends, unavailable(err));
     // The batch may have committed all the same (a lost answer): deliver it if so.
     this.#stream.resync();
@@ -296,70 +408,6 @@ export class MessageService {
   /** Answers every send of `sends` not answered yet with `error`. */
   #answerAll(sends: PendingSend[], error: ChatError): void {
     for (const send of sends) send.reply.answer(encodeLine(errorReply(error, send.extra.requestId)));
-  }
-
-  /**
-   * Queues committed messages (id order) to every logged-in connection, encoded once for all. An
-   * own batch's senders get their replies in request order inside it: their own copies (views of
-   * the shared bytes around their lines) and duplicates' originals at their places.
-   */
-  #deliver(messages: StoredMessage[], own: OwnDelivery | undefined): void {
-    this.#recent.append(messages);
-    this.#metrics.deliveries.inc(messages.length * this.#hub.loggedIn);
-    const debug = this.#log.enabled("debug");
-    const lines: string[] = new Array(messages.length);
-    for (let i = 0; i < messages.length; i++) {
-      const m = messages[i];
-      lines[i] = newMessageLine(m);
-      if (debug) this.#log.debug("message delivered", { id: m.id, sender: m.sender, message: m.message });
-    }
-    if (!own) {
-      if (lines.length > 0) this.#hub.broadcast(encodeText(lines.join("")));
-      return;
-    }
-    const replies = this.#batchReplies(messages, own);
-    const { bytes: shared, offsets } = encodeLines(lines);
-    let personal: Map<Session, Uint8Array[]> | undefined;
-    for (const [session, sessionReplies] of replies) {
-      if (needsOwnPieces(sessionReplies)) {
-        (personal ??= new Map()).set(session, personalPieces(shared, offsets, lines, sessionReplies));
-      }
-    }
-    if (lines.length > 0) this.#hub.broadcast(shared, personal);
-    else for (const [session, pieces] of personal ?? []) for (const piece of pieces) session.send(piece);
-    for (const send of own.sends) {
-      if (!send.reply.first) this.#log.error("a reply went out of request order", { session: send.session.id });
-      send.reply.answeredInBand();
-    }
-  }
-
-  /** Each sender's replies from an own batch, in request order. */
-  #batchReplies(messages: StoredMessage[], own: OwnDelivery): Map<Session, BatchReply[]> {
-    const indexOf = new Map<number, number>();
-    for (let i = 0; i < messages.length; i++) indexOf.set(messages[i].id, i);
-    const replies = new Map<Session, BatchReply[]>();
-    for (const send of own.sends) {
-      const { message, duplicate } = own.outcomes.get(send.sameAs ?? send)!;
-      let reply: BatchReply;
-      if (duplicate || send.sameAs) {
-        this.#stats.duplicates++;
-        reply = { kind: "bytes", bytes: encodeText(duplicateLine(message, send.extra)) };
-      } else {
-        const index = indexOf.get(message.id);
-        // Delivered already by a catch-up (without the sender's own copy): sent to the sender alone.
-        reply = index === undefined
-          ? { kind: "bytes", bytes: encodeText(withExtras(newMessageLine(message), send.extra)) }
-          : { kind: "own", index, extra: send.extra };
-      }
-      const list = replies.get(send.session);
-      if (list) list.push(reply);
-      else replies.set(send.session, [reply]);
-    }
-    return replies;
-  }
-
-  #logDatabaseError(msg: string, err: unknown, count?: number): void {
-    this.#log.error(msg, { count, ...databaseErrorFields(err) });
   }
 
   /** `reply`, counting its answer towards drained(). */
@@ -387,6 +435,40 @@ export class MessageService {
       },
     };
   }
+}
+
+function lobbyGap(result: StoreResult): StoredMessage[] {
+  const ids = result.gap_ids ?? [];
+  const gap: StoredMessage[] = new Array(ids.length);
+  for (let i = 0; i < ids.length; i++) {
+    gap[i] = {
+      id: Number(ids[i]),
+      sender: result.gap_senders![i],
+      message: result.gap_texts![i],
+      timestamp: result.gap_stamps![i],
+    };
+  }
+  return gap;
+}
+
+function roomGaps(result: StoreResult): Map<string, RoomEvent[]> {
+  const gaps = new Map<string, RoomEvent[]>();
+  const rooms = result.rg_rooms ?? [];
+  for (let i = 0; i < rooms.length; i++) {
+    const event: RoomEvent = {
+      id: Number(result.rg_ids![i]),
+      kind: result.rg_kinds![i],
+      userId: Number(result.rg_user_ids![i]) || null,
+      username: result.rg_usernames![i],
+      body: result.rg_bodies![i] || null,
+      by: result.rg_bys![i] || null,
+      timestamp: result.rg_stamps![i],
+    };
+    const list = gaps.get(rooms[i]);
+    if (list) list.push(event);
+    else gaps.set(rooms[i], [event]);
+  }
+  return gaps;
 }
 
 function internalError(): ChatError {

@@ -28,6 +28,8 @@ export interface Session {
   readonly remoteAddress: string;
   /** The logged-in user, or null. */
   user: User | null;
+  /** 1 until the connection says hello with protocol 2 (then it gets v2's pushes). */
+  protocol: 1 | 2;
   readonly closed: boolean;
   /**
    * Queues complete lines for the client. MUST NOT block and MUST NOT reorder: bytes go out in

@@ -31,6 +31,13 @@ export interface Config {
   /** 0 turns the idle timeout for connections that are not logged in off. */
   readonly loginIdleTimeoutSec: number;
   readonly maxOutboundBytes: number;
+  /** Rooms a user may have (joined, DMs and invitations). */
+  readonly maxRoomsPerUser: number;
+  /** Members (and invitations) a room may have. */
+  readonly maxRoomMembers: number;
+  /** room_create, room_invite and dm_open together, per user; 0 a minute turns the limit off. */
+  readonly roomLimitPerMin: number;
+  readonly roomLimitBurst: number;
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
 }
@@ -70,6 +77,10 @@ export const DEFAULTS = {
   MAX_CONNECTIONS_PER_IP: "200",
   LOGIN_IDLE_TIMEOUT_SEC: "120",
   MAX_OUTBOUND_BYTES: "1048576",
+  MAX_ROOMS_PER_USER: "1000",
+  MAX_ROOM_MEMBERS: "10000",
+  ROOM_LIMIT_BURST: "20",
+  ROOM_LIMIT_PER_MIN: "20",
   LOG_LEVEL: "info",
   LOG_FORMAT: "text",
 } as const;
@@ -140,6 +151,10 @@ export function parseConfig(env: Environment): Config {
     maxConnectionsPerIp: int("MAX_CONNECTIONS_PER_IP", { min: 1, max: 1_000_000 }),
     loginIdleTimeoutSec: int("LOGIN_IDLE_TIMEOUT_SEC", { min: 0, max: 86_400 }),
     maxOutboundBytes: int("MAX_OUTBOUND_BYTES", { min: 4096, max: 1024 * 1024 * 1024 }),
+    maxRoomsPerUser: int("MAX_ROOMS_PER_USER", { min: 1, max: 1_000_000 }),
+    maxRoomMembers: int("MAX_ROOM_MEMBERS", { min: 2, max: 1_000_000 }),
+    roomLimitBurst: int("ROOM_LIMIT_BURST", { min: 1, max: 1_000_000 }),
+    roomLimitPerMin: int("ROOM_LIMIT_PER_MIN", { min: 0, max: 1_000_000 }),
     logLevel: oneOf("LOG_LEVEL", LOG_LEVELS),
     logFormat: oneOf("LOG_FORMAT", LOG_FORMATS),
   };

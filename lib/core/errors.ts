@@ -19,6 +19,14 @@ export const ERROR_CODES = [
   "too_many_connections",
   "idle_timeout",
   "internal_error",
+  // v2: rooms and direct messages
+  "room_not_found",
+  "not_member",
+  "not_allowed",
+  "name_taken",
+  "invalid_room_name",
+  "user_not_found",
+  "limit_exceeded",
 ] as const;
 
 export type ErrorCode = typeof ERROR_CODES[number];

@@ -26,6 +26,7 @@ export class LineConnection implements Connection {
   readonly transport: Transport;
   readonly remoteAddress: string;
   user: User | null = null;
+  protocol: 1 | 2 = 1;
   /** The host's clock at the last complete frame, for the login idle timeout. */
   lastActivity: number;
 

@@ -56,6 +56,7 @@ export class WebSocketConnection implements Connection {
   readonly transport = "ws";
   readonly remoteAddress: string;
   user: User | null = null;
+  protocol: 1 | 2 = 1;
   lastActivity: number;
 
   readonly #socket: WebSocket;

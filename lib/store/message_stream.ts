@@ -1,27 +1,29 @@
-// The one ordered stream of committed messages. Every message reaches this server's clients
-// through it, this server's own and other servers' alike: strictly in id order, exactly once,
+// The one ordered stream of committed events: the lobby's messages and the events of every room
+// this server follows. Every event reaches this server's clients through it, this server's own
+// and other servers' alike: in each feed (the lobby, a room) strictly in id order, exactly once,
 // and only after it is committed. The rest of the server does not know whether it is alone.
 //
-// Why id order is commit order: every writer takes one advisory lock before it draws ids and holds
-// it to COMMIT (schema.sql: chat_store_messages() for servers, a trigger for any other INSERT into
-// messages, such as the seed's server's). So when a batch with first id N commits, every id below
-// N is committed already or never will be (aborted inserts leave holes, which are never waited
-// for). Each commit NOTIFYs its last id.
+// Why id order is commit order: the lobby's writers all take one advisory lock before they draw
+// ids and hold it to COMMIT (schema.sql: chat_store_batch() for servers, a trigger for any other
+// INSERT into messages, such as the seed's server's), so when a batch with first id N commits,
+// every id below N is committed or never will be (holes). A room's ids are drawn under its row
+// lock, held to COMMIT, with no holes. Commits are announced by NOTIFY: the lobby's last id on
+// chat_messages, 'room:id[:user]' on chat_rooms.
 //
-// Two sources of rows, merged here:
-// - Own batches, sent on the ordered connection. The database answers each with its ids and with
-//   the other writers' rows this server had not delivered when it was sent (its gap), so an own
-//   batch is delivered the moment it is answered, without another read: a database that goes
-//   away right after a commit cannot hold up the answers of the sends behind it.
-// - Catch-up reads of (last delivered, bound], where the bound is a committed id: a notified one,
-//   or max(id) read on the ordered connection (which puts it in line with own batches). A read's
-//   rows are merged only once every own batch sent before the read was issued is answered, so
-//   that an own message is never delivered without its sender's own copy.
+// Two sources of rows, merged per feed:
+// - Own batches, sent on the ordered connection. The database answers each with its ids and,
+//   per followed feed, the other writers' rows this server had not delivered when it was sent (its
+//   gap), so an own batch is delivered the moment it is answered, without another read: a
+//   database that goes away right after a commit cannot hold up the answers behind it.
+// - Catch-up reads of (last delivered, bound], where the bound is a committed id (notified, or
+//   read). A read's rows are merged only once every own batch sent before the read was issued is
+//   answered, so that an own message is never delivered without its sender's own copy.
 //
 // Contract: own batches MUST be announced (ownBatchSending) in the order they are sent on the
 // ordered connection, and settled (committed or failed) in the order they are answered.
 
 import { type Database, databaseErrorFields } from "./db.ts";
+import { CATCH_UP_PAGE, Feed, type FeedRow, RETRY_MIN_MS } from "./feed.ts";
 import type { Logger } from "../core/log.ts";
 
 /** A lobby message as stored and as clients see it. */
@@ -32,102 +34,124 @@ export interface StoredMessage extends Record<string, unknown> {
   timestamp: string;
 }
 
-const NOTIFY_CHANNEL = "chat_messages";
-/** Rows read per catch-up query. */
-const CATCH_UP_PAGE = 1000;
-/** How often the server checks for messages it may not have been told of (a silently dead LISTEN). */
+/** A room's event as stored: a message, or a membership event about `username`. */
+export interface RoomEvent extends Record<string, unknown> {
+  id: number;
+  kind: "message" | "join" | "leave" | "invite" | "kick";
+  /** The sender, or the member the event is about. */
+  userId: number | null;
+  username: string;
+  /** A message's text. */
+  body: string | null;
+  /** Who made a membership event. */
+  by: string | null;
+  timestamp: string;
+}
+
+export const LOBBY_FEED = "lobby";
+const LOBBY_CHANNEL = "chat_messages";
+const ROOMS_CHANNEL = "chat_rooms";
+/** How often the server checks for events it may not have been told of (a silently dead LISTEN). */
 const RESYNC_INTERVAL_MS = 5000;
 /** A catch-up read that has not answered by then is cancelled and retried. */
 const READ_TIMEOUT_MS = 10_000;
-const RETRY_MIN_MS = 100;
-const RETRY_MAX_MS = 2000;
 
-const CATCH_UP_SQL = `SELECT id, sender_username AS sender, message_text AS message,
+const LOBBY_CATCH_UP_SQL = `SELECT id, sender_username AS sender, message_text AS message,
   to_char(timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp
   FROM messages WHERE id > $1::bigint AND id <= $2::bigint ORDER BY id LIMIT $3`;
-const NEWEST_ID_SQL = `SELECT COALESCE(max(id), 0)::bigint AS id FROM messages`;
+const LOBBY_HEAD_SQL = `SELECT COALESCE(max(id), 0)::bigint AS id FROM messages`;
+export const ROOM_EVENT_COLUMNS = `id, kind, user_id AS "userId", username, body, by_username AS by,
+  to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp`;
+const ROOM_CATCH_UP_SQL = `SELECT ${ROOM_EVENT_COLUMNS} FROM chat_room_events
+  WHERE room_id = $1::text AND id > $2::bigint AND id <= $3::bigint ORDER BY id LIMIT $4`;
+const ROOM_HEADS_SQL = `SELECT id, last_id FROM chat_rooms WHERE id = ANY ($1::text[])`;
+
+/** An own batch's part in one feed. */
+export interface OwnPart<Row extends FeedRow = FeedRow> {
+  /** Its new rows, ids ascending. */
+  own: Row[];
+  /** The feed's id after the batch: its last own row's, or the last id it drew or saw. */
+  throughId: number;
+  /** Other writers' rows between what the server had seen and the batch's own, ids ascending. */
+  others: Row[];
+  /** Whether `others` is all of them (else the stream reads them first). */
+  complete: boolean;
+}
 
 /** What an own batch committed, for its delivery. */
 export interface OwnBatch {
-  /** Newly stored messages, ids ascending. */
-  messages: StoredMessage[];
-  /** The highest id the batch drew (its messages', or its duplicates' holes). */
-  throughId: number;
-  /** Other writers' committed rows after the slot's seenThrough up to throughId, ids ascending. */
-  others: StoredMessage[];
-  /** False when there were too many others to return: the stream reads them itself. */
-  othersComplete: boolean;
+  /** By feed: "lobby" or a room id. */
+  parts: Map<string, OwnPart>;
   /**
    * Delivers the batch (its senders' replies included) once everything before it is delivered:
-   * `fresh` are the rows not delivered yet, others' and its own, ids ascending.
+   * `fresh` holds, for each feed this server follows, the rows not delivered yet, others' and its
+   * own, ids ascending.
    */
-  deliver(fresh: StoredMessage[]): void;
+  deliver(fresh: Map<string, FeedRow[]>): void;
   /** Runs instead, when delivering threw: the batch's senders are still owed an answer. */
   failed(err: unknown): void;
 }
 
 /** An own batch between its sending and its answer. */
 export interface OwnBatchSlot {
-  /** The highest id delivered when the batch was sent: the database returns the rows after it. */
-  readonly seenThrough: number;
+  /** For each feed of the batch that this server follows: the highest id delivered when it was sent. */
+  readonly seen: ReadonlyMap<string, number>;
   committed(batch: OwnBatch): void;
   /** The batch failed (it may have committed all the same: a catch-up then delivers it). */
   failed(): void;
 }
 
-/** Delivers other writers' messages (catch-ups), ids ascending. */
-export type Deliver = (messages: StoredMessage[]) => void;
+/** What the stream hands to the chat layer. */
+export interface StreamListener {
+  deliverLobby(rows: StoredMessage[]): void;
+  deliverRoom(room: string, events: RoomEvent[]): void;
+  /** A membership event about `userId` in a room this server does not follow (it may have to). */
+  membershipElsewhere(room: string, id: number, userId: number): void;
+}
 
 interface Slot extends OwnBatchSlot {
   state: "sent" | "committed" | "failed";
   batch: OwnBatch | undefined;
 }
 
-/** A catch-up read's rows, waiting for the own batches sent before it to be answered. */
-interface ReadResult {
-  rows: StoredMessage[];
-  /** Every committed row in (from, through] is in `rows`. */
-  through: number;
-  /** Own batches sent before the read: their answers come first. */
-  ownBefore: number;
-}
-
 export class MessageStream {
   readonly #db: Database;
   readonly #log: Logger;
-  readonly #deliver: Deliver;
-  #lastDelivered = 0;
+  readonly #listener: StreamListener;
+  readonly #lobby: Feed;
+  readonly #rooms = new Map<string, Feed>();
   /** Own batches sent and not yet delivered (or failed), in send order. */
   #own: Slot[] = [];
   #ownSent = 0;
   /** Own batches answered so far (they are answered in send order). */
   #ownAnswered = 0;
-  /** The highest id known to be committed: catch-up reads go up to it. */
-  #target = 0;
-  #reading = false;
-  #readResult: ReadResult | undefined;
   #stopped = false;
   #resyncTimer: ReturnType<typeof setInterval> | undefined;
-  /** The one pending retry of a failed read or resync. */
-  #retryTimer: ReturnType<typeof setTimeout> | undefined;
-  #retryDelay = RETRY_MIN_MS;
-  /** A resync's bound query in flight: further resyncs meanwhile are folded into it. */
+  /** A resync in flight: further resyncs meanwhile are folded into it. */
   #resyncing = false;
+  #resyncRetry: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(db: Database, log: Logger, deliver: Deliver) {
+  constructor(db: Database, log: Logger, listener: StreamListener) {
     this.#db = db;
     this.#log = log;
-    this.#deliver = deliver;
+    this.#listener = listener;
+    this.#lobby = new Feed(
+      LOBBY_FEED,
+      0,
+      (after, through, limit) => db.query<StoredMessage>(LOBBY_CATCH_UP_SQL, [after, through, limit], READ_OPTIONS),
+      (rows) => listener.deliverLobby(rows as StoredMessage[]),
+    );
   }
 
   /**
-   * Starts from `lastId` (everything up to it counts as delivered) and subscribes to other
-   * servers' commits; every (re)subscription is followed by a catch-up.
+   * Starts the lobby from `lastId` (everything up to it counts as delivered) and subscribes to
+   * other servers' commits; every (re)subscription is followed by a catch-up.
    */
   async start(lastId: number): Promise<void> {
-    this.#lastDelivered = lastId;
-    this.#target = lastId;
-    await this.#db.listen(NOTIFY_CHANNEL, (payload) => this.#notified(payload), () => this.resync());
+    this.#lobby.lastDelivered = lastId;
+    this.#lobby.target = lastId;
+    await this.#db.listen(ROOMS_CHANNEL, (payload) => this.#roomNotified(payload), () => this.resync());
+    await this.#db.listen(LOBBY_CHANNEL, (payload) => this.#raise(this.#lobby, Number(payload)), () => this.resync());
     if (this.#db.kind === "postgres") {
       this.#resyncTimer = setInterval(() => this.resync(), RESYNC_INTERVAL_MS);
     }
@@ -137,14 +161,64 @@ export class MessageStream {
   stop(): void {
     this.#stopped = true;
     if (this.#resyncTimer !== undefined) clearInterval(this.#resyncTimer);
-    clearTimeout(this.#retryTimer);
+    clearTimeout(this.#resyncRetry);
+    for (const feed of [this.#lobby, ...this.#rooms.values()]) feed.stopRetry();
+  }
+
+  /** Starts delivering `room`'s events after id `from` (a no-op if it is followed already). */
+  follow(room: string, from: number): void {
+    if (this.#rooms.has(room)) return;
+    const feed = new Feed(
+      room,
+      from,
+      async (after, through, limit) =>
+        (await this.#db.query<RoomEvent>(ROOM_CATCH_UP_SQL, [room, after, through, limit], READ_OPTIONS)).map(
+          (event) => ({ ...event, id: Number(event.id) }),
+        ),
+      (events) => this.#listener.deliverRoom(room, events as RoomEvent[]),
+    );
+    this.#rooms.set(room, feed);
+    this.#advance();
+  }
+
+  /** Stops delivering `room` (a read in flight for it is dropped). */
+  unfollow(room: string): void {
+    this.#rooms.get(room)?.stopRetry();
+    this.#rooms.delete(room);
+  }
+
+  isFollowing(room: string): boolean {
+    return this.#rooms.has(room);
+  }
+
+  /** How far a followed room is delivered (undefined when it is not followed). */
+  deliveredThrough(room: string): number | undefined {
+    return this.#rooms.get(room)?.lastDelivered;
+  }
+
+  /** The followed rooms. */
+  followedRooms(): IterableIterator<string> {
+    return this.#rooms.keys();
   }
 
   /**
-   * Announces an own batch about to be sent on the ordered connection. MUST be called in send
-   * order, and the slot settled (committed or failed) in answer order.
+   * A room event committed by this server outside the group commit (a membership change): handled
+   * as its notification is (the embedded database has none).
    */
-  ownBatchSending(): OwnBatchSlot {
+  roomCommitted(room: string, id: number, userId?: number): void {
+    this.#roomNotice(room, id, userId);
+  }
+
+  /**
+   * Announces an own batch about to be sent on the ordered connection, touching `feeds`. MUST be
+   * called in send order, and the slot settled (committed or failed) in answer order.
+   */
+  ownBatchSending(feeds: Iterable<string>): OwnBatchSlot {
+    const seen = new Map<string, number>();
+    for (const key of feeds) {
+      const feed = this.#feed(key);
+      if (feed) seen.set(key, feed.lastDelivered);
+    }
     const settle = (state: "committed" | "failed", batch?: OwnBatch) => {
       if (slot.state !== "sent") return;
       slot.state = state;
@@ -153,7 +227,7 @@ export class MessageStream {
       this.#advance();
     };
     const slot: Slot = {
-      seenThrough: this.#lastDelivered,
+      seen,
       state: "sent",
       batch: undefined,
       committed: (batch) => settle("committed", batch),
@@ -165,42 +239,74 @@ export class MessageStream {
   }
 
   /**
-   * Catches up with everything committed so far: after a (re)subscription, after a failed
-   * batch, and every few seconds in case a notification was lost without a reconnect.
+   * Catches up with everything committed so far: after a (re)subscription, after a failed batch,
+   * and every few seconds in case a notification was lost without a reconnect.
    */
   resync(): void {
     if (this.#stopped || this.#resyncing) return;
     this.#resyncing = true;
-    // Read on the ordered connection: it sees every own batch sent before it, and none after.
-    this.#db.ordered<{ id: number | string }>(NEWEST_ID_SQL, [], { timeoutMs: READ_TIMEOUT_MS }).then(
-      (rows) => {
+    const rooms = [...this.#rooms.keys()];
+    // The lobby's bound is read on the ordered connection, in line with own batches.
+    const lobby = this.#db.ordered<{ id: number | string }>(LOBBY_HEAD_SQL, [], READ_OPTIONS);
+    const heads = rooms.length === 0
+      ? Promise.resolve([])
+      : this.#db.query<{ id: string; last_id: number | string }>(ROOM_HEADS_SQL, [rooms], READ_OPTIONS);
+    Promise.all([lobby, heads]).then(
+      ([lobbyRows, headRows]) => {
         this.#resyncing = false;
-        this.#raiseTarget(Number(rows[0].id));
+        this.#raise(this.#lobby, Number(lobbyRows[0].id));
+        for (const row of headRows) {
+          const feed = this.#rooms.get(row.id);
+          if (feed) this.#raise(feed, Number(row.last_id));
+        }
       },
       (err) => {
         this.#resyncing = false;
         if (this.#stopped) return;
         this.#log.warn("cannot check for new messages; retrying", databaseErrorFields(err));
-        this.#retryLater();
+        this.#resyncRetry ??= setTimeout(() => {
+          this.#resyncRetry = undefined;
+          this.resync();
+        }, 1000);
       },
     );
   }
 
-  #notified(payload: string): void {
-    const through = Number(payload);
-    if (Number.isSafeInteger(through)) this.#raiseTarget(through);
+  #feed(key: string): Feed | undefined {
+    return key === LOBBY_FEED ? this.#lobby : this.#rooms.get(key);
   }
 
-  #raiseTarget(through: number): void {
-    if (through <= this.#target) return;
-    this.#target = through;
+  #roomNotified(payload: string): void {
+    const [room, id, user] = payload.split(":");
+    this.#roomNotice(room, Number(id), user === undefined ? undefined : Number(user));
+  }
+
+  #roomNotice(room: string, id: number, userId: number | undefined): void {
+    if (!Number.isSafeInteger(id)) return;
+    const feed = this.#rooms.get(room);
+    if (feed) this.#raise(feed, id);
+    else if (userId !== undefined && Number.isSafeInteger(userId)) this.#listener.membershipElsewhere(room, id, userId);
+  }
+
+  #raise(feed: Feed, through: number): void {
+    if (!Number.isSafeInteger(through) || through <= feed.target) return;
+    feed.target = through;
     this.#advance();
   }
 
-  /** Delivers whatever can be delivered now, in id order, and starts the read that is needed next. */
+  /** Delivers whatever can be delivered now, in id order, and starts the reads that are needed next. */
   #advance(): void {
-    while (this.#deliverOwnHead() || this.#mergeRead());
-    this.#readIfNeeded();
+    let progress = true;
+    while (progress) {
+      progress = this.#deliverOwnHead();
+      for (const feed of this.#feeds()) if (this.#mergeRead(feed)) progress = true;
+    }
+    for (const feed of this.#feeds()) if (feed.wantsRead && !this.#stopped) this.#startRead(feed);
+  }
+
+  *#feeds(): Generator<Feed> {
+    yield this.#lobby;
+    yield* this.#rooms.values();
   }
 
   /** Delivers the oldest own batch if it is answered and nothing before it is missing. */
@@ -209,14 +315,26 @@ export class MessageStream {
     if (!head || head.state === "sent") return false;
     if (head.state === "committed") {
       const batch = head.batch!;
-      if (!batch.othersComplete && this.#lastDelivered < firstIdOf(batch) - 1) {
-        // Too many others' rows to have come with the answer: read them first.
-        this.#target = Math.max(this.#target, firstIdOf(batch) - 1);
-        return false;
+      let blocked = false;
+      for (const [key, part] of batch.parts) {
+        const feed = this.#feed(key);
+        const before = firstIdOf(part) - 1;
+        if (!feed || feed.lastDelivered >= before) continue;
+        if (!part.complete || !head.seen.has(key)) {
+          // Too many others' rows to have come with the answer (or none asked for): read them first.
+          feed.target = Math.max(feed.target, before);
+          blocked = true;
+        }
       }
-      const fresh = freshRows(batch, this.#lastDelivered);
-      this.#lastDelivered = Math.max(this.#lastDelivered, batch.throughId);
-      this.#target = Math.max(this.#target, this.#lastDelivered);
+      if (blocked) return false;
+      const fresh = new Map<string, FeedRow[]>();
+      for (const [key, part] of batch.parts) {
+        const feed = this.#feed(key);
+        if (!feed) continue;
+        fresh.set(key, freshRows(part, feed.lastDelivered));
+        feed.lastDelivered = Math.max(feed.lastDelivered, part.throughId);
+        feed.target = Math.max(feed.target, feed.lastDelivered);
+      }
       try {
         batch.deliver(fresh);
       } catch (err) {
@@ -227,79 +345,73 @@ export class MessageStream {
     return true;
   }
 
-  /** Merges a catch-up read's rows once the own batches sent before it are answered. */
-  #mergeRead(): boolean {
-    const read = this.#readResult;
+  /** Merges a feed's catch-up read once the own batches sent before it are answered. */
+  #mergeRead(feed: Feed): boolean {
+    const read = feed.result;
     if (!read || this.#ownAnswered < read.ownBefore) return false;
-    this.#readResult = undefined;
+    feed.result = undefined;
     // An answered own batch still waiting to be delivered owns its ids: the read stops below them.
     const head = this.#own[0];
-    const cap = head?.state === "committed" ? firstIdOf(head.batch!) - 1 : Infinity;
-    const rows = read.rows.filter((row) => row.id > this.#lastDelivered && row.id <= cap);
+    const part = head?.state === "committed" ? head.batch!.parts.get(feed.key) : undefined;
+    const cap = part ? firstIdOf(part) - 1 : Infinity;
     const through = Math.min(read.through, cap);
-    if (through <= this.#lastDelivered) return true;
-    this.#lastDelivered = through;
+    if (through <= feed.lastDelivered) return true;
+    const rows = read.rows.filter((row) => row.id > feed.lastDelivered && row.id <= through);
+    feed.lastDelivered = through;
     if (rows.length > 0) {
       try {
-        this.#deliver(rows);
+        feed.deliver(rows);
       } catch (err) {
-        this.#log.error("delivering messages failed", { error: err });
+        this.#log.error("delivering messages failed", { feed: feed.key, error: err });
       }
     }
     return true;
   }
 
-  /** Starts one catch-up read when rows up to the target are missing and none is under way. */
-  #readIfNeeded(): void {
-    if (this.#reading || this.#readResult || this.#retryTimer !== undefined || this.#stopped) return;
-    const from = this.#lastDelivered;
-    const bound = this.#target;
-    if (bound <= from) return;
-    this.#reading = true;
+  #startRead(feed: Feed): void {
+    const from = feed.lastDelivered;
+    const bound = feed.target;
     const ownBefore = this.#ownSent;
-    this.#db.query<StoredMessage>(CATCH_UP_SQL, [from, bound, CATCH_UP_PAGE], { timeoutMs: READ_TIMEOUT_MS }).then(
+    feed.reading = true;
+    feed.read(from, bound, CATCH_UP_PAGE).then(
       (rows) => {
-        this.#reading = false;
-        this.#retryDelay = RETRY_MIN_MS;
+        feed.reading = false;
+        if (this.#feed(feed.key) !== feed) return;
+        feed.retryDelay = RETRY_MIN_MS;
         // A full page may stop short of the bound: what it covers ends at its last row.
         const through = rows.length === CATCH_UP_PAGE ? rows[rows.length - 1].id : bound;
-        this.#readResult = { rows, through, ownBefore };
+        feed.result = { rows, through, ownBefore };
         this.#advance();
       },
       (err) => {
-        this.#reading = false;
-        if (this.#stopped) return;
+        feed.reading = false;
+        if (this.#stopped || this.#feed(feed.key) !== feed) return;
+        const delay = feed.nextRetryDelay();
         this.#log.warn("cannot read new messages; retrying", {
+          feed: feed.key === LOBBY_FEED ? LOBBY_FEED : "room",
           ...databaseErrorFields(err),
-          retry_ms: this.#retryDelay,
+          retry_ms: delay,
         });
-        this.#retryLater();
+        feed.retryTimer = setTimeout(() => {
+          feed.retryTimer = undefined;
+          this.#advance();
+        }, delay);
       },
     );
   }
-
-  /** One retry pending at most, however many reads and resyncs failed meanwhile. */
-  #retryLater(): void {
-    if (this.#retryTimer !== undefined) return;
-    const delay = this.#retryDelay;
-    this.#retryDelay = Math.min(this.#retryDelay * 2, RETRY_MAX_MS);
-    this.#retryTimer = setTimeout(() => {
-      this.#retryTimer = undefined;
-      this.resync();
-      this.#advance();
-    }, delay);
-  }
 }
 
-/** The first id an own batch covers: its first new message's, or (duplicates only) its last drawn. */
-function firstIdOf(batch: OwnBatch): number {
-  return batch.messages.length > 0 ? batch.messages[0].id : batch.throughId;
+const READ_OPTIONS = { timeoutMs: READ_TIMEOUT_MS };
+
+/** The first id an own part covers: its first new row's, or (no new row) its last. */
+function firstIdOf(part: OwnPart): number {
+  return part.own.length > 0 ? part.own[0].id : part.throughId;
 }
 
-/** An own batch's rows not delivered yet, others' and its own, ids ascending. */
-function freshRows(batch: OwnBatch, lastDelivered: number): StoredMessage[] {
-  const rows: StoredMessage[] = [];
-  for (const row of batch.others) if (row.id > lastDelivered) rows.push(row);
-  for (const row of batch.messages) if (row.id > lastDelivered) rows.push(row);
+/** An own part's rows not delivered yet, others' and its own, ids ascending. */
+function freshRows(part: OwnPart, lastDelivered: number): FeedRow[] {
+  const rows: FeedRow[] = [];
+  for (const row of part.others) if (row.id > lastDelivered) rows.push(row);
+  for (const row of part.own) if (row.id > lastDelivered) rows.push(row);
   return rows;
 }
