@@ -14,6 +14,7 @@ import type { Logger } from "../core/log.ts";
 import { Metrics } from "../core/metrics.ts";
 import type { MessageService } from "./messages.ts";
 import type { Presence } from "./presence.ts";
+import type { Command, CommandBase } from "./command.ts";
 import { type ReplyPlace, ReplyQueue } from "./reply_queue.ts";
 import {
   checkMessageText,
@@ -43,26 +44,6 @@ export interface DispatcherOptions {
 
 /** A connection with this many sends awaiting commit stops being read until they settle. */
 export const MAX_PENDING_SENDS_PER_CONNECTION = 1000;
-
-export interface CommandBase {
-  needsLogin: boolean;
-  /** The reply type for errors; register and login answer errors with their own response type. */
-  errorType?: "register_response" | "login_response";
-}
-
-/** Answers with one reply (or, for a notice such as typing, none), in order. */
-export interface ReplyCommand extends CommandBase {
-  pipelined?: false;
-  handle(session: Session, frame: Frame): Promise<Reply | undefined> | Reply | undefined;
-}
-
-/** Accepted at once and answered later, in its place, by its service. */
-interface PipelinedCommand extends CommandBase {
-  pipelined: true;
-  accept(session: Session & { user: User }, frame: Frame, requestId: RequestId | undefined, reply: ReplyPlace): void;
-}
-
-export type Command = ReplyCommand | PipelinedCommand;
 
 export class Dispatcher {
   readonly #auth: AuthService;

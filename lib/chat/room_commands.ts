@@ -5,7 +5,7 @@ import { ChatError } from "../core/errors.ts";
 import type { RoomEvent } from "../store/message_stream.ts";
 import { field, type Frame, type HistoryQuery, type Reply } from "../wire/protocol.ts";
 import { choiceOf, eventIdOf, LOBBY, MAX_ROOM_NAME_LENGTH, requiredRoomOf } from "../wire/room_fields.ts";
-import type { Command } from "./dispatcher.ts";
+import type { Command } from "./command.ts";
 import type { Hub } from "./hub.ts";
 import type { RoomService } from "./rooms.ts";
 import type { RoomSignals } from "./room_signals.ts";
