@@ -88,7 +88,7 @@ export class RoomDelivery {
   membershipElsewhere(room: string, id: number, userId: number): void {
     const pending = this.#loading.get(userId);
     if (pending) pending.push({ room, id });
-    else if (this.#hub.hasUser(userId)) this.#followFrom(room, id - 1);
+    else if (this.#hub.hasUser(userId)) this.#followFrom(room, id);
   }
 
   /**
@@ -103,6 +103,8 @@ export class RoomDelivery {
     }
     const cursors = new Map<Session, { at: number }>();
     for (const session of replies?.keys() ?? []) cursors.set(session, { at: 0 });
+    // A DM's pair are its members from its first event on: both get both joins.
+    if (isDm(room)) for (const event of events) if (event.kind === "join") this.#addIfLocal(members, event.userId);
     let start = 0;
     while (start < events.length) {
       // A run: messages between membership events share their recipients, hence their bytes.
@@ -121,7 +123,7 @@ export class RoomDelivery {
   /** Who gets `event` (the first of its run): members, and for a membership event the user it is about. */
   #recipients(members: Set<number>, event: RoomEvent): Iterable<number> {
     if (event.kind === "message" || event.userId === null) return members;
-    if (event.kind === "join" && this.#hub.hasUser(event.userId)) members.add(event.userId);
+    if (event.kind === "join") this.#addIfLocal(members, event.userId);
     if (members.has(event.userId)) return members;
     return [...members, event.userId];
   }
@@ -146,6 +148,10 @@ export class RoomDelivery {
         else for (const piece of personalPieces(shared, offsets, lines, taken)) session.send(piece);
       }
     }
+  }
+
+  #addIfLocal(members: Set<number>, userId: number | null): void {
+    if (userId !== null && this.#hub.hasUser(userId)) members.add(userId);
   }
 
   #scheduleLoad(delayMs: number): void {
@@ -185,17 +191,21 @@ export class RoomDelivery {
       this.#loading.delete(userId);
       for (const notice of notices) {
         if (stream.isFollowing(notice.room)) stream.roomCommitted(notice.room, notice.id);
-        else this.#followFrom(notice.room, notice.id - 1);
+        else this.#followFrom(notice.room, notice.id);
       }
     }
     if (this.#loading.size > 0) this.#scheduleLoad(0);
   }
 
-  /** Follows a room from just before an event about a local user, with no local member yet. */
-  #followFrom(room: string, from: number): void {
+  /**
+   * Follows a room from just before event `id` (about a local user), with no local member yet; a
+   * DM from its start (its two joins are all it has before it is used, and both go to both).
+   */
+  #followFrom(room: string, id: number): void {
     if (!this.#stream || this.#members.has(room)) return;
     this.#members.set(room, new Set());
-    this.#stream.follow(room, Math.max(0, from));
+    this.#stream.follow(room, isDm(room) ? 0 : Math.max(0, id - 1));
+    this.#stream.roomCommitted(room, id);
   }
 
   #unfollow(room: string): void {
@@ -213,6 +223,11 @@ function sendAlone(
   cursors: Map<Session, { at: number }>,
 ): void {
   for (const [session, list] of replies) sendRemaining(session, list, cursors.get(session) ?? { at: 0 });
+}
+
+/** DM ids start with "d_" (rooms.ts newRoomId). */
+function isDm(room: string): boolean {
+  return room.startsWith("d_");
 }
 
 /** A room event as pushed: new_message or member_event, with its room (contract v2, "pushes"). */

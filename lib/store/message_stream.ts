@@ -130,6 +130,7 @@ export class MessageStream {
   /** A resync in flight: further resyncs meanwhile are folded into it. */
   #resyncing = false;
   #resyncRetry: ReturnType<typeof setTimeout> | undefined;
+  #advanceQueued = false;
 
   constructor(db: Database, log: Logger, listener: StreamListener) {
     this.#db = db;
@@ -178,7 +179,7 @@ export class MessageStream {
       (events) => this.#listener.deliverRoom(room, events as RoomEvent[]),
     );
     this.#rooms.set(room, feed);
-    this.#advance();
+    this.#advanceSoon();
   }
 
   /** Stops delivering `room` (a read in flight for it is dropped). */
@@ -291,7 +292,17 @@ export class MessageStream {
   #raise(feed: Feed, through: number): void {
     if (!Number.isSafeInteger(through) || through <= feed.target) return;
     feed.target = through;
-    this.#advance();
+    this.#advanceSoon();
+  }
+
+  /** Advances once the notices of this turn are in, so that one read covers them all. */
+  #advanceSoon(): void {
+    if (this.#advanceQueued) return;
+    this.#advanceQueued = true;
+    queueMicrotask(() => {
+      this.#advanceQueued = false;
+      this.#advance();
+    });
   }
 
   /** Delivers whatever can be delivered now, in id order, and starts the reads that are needed next. */
