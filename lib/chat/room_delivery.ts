@@ -104,7 +104,7 @@ export class RoomDelivery {
     const cursors = new Map<Session, { at: number }>();
     for (const session of replies?.keys() ?? []) cursors.set(session, { at: 0 });
     // A DM's pair are its members from its first event on: both get both joins.
-    if (isDm(room)) for (const event of events) if (event.kind === "join") this.#addIfLocal(members, event.userId);
+    if (isDm(room)) { for (const event of events) if (event.kind === "join") this.#addIfLocal(members, event.userId); }
     let start = 0;
     while (start < events.length) {
       // A run: messages between membership events share their recipients, hence their bytes.
