@@ -47,7 +47,7 @@ export class Presence {
   async start(): Promise<void> {
     if (!this.#shared) return;
     this.#hub.onUsersChanged = () => this.#schedulePublish();
-    await this.#db.query(FORGET_DEAD_SQL).catch(() => {});
+    await this.#db.query(FORGET_DEAD_SQL, [], { lane: "control" }).catch(() => {});
     await this.#publish();
     this.#heartbeat = setInterval(() => void this.#publish(), HEARTBEAT_MS);
   }
@@ -59,6 +59,7 @@ export class Presence {
     try {
       const rows = await this.#db.query<{ username: string }>(OTHERS_SQL, [this.serverId, PRESENCE_EXPIRY_SEC], {
         timeoutMs: READ_TIMEOUT_MS,
+        lane: "control",
       });
       this.#lastOthers = rows.map((r) => r.username);
     } catch (err) {
@@ -74,7 +75,7 @@ export class Presence {
     clearInterval(this.#heartbeat);
     clearTimeout(this.#publishTimer);
     await this.#publishing;
-    await this.#db.query(REMOVE_SQL, [this.serverId], { timeoutMs: READ_TIMEOUT_MS }).catch(() => {});
+    await this.#db.query(REMOVE_SQL, [this.serverId], { timeoutMs: READ_TIMEOUT_MS, lane: "control" }).catch(() => {});
   }
 
   #schedulePublish(): void {
@@ -96,7 +97,10 @@ export class Presence {
         this.#dirty = false;
         if (this.#stopped) break;
         try {
-          await this.#db.query(PUBLISH_SQL, [this.serverId, this.#hub.usernames()], { timeoutMs: HEARTBEAT_MS });
+          await this.#db.query(PUBLISH_SQL, [this.serverId, this.#hub.usernames()], {
+            timeoutMs: HEARTBEAT_MS,
+            lane: "control",
+          });
         } catch (err) {
           this.#log.warn("cannot publish this server's users", databaseErrorFields(err));
           break;

@@ -167,7 +167,7 @@ export class HttpServer {
   /** undefined when the database answers, else why not. */
   async #queryDatabase(): Promise<string | undefined> {
     try {
-      await this.#db.query("SELECT 1", [], { timeoutMs: HEALTH_QUERY_TIMEOUT_MS });
+      await this.#db.query("SELECT 1", [], { timeoutMs: HEALTH_QUERY_TIMEOUT_MS, lane: "control" });
       return undefined;
     } catch (err) {
       this.#log.warn("health check: database unreachable", { error: err instanceof Error ? err.message : String(err) });

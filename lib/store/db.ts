@@ -10,6 +10,22 @@ export type Row = Record<string, unknown>;
 
 /** Reconnect attempts after a lost connection are at most this far apart. */
 const MAX_RECONNECT_DELAY_MS = 1000;
+/** A query with no timeout of its own is cancelled after this long (a silent database must not hang a request). */
+const DEFAULT_QUERY_TIMEOUT_MS = 10_000;
+/**
+ * A timed-out query is cancelled; if neither it nor its cancel has come back this much later, its
+ * connections are not answering at all (a network partition): they are replaced.
+ */
+const CANCEL_GRACE_MS = 2000;
+/** Timeouts in a row, with no query answered in between, that prove an instance's connections dead. */
+const MAX_TIMEOUTS_IN_A_ROW = 2;
+/**
+ * How long a query may wait for a free connection. Waiting is not the query's own time (a busy
+ * pool is not a failing one), but a queue must not grow without end either.
+ */
+const ADMISSION_TIMEOUT_MS = 30_000;
+/** How long a replaced pool's queries still in flight may finish before its connections are closed. */
+const REPLACED_POOL_GRACE_SEC = 5;
 
 /** Advisory lock key held while the schema is applied to a PostgreSQL server. */
 const SCHEMA_LOCK_KEY = 5555;
@@ -18,14 +34,15 @@ export interface Database {
   /** "postgres" for a server, "embedded" for PGlite. */
   readonly kind: "postgres" | "embedded";
   /**
-   * A parameterized query ($1, $2, …); rejects with DatabaseError. With `timeoutMs`, a query that
-   * has not answered by then is cancelled and rejects (its outcome may still be a commit).
+   * A parameterized query ($1, $2, …); rejects with DatabaseError. A query that has not answered
+   * `timeoutMs` (default 10 s) after a connection was free for it is cancelled, and rejects (its
+   * outcome may still be a commit); waiting for a free connection counts only past that long.
    */
   query<T extends Row = Row>(text: string, params?: unknown[], options?: QueryOptions): Promise<T[]>;
   /**
    * Like `query`, but every call runs on one connection in the order of the calls, pipelined:
-   * statements issued one after another execute and commit in that order. A timeout replaces
-   * that connection (its other queries in flight then fail).
+   * statements issued one after another execute and commit in that order. A timed-out query is
+   * cancelled; the connection is replaced only if the cancel goes unanswered too.
    */
   ordered<T extends Row = Row>(text: string, params?: unknown[], options?: QueryOptions): Promise<T[]>;
   /**
@@ -83,6 +100,11 @@ function translate(err: unknown): DatabaseError {
 
 export interface QueryOptions {
   timeoutMs?: number;
+  /**
+   * "control": the server's own small queries (health, presence) run on a connection of their
+   * own, so that user load neither starves them nor is disturbed by them.
+   */
+  lane?: "control";
 }
 
 export interface DatabaseOptions {
@@ -141,20 +163,32 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
       },
     };
   };
-  /**
-   * A query that outlives its timeout most likely sits on a connection that will never answer (a
-   * network partition leaves it open but silent), and the pool would keep handing such
-   * connections out: start a fresh pool and drop the old one's connections.
-   */
-  const pool = new ReplaceablePool(() => connect(poolSize), "database pool", log);
+  // A running query is cancelled with pg_cancel_backend() on another connection: postgres.js's own
+  // cancel (3.4.9) leaves its failure an unhandled rejection.
+  const cancelOn = (other: () => Pool) => (pid: number) =>
+    other().query("SELECT pg_cancel_backend($1::int)", [pid], { timeoutMs: CANCEL_GRACE_MS });
+  const pool: Pool = new Pool(() => connect(poolSize), poolSize, "database pool", log, cancelOn(() => control));
   /** One connection: postgres.js pipelines the queries of one connection in the order they are made. */
-  const writer = new ReplaceablePool(() => connect(1, "writer"), "database writer connection", log);
+  const writer = new Pool(
+    () => connect(1, "writer"),
+    undefined,
+    "database writer connection",
+    log,
+    cancelOn(() => control),
+  );
+  const control: Pool = new Pool(
+    () => connect(1, "control"),
+    1,
+    "database control connection",
+    log,
+    cancelOn(() => pool),
+  );
   /** LISTEN gets a connection of its own, which pool replacements leave alone. */
   let listener: Driver | undefined;
   return {
     kind: "postgres",
     query<T extends Row>(text: string, params: unknown[] = [], options: QueryOptions = {}): Promise<T[]> {
-      return pool.query<T>(text, params, options);
+      return (options.lane === "control" ? control : pool).query<T>(text, params, options);
     },
     ordered<T extends Row>(text: string, params: unknown[] = [], options: QueryOptions = {}): Promise<T[]> {
       return writer.query<T>(text, params, options);
@@ -180,7 +214,7 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
         }) as Promise<T>);
     },
     async close(): Promise<void> {
-      await Promise.all([pool.end(5), writer.end(5), listener?.end(0)]);
+      await Promise.all([pool.end(5), writer.end(5), control.end(5), listener?.end(0)]);
       // A reconnect timer postgres.js armed after a failure outlives end(); it does nothing once
       // ended (the socket factory refuses), but let it fire before saying the database is closed.
       const pending = lastFailure + MAX_RECONNECT_DELAY_MS + 50 - performance.now();
@@ -195,15 +229,44 @@ interface Driver {
   end(timeoutSeconds: number): Promise<void>;
 }
 
-/** A postgres.js instance that is swapped for a fresh one when a query times out. */
-class ReplaceablePool {
+/**
+ * A postgres.js instance with the timeouts of its queries. With `slots`, queries are admitted one
+ * per connection (the rest wait in line), so that a query's timeout runs from when a connection is
+ * free for it, never while it is queued; without, they are pipelined (the writer).
+ *
+ * A query past its timeout is cancelled (PostgreSQL stops that statement; the connection goes on).
+ * The instance is replaced only when its connections are proven not to answer: neither a query
+ * nor its cancel comes back (open but silent, as in a network partition), or queries keep timing
+ * out with none answered in between (a connection that never came back after an outage). The
+ * pipelined writer is replaced at its first timeout: every batch after a stuck one waits behind
+ * it on that one connection, and a batch takes milliseconds, so one past its timeout is stuck.
+ */
+class Pool {
   #driver: Driver;
   readonly #connect: () => Driver;
+  readonly #slots: number | undefined;
   readonly #name: string;
   readonly #log: Logger;
+  readonly #cancelBackend: (pid: number) => Promise<unknown>;
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+  /** Queries of this instance timed out since the last one that answered. */
+  #timeoutsInARow = 0;
+  /** Cancels waiting to be proven answered, and replaced instances still closing: end() waits for them. */
+  readonly #graceTimers = new Set<ReturnType<typeof setTimeout>>();
+  readonly #retiring = new Set<Promise<void>>();
 
-  constructor(connect: () => Driver, name: string, log: Logger) {
+  constructor(
+    connect: () => Driver,
+    slots: number | undefined,
+    name: string,
+    log: Logger,
+    cancelBackend: (pid: number) => Promise<unknown>,
+  ) {
+    this.#cancelBackend = cancelBackend;
     this.#connect = connect;
+    this.#slots = slots;
+    this.#free = slots ?? Infinity;
     this.#name = name;
     this.#log = log;
     this.#driver = connect();
@@ -213,24 +276,39 @@ class ReplaceablePool {
     return this.#driver.sql;
   }
 
-  end(timeoutSeconds: number): Promise<void> {
-    return this.#driver.end(timeoutSeconds);
+  async end(timeoutSeconds: number): Promise<void> {
+    for (const timer of this.#graceTimers) clearTimeout(timer);
+    this.#graceTimers.clear();
+    await Promise.all([this.#driver.end(timeoutSeconds), ...this.#retiring]);
   }
 
   async query<T extends Row>(text: string, params: unknown[], options: QueryOptions): Promise<T[]> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
+    const driver = await this.#admit();
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.#release(driver);
+    };
     // deno-lint-ignore no-explicit-any
-    const pending = this.sql.unsafe<T[]>(text, params as any[], { prepare: true });
+    const pending = driver.sql.unsafe<T[]>(text, params as any[], { prepare: true });
+    // The connection is free again once the query has settled, whoever still waits for it.
+    pending.then(() => {
+      if (driver === this.#driver) this.#timeoutsInARow = 0;
+      release();
+    }, release);
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      if (options.timeoutMs === undefined) return await pending;
       const timedOut = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
-          const message = `query timed out after ${options.timeoutMs} ms`;
-          pending.catch(() => {}); // Settles later, if ever, after nobody waits for it.
-          pending.cancel();
-          this.#replace(message);
-          reject(new DatabaseError(message, undefined, undefined));
-        }, options.timeoutMs);
+          const limit = this.#slots === undefined ? 1 : MAX_TIMEOUTS_IN_A_ROW;
+          if (driver === this.#driver && ++this.#timeoutsInARow >= limit) {
+            this.#replace(`${this.#timeoutsInARow} queries in a row timed out`);
+          }
+          this.#cancel(driver, pending, release);
+          reject(new DatabaseError(`query timed out after ${timeoutMs} ms`, undefined, undefined));
+        }, timeoutMs);
       });
       return await Promise.race([pending, timedOut]);
     } catch (err) {
@@ -240,11 +318,80 @@ class ReplaceablePool {
     }
   }
 
+  /** Cancels a timed-out query; replaces the instance if neither it nor the cancel comes back. */
+  #cancel(driver: Driver, pending: Promise<unknown> & { cancel(): unknown }, release: () => void): void {
+    pending.catch(() => {}); // Settles later, if ever, after nobody waits for it.
+    const grace = setTimeout(() => {
+      this.#graceTimers.delete(grace);
+      release();
+      if (driver === this.#driver) this.#replace("a query and its cancel went unanswered");
+    }, CANCEL_GRACE_MS);
+    this.#graceTimers.add(grace);
+    const settled = () => {
+      clearTimeout(grace);
+      this.#graceTimers.delete(grace);
+    };
+    pending.then(settled, settled);
+    const query = pending as unknown as { active?: boolean; state?: { pid?: number } };
+    if (query.active && query.state?.pid !== undefined) {
+      // Running: PostgreSQL stops that statement. A cancel that fails is this query's timeout, told already.
+      this.#cancelBackend(query.state.pid).catch(() => {});
+      return;
+    }
+    try {
+      // Not sent yet: postgres.js drops it from its queue.
+      pending.cancel();
+    } catch {
+      // Settled meanwhile.
+    }
+  }
+
+  /** Waits for a free connection; returns the instance the query runs on. */
+  async #admit(): Promise<Driver> {
+    if (this.#free > 0) {
+      this.#free--;
+      return this.#driver;
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const turn = new Promise<void>((resolve, reject) => {
+      const waiter = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.#waiting.push(waiter);
+      timer = setTimeout(() => {
+        const at = this.#waiting.indexOf(waiter);
+        if (at >= 0) this.#waiting.splice(at, 1);
+        reject(
+          new DatabaseError(`no database connection was free for ${ADMISSION_TIMEOUT_MS} ms`, undefined, undefined),
+        );
+      }, ADMISSION_TIMEOUT_MS);
+    });
+    await turn;
+    return this.#driver;
+  }
+
+  #release(driver: Driver): void {
+    if (driver !== this.#driver || this.#slots === undefined) return;
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#free++;
+  }
+
   #replace(reason: string): void {
+    this.#timeoutsInARow = 0;
     const stale = this.#driver;
     this.#driver = this.#connect();
     this.#log.warn(`${this.#name} replaced`, { reason });
-    stale.end(0).catch(() => {});
+    // Queries still running on its other connections may finish; the silent ones are closed.
+    const retired = stale.end(REPLACED_POOL_GRACE_SEC).catch(() => {}).finally(() => this.#retiring.delete(retired));
+    this.#retiring.add(retired);
+    if (this.#slots === undefined) return;
+    this.#free = this.#slots;
+    while (this.#free > 0 && this.#waiting.length > 0) {
+      this.#free--;
+      this.#waiting.shift()!();
+    }
   }
 }
 

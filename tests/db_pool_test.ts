@@ -1,0 +1,73 @@
+// The database pool under a slow query: only that query is cancelled at its timeout; the queries
+// around it (logins, history reads, health probes) go on. Needs TEST_DATABASE_URL (pg_sleep and
+// a real pool of connections).
+
+import { assert, assertEquals } from "./support/assert.ts";
+import { type Backend, postgresUrl, sanitized, startTestServer, uniqueName } from "./support/helpers.ts";
+
+Deno.test({
+  name: "db pool: a slow query times out alone, while logins, history reads and health probes all succeed",
+  ignore: postgresUrl === undefined,
+  ...sanitized,
+  async fn() {
+    const backend: Backend = { name: "postgres", env: { DATABASE_URL: postgresUrl! } };
+    // History from the database (the memory window holds 2 messages), a pool of 4.
+    await using server = await startTestServer(backend, { DB_POOL_SIZE: "4", MAX_HISTORY_LIMIT: "2" }, {
+      httpPort: 0,
+    });
+    const db = server.service.db;
+    const names = Array.from({ length: 6 }, () => uniqueName("pool"));
+    await using setup = await server.connect();
+    for (const username of names) await setup.request({ type: "register", username, password: "secret123" });
+    await setup.request({ type: "login", username: names[0], password: "secret123" });
+    for (let i = 0; i < 5; i++) await setup.request({ type: "send_message", message: `m${i}` });
+
+    // The slow query: cancelled at 1 s. Another user query is in flight when that happens.
+    const slow = db.query("SELECT pg_sleep(3)", [], { timeoutMs: 1000 }).then(() => "answered", (err) => String(err));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const inFlight = db.query("SELECT pg_sleep(0.8) AS slept", []).then(() => "ok", (err) => `failed: ${err}`);
+
+    const failures: string[] = [];
+    const until = Date.now() + 1800;
+    const logins = names.slice(1).map(async (username) => {
+      await using client = await server.connect();
+      while (Date.now() < until) {
+        const login = await client.request({ type: "login", username, password: "secret123" }, 10_000);
+        if (login.status !== "success") failures.push(`login: ${JSON.stringify(login)}`);
+        const history = await client.request({ type: "get_history", after: 0, limit: 2 }, 10_000);
+        if (history.type !== "history_response") failures.push(`history: ${JSON.stringify(history)}`);
+      }
+    });
+    const probes = (async () => {
+      while (Date.now() < until) {
+        const statuses = await Promise.all(Array.from({ length: 10 }, async () => {
+          const response = await fetch(`http://127.0.0.1:${server.service.httpPort}/healthz`);
+          await response.body?.cancel();
+          return response.status;
+        }));
+        for (const status of statuses) if (status !== 200) failures.push(`healthz ${status}`);
+      }
+    })();
+    await Promise.all([...logins, probes]);
+    assertEquals(await inFlight, "ok");
+    const slowOutcome = await slow;
+    assert(/timed out after 1000 ms/.test(slowOutcome), `the slow query: ${slowOutcome}`);
+    assertEquals(failures, []);
+  },
+});
+
+Deno.test({
+  name: "db pool: a query waiting for a busy pool is not timed out for the time it waited",
+  ignore: postgresUrl === undefined,
+  ...sanitized,
+  async fn() {
+    const backend: Backend = { name: "postgres", env: { DATABASE_URL: postgresUrl! } };
+    await using server = await startTestServer(backend, { DB_POOL_SIZE: "2" });
+    const db = server.service.db;
+    // Both connections busy for 0.6 s; a query with a 0.5 s timeout queued behind them still answers.
+    const busy = [db.query("SELECT pg_sleep(0.6)"), db.query("SELECT pg_sleep(0.6)")];
+    const queued = await db.query<{ n: number }>("SELECT 1 AS n", [], { timeoutMs: 500 });
+    assertEquals(queued[0].n, 1);
+    await Promise.all(busy);
+  },
+});
