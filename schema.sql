@@ -59,12 +59,55 @@ CREATE TABLE IF NOT EXISTS chat_servers (
     seen_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- Failed-login throttling across servers: a token bucket per key ('user:<name>' or 'addr:<ip>').
+-- Login and registration throttling across servers: a token bucket per key ('user:<name>',
+-- 'addr:<ip>' for logins, 'register:<ip>' for registrations).
 CREATE TABLE IF NOT EXISTS chat_login_failures (
     key TEXT PRIMARY KEY,
     tokens DOUBLE PRECISION NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- Takes one token from each of the buckets p_keys (bursts and rates per second aligned with them),
+-- all or none, atomically across servers: the attempt is counted when it starts, so concurrent
+-- attempts get no more than sequential ones. Returns 0 when taken, else the milliseconds until
+-- every bucket has a token again. A refused attempt takes nothing (the buckets never go below
+-- zero, so one burst cannot lock a user out for longer than one refill of a token).
+CREATE OR REPLACE FUNCTION chat_bucket_take(p_keys TEXT[], p_bursts FLOAT8[], p_rates FLOAT8[])
+RETURNS INTEGER LANGUAGE plpgsql AS $fn$
+DECLARE
+    wait INTEGER := 0;
+    r RECORD;
+BEGIN
+    INSERT INTO chat_login_failures (key, tokens, updated_at)
+    SELECT t.key, t.burst, now() FROM unnest(p_keys, p_bursts) AS t(key, burst) ORDER BY t.key
+    ON CONFLICT (key) DO NOTHING;
+    FOR r IN
+        SELECT f.key, t.rate, LEAST(t.burst, f.tokens + extract(epoch FROM now() - f.updated_at)::FLOAT8 * t.rate) AS now_tokens
+        FROM chat_login_failures f JOIN unnest(p_keys, p_bursts, p_rates) AS t(key, burst, rate) ON t.key = f.key
+        ORDER BY f.key FOR UPDATE OF f
+    LOOP
+        IF r.now_tokens < 1 THEN
+            wait := GREATEST(wait, ceil((1 - r.now_tokens) / r.rate * 1000)::INTEGER);
+        END IF;
+    END LOOP;
+    IF wait = 0 THEN
+        UPDATE chat_login_failures f
+        SET tokens = LEAST(t.burst, f.tokens + extract(epoch FROM now() - f.updated_at)::FLOAT8 * t.rate) - 1,
+            updated_at = now()
+        FROM unnest(p_keys, p_bursts, p_rates) AS t(key, burst, rate) WHERE f.key = t.key;
+    END IF;
+    RETURN wait;
+END
+$fn$;
+
+-- Gives one token back to a bucket (an attempt that turned out well), up to its burst.
+CREATE OR REPLACE FUNCTION chat_bucket_give(p_key TEXT, p_burst FLOAT8, p_rate FLOAT8)
+RETURNS VOID LANGUAGE sql AS $fn$
+    UPDATE chat_login_failures f
+    SET tokens = LEAST(p_burst, f.tokens + extract(epoch FROM now() - f.updated_at)::FLOAT8 * p_rate + 1),
+        updated_at = now()
+    WHERE f.key = p_key
+$fn$;
 
 -- ===== Rooms and direct messages (protocol v2) =====
 -- Room events never go into messages: the seed's server reads it unfiltered, and v1 history must

@@ -57,7 +57,15 @@ async function startServer(env: Record<string, string>): Promise<Server> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-P=server", `--v8-flags=${SERVER_V8_FLAGS}`, "main.ts"],
     cwd: root,
-    env: { HOST: "127.0.0.1", PORT: "0", LOG_FORMAT: "json", LOG_LEVEL: "info", BCRYPT_COST: "4", ...env },
+    env: {
+      HOST: "127.0.0.1",
+      PORT: "0",
+      LOG_FORMAT: "json",
+      LOG_LEVEL: "info",
+      BCRYPT_COST: "4",
+      REGISTER_LIMIT_PER_MIN: "0",
+      ...env,
+    },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

@@ -68,7 +68,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
   const ownsDatabase = options.database === undefined;
   const db = countingErrors(opened, metrics);
   const hub = new Hub();
-  const throttle = new LoginThrottle(db);
+  const throttle = new LoginThrottle(db, config);
   const roomStore = new RoomStore(db);
   const lobby = new Lobby(db, hub, log, metrics, config.maxHistoryLimit);
   const delivery = new RoomDelivery(hub, roomStore, log);

@@ -56,6 +56,8 @@ Deno.test({
       PORT: "0",
       HTTP_PORT: "0",
       BCRYPT_COST: "4",
+      // Tests register many users from 127.0.0.1; the registration throttle has tests of its own.
+      REGISTER_LIMIT_PER_MIN: "0",
       MAX_CONNECTIONS_PER_IP: "1",
     });
     await using service = await startChatService(config, log, { database: sharedPgliteDatabase() });

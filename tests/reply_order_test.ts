@@ -240,7 +240,14 @@ async function gatedService(backend: Backend): Promise<GatedService> {
     schemaTransaction: (work) => real.schemaTransaction(work),
     close: () => real.close(),
   };
-  const config = parseConfig({ HOST: "127.0.0.1", PORT: "0", HTTP_PORT: "0", BCRYPT_COST: "4", ...backend.env });
+  const config = parseConfig({
+    HOST: "127.0.0.1",
+    PORT: "0",
+    HTTP_PORT: "0",
+    BCRYPT_COST: "4",
+    REGISTER_LIMIT_PER_MIN: "0",
+    ...backend.env,
+  });
   const service = await startChatService(config, testLog, { database });
   return Object.assign(fixture, {
     port: service.port,

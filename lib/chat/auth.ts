@@ -9,6 +9,7 @@ import { Metrics } from "../core/metrics.ts";
 import { checkPassword, checkUsername, isValidPassword, isValidUsername } from "../wire/protocol.ts";
 import type { LoginThrottle } from "../store/login_throttle.ts";
 import { TokenBuckets } from "../core/rate_limit.ts";
+import { FairHashQueue } from "./hash_queue.ts";
 import type { User } from "./session.ts";
 
 /** npm:bcrypt's promise API runs the hash on a worker thread, so delivery never waits for it. */
@@ -45,7 +46,7 @@ export class AuthService {
   readonly #dummyHash = cachedUnlessRejected(() => this.#native(bcrypt.hash("not-a-real-password", this.#cost)));
   /** bcrypt work running on the native thread pool; it must not outlive the service (see drain()). */
   readonly #running = new Set<Promise<unknown>>();
-  readonly #hashSlots = new Semaphore(HASH_SLOTS);
+  readonly #hashes = new FairHashQueue(HASH_SLOTS);
   readonly #throttleLogs = new TokenBuckets(0.1, 1);
 
   constructor(db: Database, throttle: LoginThrottle, log: Logger, options: AuthOptions) {
@@ -56,13 +57,27 @@ export class AuthService {
     this.#metrics = options.metrics ?? new Metrics();
   }
 
-  /** Creates a user; does not log anyone in. */
-  async register(usernameValue: unknown, passwordValue: unknown): Promise<void> {
+  /** Creates a user; does not log anyone in. Throttled per address (counted when the attempt starts). */
+  async register(usernameValue: unknown, passwordValue: unknown, address: string): Promise<void> {
     const username = checkUsername(usernameValue);
     const password = checkPassword(passwordValue);
+    let waitMs: number;
+    try {
+      waitMs = await this.#throttle.takeRegistration(address);
+    } catch (err) {
+      throw this.#unavailable(err);
+    }
+    if (waitMs > 0) {
+      if (this.#throttleLogs.take(`register:${address}`) === 0) {
+        this.#log.warn("registration throttled", { address, retry_after_ms: waitMs });
+      }
+      throw new ChatError("too_many_attempts", "Too many registrations from your address, try again later", {
+        retryAfterMs: waitMs,
+      });
+    }
     // Checked before hashing, so that taken names cost no bcrypt work; the insert checks again.
     if ((await this.#query(NAME_TAKEN_SQL, [username])).length > 0) throw usernameTaken();
-    const hash = await this.#hashSlots.run(() => this.#native(bcrypt.hash(password, this.#cost)));
+    const hash = await this.#hashes.run(address, () => this.#native(bcrypt.hash(password, this.#cost)));
     let inserted: unknown[];
     try {
       inserted = await this.#db.query(INSERT_USER_SQL, [username, hash]);
@@ -82,7 +97,8 @@ export class AuthService {
     const loggedName = usernameKey ?? "(invalid username)";
     let waitMs: number;
     try {
-      waitMs = await this.#throttle.waitMs(usernameKey, address);
+      // Counted now, before the password is checked: guesses made at once count as many as in turn.
+      waitMs = await this.#throttle.takeLogin(usernameKey, address);
     } catch (err) {
       throw this.#unavailable(err);
     }
@@ -102,19 +118,20 @@ export class AuthService {
     const hash = row?.password_hash ?? await this.#dummy();
     let matches = false;
     try {
-      matches = (await this.#hashSlots.run(() => this.#native(bcrypt.compare(password, hash)))) && row !== undefined &&
-        password !== "";
+      matches = (await this.#hashes.run(address, () => this.#native(bcrypt.compare(password, hash)))) &&
+        row !== undefined && password !== "";
     } catch (err) {
       // A stored hash bcrypt cannot read is a failed login, not a crash.
       this.#log.warn("unreadable password hash", { user_id: row?.id, error: String(err) });
     }
     if (!matches || !row) {
-      await this.#throttle.failed(usernameKey, address).catch((err) => void this.#unavailable(err));
       this.#log.info("login failed", { username: loggedName, address });
       this.#metrics.failedLogins.inc();
       throw new ChatError("invalid_credentials", "Invalid username or password");
     }
-    await this.#throttle.succeeded(row.username.toLowerCase()).catch((err) => void this.#unavailable(err));
+    await this.#throttle.loginSucceeded(row.username.toLowerCase(), address).catch((err) =>
+      void this.#unavailable(err)
+    );
     this.#log.info("user logged in", { username: row.username, user_id: row.id, address });
     return { id: row.id, username: row.username };
   }
@@ -155,28 +172,6 @@ export class AuthService {
   #unavailable(err: unknown): ChatError {
     this.#log.error("database error during authentication", databaseErrorFields(err));
     return unavailable(err);
-  }
-}
-
-/** At most `slots` tasks at once; the others wait in arrival order. */
-class Semaphore {
-  #free: number;
-  readonly #waiting: (() => void)[] = [];
-
-  constructor(slots: number) {
-    this.#free = slots;
-  }
-
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.#free > 0) this.#free--;
-    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    try {
-      return await task();
-    } finally {
-      const next = this.#waiting.shift();
-      if (next) next();
-      else this.#free++;
-    }
   }
 }
 

@@ -83,7 +83,7 @@ export class Dispatcher {
     this.#options = options;
     this.#sendRate = new TokenBuckets(options.rateLimitPerSec, options.rateLimitBurst);
     this.#commands = {
-      register: { needsLogin: false, errorType: "register_response", handle: (_s, f) => this.#register(f) },
+      register: { needsLogin: false, errorType: "register_response", handle: (s, f) => this.#register(s, f) },
       login: { needsLogin: false, errorType: "login_response", handle: (s, f) => this.#login(s, f) },
       send_message: { needsLogin: true, pipelined: true, accept: (s, f, r, p) => this.#send(s, f, r, p) },
       ping: { needsLogin: false, handle: () => ({ type: "pong" }) },
@@ -197,8 +197,8 @@ export class Dispatcher {
     return new ChatError("internal_error", "Internal server error");
   }
 
-  async #register(frame: Frame): Promise<Reply> {
-    await this.#auth.register(field(frame, "username"), field(frame, "password"));
+  async #register(session: Session, frame: Frame): Promise<Reply> {
+    await this.#auth.register(field(frame, "username"), field(frame, "password"), session.remoteAddress);
     return { type: "register_response", status: "success", message: "User registered successfully" };
   }
 

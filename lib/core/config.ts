@@ -31,6 +31,9 @@ export interface Config {
   /** 0 turns the idle timeout for connections that are not logged in off. */
   readonly loginIdleTimeoutSec: number;
   readonly maxOutboundBytes: number;
+  /** Registrations from one address: a burst, then so many a minute (0 turns the limit off). */
+  readonly registerLimitBurst: number;
+  readonly registerLimitPerMin: number;
   /** Rooms a user may have (joined, DMs and invitations). */
   readonly maxRoomsPerUser: number;
   /** Members (and invitations) a room may have. */
@@ -77,6 +80,8 @@ export const DEFAULTS = {
   MAX_CONNECTIONS_PER_IP: "200",
   LOGIN_IDLE_TIMEOUT_SEC: "120",
   MAX_OUTBOUND_BYTES: "1048576",
+  REGISTER_LIMIT_BURST: "50",
+  REGISTER_LIMIT_PER_MIN: "6",
   MAX_ROOMS_PER_USER: "1000",
   MAX_ROOM_MEMBERS: "10000",
   ROOM_LIMIT_BURST: "20",
@@ -151,6 +156,8 @@ export function parseConfig(env: Environment): Config {
     maxConnectionsPerIp: int("MAX_CONNECTIONS_PER_IP", { min: 1, max: 1_000_000 }),
     loginIdleTimeoutSec: int("LOGIN_IDLE_TIMEOUT_SEC", { min: 0, max: 86_400 }),
     maxOutboundBytes: int("MAX_OUTBOUND_BYTES", { min: 4096, max: 1024 * 1024 * 1024 }),
+    registerLimitBurst: int("REGISTER_LIMIT_BURST", { min: 1, max: 1_000_000 }),
+    registerLimitPerMin: int("REGISTER_LIMIT_PER_MIN", { min: 0, max: 1_000_000 }),
     maxRoomsPerUser: int("MAX_ROOMS_PER_USER", { min: 1, max: 1_000_000 }),
     maxRoomMembers: int("MAX_ROOM_MEMBERS", { min: 2, max: 1_000_000 }),
     roomLimitBurst: int("ROOM_LIMIT_BURST", { min: 1, max: 1_000_000 }),

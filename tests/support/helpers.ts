@@ -72,6 +72,8 @@ export async function startTestServer(
     // HTTP off unless a test asks for it (options.httpPort: 0 for an ephemeral port).
     HTTP_PORT: "0",
     BCRYPT_COST: "4",
+    // Tests register many users from 127.0.0.1; the registration throttle has tests of its own.
+    REGISTER_LIMIT_PER_MIN: "0",
     DB_POOL_SIZE: "4",
     ...backend.env,
     ...env,

@@ -45,9 +45,9 @@ export class NodeLineClient implements AsyncDisposable {
     });
   }
 
-  async request(frame: Frame): Promise<Frame> {
+  async request(frame: Frame, ms = 5000): Promise<Frame> {
     this.#socket.write(JSON.stringify(frame) + "\n");
-    return await this.next();
+    return await this.next(ms);
   }
 
   async next(ms = 5000): Promise<Frame> {

@@ -53,6 +53,8 @@ export async function spawnServer(
       PORT: "0",
       HTTP_PORT: "0",
       BCRYPT_COST: "4",
+      // Tests register many users from 127.0.0.1; the registration throttle has tests of its own.
+      REGISTER_LIMIT_PER_MIN: "0",
       LOG_FORMAT: "json",
       LOG_LEVEL: "info",
       ...env,
@@ -134,7 +136,7 @@ export async function runServerCommand(
     output = await new Deno.Command(command, {
       args: commandArgs,
       cwd: options.cwd ?? ROOT,
-      env: { HOST: "127.0.0.1", PORT: "0", HTTP_PORT: "0", BCRYPT_COST: "4", ...env },
+      env: { HOST: "127.0.0.1", PORT: "0", HTTP_PORT: "0", BCRYPT_COST: "4", REGISTER_LIMIT_PER_MIN: "0", ...env },
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
