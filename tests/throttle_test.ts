@@ -127,6 +127,8 @@ Deno.test("throttle: one address's queue of hashes does not hold up another addr
   // fairly, for the one running and at most one more.
   const queued = order.length - order.indexOf("login sent") - 2;
   const during = order.indexOf("login") - order.indexOf("login sent") - 1;
-  assert(queued > 5, `the flood had only ${queued} registrations left to queue: it was not a queue`);
-  assert(during <= 2, `${during} of the flood's registrations finished while the login waited`);
+  assert(queued > 10, `the flood had only ${queued} registrations left to queue: it was not a queue`);
+  // The one running and one more, and on a loaded machine the few that finish while the login's
+  // own database queries run, before it joins the line.
+  assert(during <= 4, `${during} of the flood's ${queued} queued registrations finished while the login waited`);
 });
