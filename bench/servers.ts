@@ -45,6 +45,7 @@ export const SERVER_DEFAULTS: Record<string, string> = {
   RATE_LIMIT_PER_SEC: "0",
   BCRYPT_COST: "4",
   REGISTER_LIMIT_PER_MIN: "0",
+  METRICS_ADDR: "off",
   DB_POOL_SIZE: "10",
   MAX_CONNECTIONS: "20000",
   MAX_CONNECTIONS_PER_IP: "20000",

@@ -5,7 +5,9 @@ import { AuthService } from "./chat/auth.ts";
 import type { Config } from "./core/config.ts";
 import { type Database, openDatabase, type QueryOptions, type Row } from "./store/db.ts";
 import { Dispatcher } from "./chat/dispatcher.ts";
+import { HealthCheck } from "./net/health.ts";
 import { HttpListenError, HttpServer } from "./net/http.ts";
+import { MetricsListener } from "./net/metrics_listener.ts";
 import { Hub } from "./chat/hub.ts";
 import { Lobby } from "./chat/lobby.ts";
 import { RoomCommands } from "./chat/room_commands.ts";
@@ -36,6 +38,8 @@ export interface ChatService extends AsyncDisposable {
   readonly port: number;
   /** The HTTP (or HTTPS) port, or undefined when HTTP is off. */
   readonly httpPort: number | undefined;
+  /** The metrics listener's port (METRICS_ADDR), or undefined when it is off. */
+  readonly metricsPort: number | undefined;
   /** The line protocol's TLS port, or undefined when there is none. */
   readonly tlsPort: number | undefined;
   /** Whether HTTP_PORT serves HTTPS/WSS. */
@@ -88,6 +92,8 @@ export async function startChatService(config: Config, log: Logger, options: Sta
   const maintenance = new Maintenance(db, throttle, log);
   const auth = new AuthService(db, throttle, log, { bcryptCost: config.bcryptCost, metrics });
   let registry: ConnectionRegistry | undefined;
+  let http: HttpServer | undefined;
+  let monitoring: MetricsListener | undefined;
   try {
     await applySchema(db, log);
     auth.warmUp();
@@ -100,17 +106,24 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     registry = new ConnectionRegistry(config, dispatcher, hub, messages, log, metrics);
     const chat = registry;
     const lines = withTlsErrors(tls, () => new LineListeners({ ...config, tlsPort, tls }, chat, log));
+    const health = new HealthCheck(registry, db, log);
     const httpPort = options.httpPort ?? (config.httpPort === 0 ? undefined : config.httpPort);
-    const http = httpPort === undefined
-      ? undefined
-      : await startHttp(config.host, httpPort, tls, registry, db, metrics, log);
+    http = httpPort === undefined ? undefined : await startHttp(config.host, httpPort, tls, registry, health, log);
+    const web = http;
+    monitoring = config.metricsAddr &&
+      listening(
+        "METRICS_ADDR",
+        config.metricsAddr,
+        () => new MetricsListener(config.metricsAddr!, metrics, health, log),
+      );
+    const metricsListener = monitoring;
     metrics.start();
     let closing: Promise<void> | undefined;
     const close = () =>
       closing ??= (async () => {
         maintenance.stop();
         await chat.close();
-        await http?.close();
+        await Promise.all([web?.close(), metricsListener?.close()]);
         messages.stop();
         await Promise.all([presence.stop(), maintenance.idle(), auth.drain()]);
         metrics.stop();
@@ -126,6 +139,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
       metrics,
       port: lines.port,
       httpPort: http?.port,
+      metricsPort: metricsListener?.port,
       tlsPort: lines.tlsPort,
       secure: tls !== undefined,
       close,
@@ -134,6 +148,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
   } catch (err) {
     maintenance.stop();
     await registry?.close();
+    await Promise.all([http?.close(), monitoring?.close()]);
     messages.stop();
     await Promise.all([presence.stop(), auth.drain()]);
     if (ownsDatabase) await opened.close().catch(() => {});
@@ -146,17 +161,37 @@ function startHttp(
   port: number,
   tls: TlsFiles | undefined,
   registry: ConnectionRegistry,
-  db: Database,
-  metrics: Metrics,
+  health: HealthCheck,
   log: Logger,
 ): Promise<HttpServer> {
-  return withTlsErrors(tls, () => HttpServer.start({ host, port, tls }, registry, db, metrics, log)).catch((err) => {
-    if (err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.PermissionDenied) {
-      throw new HttpListenError(port, err);
-    }
-    if (err instanceof Deno.errors.AddrNotAvailable) throw new HttpListenError(port, err);
-    throw err;
-  });
+  return withTlsErrors(tls, () => HttpServer.start({ host, port, tls }, registry, health, log))
+    .catch((err) => {
+      throw listenError("HTTP_PORT", undefined, port, err);
+    });
+}
+
+/** Runs `listen`, turning its failure to bind into an HttpListenError naming `variable`. */
+function listening<T>(
+  variable: "HTTP_PORT" | "METRICS_ADDR",
+  address: { host: string; port: number },
+  listen: () => T,
+): T {
+  try {
+    return listen();
+  } catch (err) {
+    throw listenError(variable, address.host, address.port, err);
+  }
+}
+
+function listenError(
+  variable: "HTTP_PORT" | "METRICS_ADDR",
+  host: string | undefined,
+  port: number,
+  err: unknown,
+): unknown {
+  const bindFailure = err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.PermissionDenied ||
+    err instanceof Deno.errors.AddrNotAvailable;
+  return bindFailure ? new HttpListenError(variable, host, port, err) : err;
 }
 
 /** Runs `listen`; with TLS on, an error about the certificate or key becomes a TlsError. */

@@ -1,11 +1,12 @@
-// HTTP_PORT's other routes: /healthz (200, and 503 while the database is cut), /metrics (parsed
-// by a real Prometheus text-format parser; its counters move with traffic), the page's files with
-// their security headers.
+// HTTP_PORT's other routes: /healthz (200, and 503 while the database is cut), the page's files
+// with their security headers; and METRICS_ADDR's private listener: /metrics (parsed by a real
+// Prometheus text-format parser; its counters move with traffic) and /healthz (contract v1.2).
 
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { type Backend, backends, postgresUrl, sanitized, startTestServer, type TestServer } from "./support/helpers.ts";
 import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
+import { parseConfig } from "../lib/core/config.ts";
 import { WsTestClient } from "./support/ws_client.ts";
 
 interface ParsedFamily {
@@ -34,9 +35,24 @@ function httpUrl(server: TestServer, path: string): string {
 }
 
 async function get(server: TestServer, path: string): Promise<{ status: number; headers: Headers; body: string }> {
-  const response = await fetch(httpUrl(server, path));
+  return await fetchText(httpUrl(server, path));
+}
+
+/** A GET of METRICS_ADDR's listener (the test server's, on an ephemeral port). */
+async function getPrivate(
+  server: TestServer,
+  path: string,
+): Promise<{ status: number; headers: Headers; body: string }> {
+  return await fetchText(`http://127.0.0.1:${server.service.metricsPort}${path}`);
+}
+
+async function fetchText(url: string): Promise<{ status: number; headers: Headers; body: string }> {
+  const response = await fetch(url);
   return { status: response.status, headers: response.headers, body: await response.text() };
 }
+
+/** Servers that serve METRICS_ADDR on an ephemeral loopback port. */
+const WITH_METRICS = { METRICS_ADDR: "127.0.0.1:0" };
 
 Deno.test({
   name: "http: /healthz answers 200 ok while the server accepts and its database answers",
@@ -56,7 +72,7 @@ Deno.test({
   async fn() {
     await using proxy = startProxy(targetOf(postgresUrl!));
     const backend: Backend = { name: "postgres", env: { DATABASE_URL: proxiedUrl(postgresUrl!, proxy) } };
-    await using server = await startTestServer(backend, { DB_POOL_SIZE: "2" }, { httpPort: 0 });
+    await using server = await startTestServer(backend, { DB_POOL_SIZE: "2", ...WITH_METRICS }, { httpPort: 0 });
     assertEquals((await get(server, "/healthz")).status, 200);
     await proxy.cut();
     const down = await get(server, "/healthz");
@@ -70,7 +86,7 @@ Deno.test({
       if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 200));
     }
     assertEquals(status, 200);
-    const metrics = parseMetrics((await get(server, "/metrics")).body);
+    const metrics = parseMetrics((await getPrivate(server, "/metrics")).body);
     assert(sample(metrics, "chat_database_errors_total") >= 1, "the failed health query was not counted");
   },
 });
@@ -79,10 +95,12 @@ Deno.test({
   name: "http: /metrics parses as Prometheus text and its series move with traffic",
   ...sanitized,
   async fn() {
-    await using server = await startTestServer(backends[0], { RATE_LIMIT_PER_SEC: "1", RATE_LIMIT_BURST: "2" }, {
-      httpPort: 0,
-    });
-    const first = await get(server, "/metrics");
+    await using server = await startTestServer(
+      backends[0],
+      { RATE_LIMIT_PER_SEC: "1", RATE_LIMIT_BURST: "2", ...WITH_METRICS },
+      { httpPort: 0 },
+    );
+    const first = await getPrivate(server, "/metrics");
     assertEquals(first.status, 200);
     assertMatch(first.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
     const before = parseMetrics(first.body);
@@ -116,7 +134,7 @@ Deno.test({
     await ws.expect("new_message");
     assertEquals((await ws.next()).code, "rate_limited");
 
-    const after = parseMetrics((await get(server, "/metrics")).body);
+    const after = parseMetrics((await getPrivate(server, "/metrics")).body);
     assertEquals(sample(after, "chat_connections", { transport: "tcp" }), 1);
     assertEquals(sample(after, "chat_connections", { transport: "ws" }), 1);
     assertEquals(sample(after, "chat_connections", { transport: "tls" }), 0);
@@ -178,4 +196,28 @@ Deno.test({
     await closing;
     assertEquals((await ws.expectClosed()).code, 1001);
   },
+});
+
+Deno.test({
+  name: "http: /metrics is not on HTTP_PORT; METRICS_ADDR serves /metrics and /healthz, and off opens no listener",
+  ...sanitized,
+  async fn() {
+    {
+      await using server = await startTestServer(backends[0], WITH_METRICS, { httpPort: 0 });
+      const publicMetrics = await get(server, "/metrics");
+      assertEquals(publicMetrics.status, 404);
+      const privateMetrics = await getPrivate(server, "/metrics");
+      assertEquals(privateMetrics.status, 200);
+      assert(parseMetrics(privateMetrics.body).has("chat_connections"));
+      const health = await getPrivate(server, "/healthz");
+      assertEquals([health.status, JSON.parse(health.body)], [200, { status: "ok" }]);
+      assertEquals((await getPrivate(server, "/")).status, 404);
+    }
+    await using off = await startTestServer(backends[0], { METRICS_ADDR: "off" }, { httpPort: 0 });
+    assertEquals(off.service.metricsPort, undefined);
+  },
+});
+
+Deno.test("http: METRICS_ADDR defaults to 127.0.0.1:9464, loopback only", sanitized, () => {
+  assertEquals(parseConfig({}).metricsAddr, { host: "127.0.0.1", port: 9464 });
 });

@@ -58,6 +58,7 @@ Deno.test({
       BCRYPT_COST: "4",
       // Tests register many users from 127.0.0.1; the registration throttle has tests of its own.
       REGISTER_LIMIT_PER_MIN: "0",
+      METRICS_ADDR: "off",
       MAX_CONNECTIONS_PER_IP: "1",
     });
     await using service = await startChatService(config, log, { database: sharedPgliteDatabase() });

@@ -5,11 +5,12 @@
 import { assert, assertEquals, fail } from "./support/assert.ts";
 import { type Frame, sanitized, type TestClient, uniqueName } from "./support/client.ts";
 import { type ServerProcess, spawnServer } from "./support/process.ts";
+import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
 
 const postgresUrl = Deno.env.get("TEST_DATABASE_URL") || undefined;
 
-/** main.ts exits by its own 10 s deadline; this leaves room for process start-up and teardown. */
-const EXIT_WAIT_MS = 15_000;
+/** The default SHUTDOWN_TIMEOUT_SEC (20 s), and room for process start-up and teardown. */
+const EXIT_WAIT_MS = 25_000;
 const MAX_SENDS_PER_CLIENT = 300;
 
 interface ProcessBackend {
@@ -140,5 +141,35 @@ Deno.test({
     } finally {
       await Deno.remove(dataDir, { recursive: true });
     }
+  },
+});
+
+Deno.test({
+  name:
+    "shutdown: graceful steps the database holds up past SHUTDOWN_TIMEOUT_SEC are cut short there, with exit code 1",
+  ignore: postgresUrl === undefined,
+  ...sanitized,
+  async fn() {
+    await using proxy = startProxy(targetOf(postgresUrl!));
+    await using server = await spawnServer({
+      DATABASE_URL: proxiedUrl(postgresUrl!, proxy),
+      SHUTDOWN_TIMEOUT_SEC: "2",
+    });
+    await using client = await server.connect();
+    await client.registerAndLogin();
+    // A send stuck on a silent database: its commit (10 s) and the database's closing outlast 2 s.
+    proxy.stall();
+    await client.send({ type: "send_message", message: "held up", request_id: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const started = performance.now();
+    const code = await stopWithin(server, "SIGTERM");
+    const elapsed = performance.now() - started;
+    proxy.resume();
+    assertEquals(code, 1, `exit code; logs: ${JSON.stringify(server.logs.slice(-3))}`);
+    assert(elapsed >= 1900 && elapsed < 6000, `exited ${Math.round(elapsed)} ms after SIGTERM (deadline 2 s)`);
+    assert(
+      server.logs.some((l) => String(l.msg).includes("SHUTDOWN_TIMEOUT_SEC")),
+      "the log does not say the shutdown was cut short",
+    );
   },
 });

@@ -268,3 +268,40 @@ Deno.test({
     assertEquals(frames.at(-1)?.code, "rate_limited");
   },
 });
+
+Deno.test({
+  name: "websocket: a flood of tiny frames behind a request still being answered is bounded by count, not only bytes",
+  ...sanitized,
+  async fn() {
+    await using server = await startTestServer(backends[0], { BCRYPT_COST: "10" }, { httpPort: 0 });
+    await using ws = await WsTestClient.connect(wsUrl(server));
+    const name = uniqueName("tiny");
+    assertEquals((await ws.request({ type: "register", username: name, password: "secret123" })).status, "success");
+    ws.send({ type: "login", username: name, password: "secret123" });
+    // 257 pings of 16 bytes are far below 16 lines of MAX_LINE_BYTES, but each held frame costs
+    // memory too: 256 may wait. Nothing is sent after the one too many (see above).
+    for (let i = 0; i < 257; i++) ws.send('{"type":"ping"}');
+    const { code, frames } = await ws.expectClosed(10_000);
+    assertEquals(code, 1008);
+    assertEquals(frames.at(-1)?.code, "rate_limited");
+  },
+});
+
+Deno.test({
+  name: "websocket: one message may carry several frames, one a line (contract v1.2), each answered in order",
+  ...sanitized,
+  async fn() {
+    await using server = await startTestServer(backends[0], { MAX_LINE_BYTES: "1024" }, { httpPort: 0 });
+    await using ws = await WsTestClient.connect(wsUrl(server));
+    ws.send('{"type":"ping","request_id":1}\n{"type":"ping","request_id":2}\r\n\n{"type":"nope","request_id":3}\n');
+    assertEquals(await ws.next(), { type: "pong", request_id: 1 });
+    assertEquals(await ws.next(), { type: "pong", request_id: 2 });
+    assertEquals((await ws.next()).code, "unknown_type");
+    // Each frame of a message is held to MAX_LINE_BYTES, whatever the message's size.
+    ws.send(`{"type":"ping"}\n{"type":"ping","pad":"${"x".repeat(1100)}"}`);
+    assertEquals(await ws.next(), { type: "pong" });
+    const { code, frames } = await ws.expectClosed(5000);
+    assertEquals(code, 1009);
+    assertEquals(frames.at(-1)?.code, "line_too_long");
+  },
+});

@@ -8,8 +8,12 @@ import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts
 export interface Config {
   readonly host: string;
   readonly port: number;
-  /** The web page, WebSocket, /healthz and /metrics; 0 turns HTTP off. */
+  /** The web page, WebSocket and /healthz; 0 turns HTTP off. */
   readonly httpPort: number;
+  /** The private listener of /metrics and /healthz (METRICS_ADDR); undefined when off. */
+  readonly metricsAddr: { readonly host: string; readonly port: number } | undefined;
+  /** How long a graceful shutdown may take before the process exits 1. */
+  readonly shutdownTimeoutSec: number;
   /** PEM files; when both are set, HTTP_PORT serves HTTPS/WSS. */
   readonly tlsCertFile: string | undefined;
   readonly tlsKeyFile: string | undefined;
@@ -64,6 +68,7 @@ export const DEFAULTS = {
   HOST: "0.0.0.0",
   PORT: "5555",
   HTTP_PORT: "8080",
+  METRICS_ADDR: "127.0.0.1:9464",
   TLS_CERT_FILE: "",
   TLS_KEY_FILE: "",
   TLS_PORT: "",
@@ -86,6 +91,7 @@ export const DEFAULTS = {
   MAX_ROOM_MEMBERS: "10000",
   ROOM_LIMIT_BURST: "20",
   ROOM_LIMIT_PER_MIN: "20",
+  SHUTDOWN_TIMEOUT_SEC: "20",
   LOG_LEVEL: "info",
   LOG_FORMAT: "text",
 } as const;
@@ -140,6 +146,8 @@ export function parseConfig(env: Environment): Config {
     host,
     port: int("PORT", { min: 0, max: 65535 }),
     httpPort: int("HTTP_PORT", { min: 0, max: 65535 }),
+    metricsAddr: listenAddress(raw("METRICS_ADDR"), problems),
+    shutdownTimeoutSec: int("SHUTDOWN_TIMEOUT_SEC", { min: 1, max: 3600 }),
     tlsCertFile,
     tlsKeyFile,
     tlsPort,
@@ -167,6 +175,18 @@ export function parseConfig(env: Environment): Config {
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
+}
+
+/** METRICS_ADDR: `off`, or host:port (an IPv6 host in brackets, `[::1]:9464`; port 0 = ephemeral). */
+function listenAddress(text: string, problems: string[]): { host: string; port: number } | undefined {
+  if (text.toLowerCase() === "off") return undefined;
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+)):(\d{1,5})$/.exec(text);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) {
+    problems.push(`METRICS_ADDR=${JSON.stringify(text)}: must be host:port (such as 127.0.0.1:9464) or off`);
+    return undefined;
+  }
+  return { host: match[1] ?? match[2], port };
 }
 
 /**

@@ -14,6 +14,8 @@ const DEFAULT_CONFIG: Config = {
   host: "0.0.0.0",
   port: 5555,
   httpPort: 8080,
+  metricsAddr: { host: "127.0.0.1", port: 9464 },
+  shutdownTimeoutSec: 20,
   tlsCertFile: undefined,
   tlsKeyFile: undefined,
   tlsPort: undefined,
@@ -76,6 +78,8 @@ Deno.test("parseConfig reads every variable", sanitized, () => {
     HOST: "127.0.0.1",
     PORT: "6000",
     HTTP_PORT: "8443",
+    METRICS_ADDR: "[::1]:9100",
+    SHUTDOWN_TIMEOUT_SEC: "5",
     TLS_CERT_FILE: "/etc/chat/cert.pem",
     TLS_KEY_FILE: "/etc/chat/key.pem",
     TLS_PORT: "5556",
@@ -105,6 +109,8 @@ Deno.test("parseConfig reads every variable", sanitized, () => {
     host: "127.0.0.1",
     port: 6000,
     httpPort: 8443,
+    metricsAddr: { host: "::1", port: 9100 },
+    shutdownTimeoutSec: 5,
     tlsCertFile: "/etc/chat/cert.pem",
     tlsKeyFile: "/etc/chat/key.pem",
     tlsPort: 5556,
@@ -174,6 +180,10 @@ Deno.test("parseConfig refuses each invalid value, naming the variable", sanitiz
     { REGISTER_LIMIT_BURST: "0" },
     { REGISTER_LIMIT_PER_MIN: "-1" },
     { MAX_ROOMS_PER_USER: "0" },
+    { METRICS_ADDR: "9464" },
+    { METRICS_ADDR: "localhost:99999" },
+    { METRICS_ADDR: "on" },
+    { SHUTDOWN_TIMEOUT_SEC: "0" },
     { MAX_ROOM_MEMBERS: "1" },
     { ROOM_LIMIT_BURST: "0" },
     { ROOM_LIMIT_PER_MIN: "-1" },
@@ -329,3 +339,13 @@ Deno.test({
     });
   },
 });
+
+Deno.test(
+  "parseConfig takes METRICS_ADDR=off (any case) as no metrics listener, and port 0 as ephemeral",
+  sanitized,
+  () => {
+    assertEquals(parseConfig({ METRICS_ADDR: "off" }).metricsAddr, undefined);
+    assertEquals(parseConfig({ METRICS_ADDR: "OFF" }).metricsAddr, undefined);
+    assertEquals(parseConfig({ METRICS_ADDR: "0.0.0.0:0" }).metricsAddr, { host: "0.0.0.0", port: 0 });
+  },
+);

@@ -1,9 +1,8 @@
 // The HTTP side of HTTP_PORT (HTTPS with a certificate): the WebSocket at /ws, the web page at /,
-// /healthz and /metrics. Four routes, so no framework.
+// and /healthz. Three routes, so no framework. /metrics is served on METRICS_ADDR only.
 
-import type { Database } from "../store/db.ts";
 import type { Logger } from "../core/log.ts";
-import type { Metrics } from "../core/metrics.ts";
+import { type HealthCheck, text } from "./health.ts";
 import type { ConnectionRegistry } from "./registry.ts";
 import type { TlsFiles } from "./tls.ts";
 import { BroadcastLines, WebSocketConnection } from "./websocket_connection.ts";
@@ -15,16 +14,18 @@ export interface HttpOptions {
   tls?: TlsFiles;
 }
 
-/** Listening on HTTP_PORT failed (in use, no permission): `cause` is the runtime's error. */
+/** Listening on HTTP_PORT or METRICS_ADDR failed (in use, no permission): `cause` is the runtime's error. */
 export class HttpListenError extends Error {
   override readonly name = "HttpListenError";
-  constructor(readonly port: number, override readonly cause: unknown) {
+  constructor(
+    readonly variable: "HTTP_PORT" | "METRICS_ADDR",
+    readonly host: string | undefined,
+    readonly port: number,
+    override readonly cause: unknown,
+  ) {
     super(`cannot listen for HTTP on port ${port}`, { cause });
   }
 }
-
-/** How long /healthz waits for the database's answer to `SELECT 1`. */
-const HEALTH_QUERY_TIMEOUT_MS = 2000;
 
 /** The page's files: scripts only from this origin (no inline script), the socket on this origin. */
 const CONTENT_SECURITY_POLICY = [
@@ -55,26 +56,19 @@ interface StaticFile {
 export class HttpServer {
   readonly #server: Deno.HttpServer<Deno.NetAddr>;
   readonly #chat: ConnectionRegistry;
-  readonly #db: Database;
-  readonly #metrics: Metrics;
-  readonly #log: Logger;
   readonly #files: Map<string, StaticFile>;
   readonly #lines = new BroadcastLines();
-  /** One health query at a time, shared by every /healthz request that arrives meanwhile. */
-  #healthCheck: Promise<string | undefined> | undefined;
+  readonly #health: HealthCheck;
 
   private constructor(
     options: HttpOptions,
     chat: ConnectionRegistry,
-    db: Database,
-    metrics: Metrics,
+    health: HealthCheck,
     log: Logger,
     files: Map<string, StaticFile>,
   ) {
     this.#chat = chat;
-    this.#db = db;
-    this.#metrics = metrics;
-    this.#log = log;
+    this.#health = health;
     this.#files = files;
     this.#server = Deno.serve({
       hostname: options.host,
@@ -92,11 +86,10 @@ export class HttpServer {
   static async start(
     options: HttpOptions,
     chat: ConnectionRegistry,
-    db: Database,
-    metrics: Metrics,
+    health: HealthCheck,
     log: Logger,
   ): Promise<HttpServer> {
-    return new HttpServer(options, chat, db, metrics, log, await loadWebFiles());
+    return new HttpServer(options, chat, health, log, await loadWebFiles());
   }
 
   get port(): number {
@@ -114,10 +107,7 @@ export class HttpServer {
       return text(405, "Method not allowed\n", { allow: "GET, HEAD" });
     }
     if (path === "/ws") return this.#upgrade(request, info.remoteAddr.hostname);
-    if (path === "/healthz") return this.#health();
-    if (path === "/metrics") {
-      return text(200, this.#metrics.expose(), { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
-    }
+    if (path === "/healthz") return this.#health.respond();
     const file = this.#files.get(path === "/" ? "index.html" : path.slice(1));
     if (!file) return text(404, "Not found\n");
     return new Response(request.method === "HEAD" ? null : file.body, {
@@ -156,24 +146,6 @@ export class HttpServer {
     };
     return response;
   }
-
-  async #health(): Promise<Response> {
-    if (!this.#chat.accepting) return json(503, { status: "unavailable", reason: "server is shutting down" });
-    this.#healthCheck ??= this.#queryDatabase().finally(() => this.#healthCheck = undefined);
-    const problem = await this.#healthCheck;
-    return problem ? json(503, { status: "unavailable", reason: problem }) : json(200, { status: "ok" });
-  }
-
-  /** undefined when the database answers, else why not. */
-  async #queryDatabase(): Promise<string | undefined> {
-    try {
-      await this.#db.query("SELECT 1", [], { timeoutMs: HEALTH_QUERY_TIMEOUT_MS, lane: "control" });
-      return undefined;
-    } catch (err) {
-      this.#log.warn("health check: database unreachable", { error: err instanceof Error ? err.message : String(err) });
-      return "database unreachable";
-    }
-  }
 }
 
 /** Every file of web/, read once: the page is small, and a compiled binary carries it (--include web). */
@@ -187,15 +159,4 @@ async function loadWebFiles(): Promise<Map<string, StaticFile>> {
     files.set(entry.name, { body: await Deno.readFile(new URL(entry.name, dir)), type });
   }
   return files;
-}
-
-function text(status: number, body: string, headers: Record<string, string> = {}): Response {
-  return new Response(body, { status, headers: { "content-type": "text/plain; charset=utf-8", ...headers } });
-}
-
-function json(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body) + "\n", {
-    status,
-    headers: { "content-type": "application/json", "cache-control": "no-store" },
-  });
 }

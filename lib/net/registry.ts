@@ -18,10 +18,15 @@ export interface RegistryOptions {
   maxConnections: number;
   maxConnectionsPerIp: number;
   loginIdleTimeoutSec: number;
+  /** The graceful stop's deadline: half of it goes to in-flight sends and draining output. */
+  shutdownTimeoutSec: number;
 }
 
-/** How long shutdown waits, in all, for in-flight sends and for output to drain (main.ts exits by 10 s). */
-const SHUTDOWN_GRACE_MS = 8000;
+/**
+ * The share of SHUTDOWN_TIMEOUT_SEC that shutdown waits, in all, for in-flight sends and for output
+ * to drain; the rest is for closing the listeners, presence and the database.
+ */
+const SHUTDOWN_GRACE_SHARE = 0.5;
 /** How often the coarse clock ticks (and idle connections are looked for), at most. */
 const CLOCK_TICK_MS = 1000;
 
@@ -213,7 +218,7 @@ export class ConnectionRegistry implements ConnectionHost {
     // In-flight sends finish; new requests are refused rather than half-served.
     this.#dispatcher.stopAccepting();
     await Promise.all(this.#onStop.map((stop) => stop()));
-    const deadline = performance.now() + SHUTDOWN_GRACE_MS;
+    const deadline = performance.now() + this.#options.shutdownTimeoutSec * 1000 * SHUTDOWN_GRACE_SHARE;
     await withTimeout(this.#messages.drained(), deadline);
     const allClosed = new Promise<void>((resolve) => this.#connectionsClosed = resolve);
     for (const connection of this.#connections) connection.close("server_shutdown");

@@ -1,5 +1,5 @@
-// One browser's WebSocket as a session like any TCP one: each text message in is one frame, each
-// line out is one text message. Same dispatcher, limits and codes; the outbound bound is the
+// One browser's WebSocket as a session like any TCP one: each text message in carries one frame,
+// or several, one a line (contract v1.2); each line out is one text message. Same dispatcher, limits and codes; the outbound bound is the
 // socket's own backlog (bufferedAmount).
 //
 // Write contract: send() MUST NOT block and MUST NOT reorder. A broadcast buffer is decoded once
@@ -28,8 +28,12 @@ const CLOSE_CODES: Record<CloseReason, number> = {
 
 /** How long a closing WebSocket may take to finish its closing handshake before it is let go. */
 const FINAL_WRITE_TIMEOUT_MS = 2000;
-/** Frames received while an earlier one is still being answered, at most, in lines of MAX_LINE_BYTES. */
+/**
+ * Frames received while an earlier one is still being answered, at most: so many bytes (in lines of
+ * MAX_LINE_BYTES), and so many frames (a flood of tiny frames costs memory per frame, not per byte).
+ */
 const MAX_INBOX_LINES = 16;
+const MAX_INBOX_FRAMES = 256;
 
 /** Splits outgoing buffers into lines, decoding each shared broadcast buffer once for all sockets. */
 export class BroadcastLines {
@@ -50,6 +54,8 @@ export class BroadcastLines {
 }
 
 const encoder = new TextEncoder();
+/** Stands in line for a frame over MAX_LINE_BYTES: the frames before it are answered first, then the close. */
+const TOO_LONG = new Uint8Array(0);
 
 export class WebSocketConnection implements Connection {
   readonly id: number;
@@ -131,38 +137,56 @@ export class WebSocketConnection implements Connection {
       this.close("binary_frame", encodeLine(errorReply(error)));
       return;
     }
-    let line = encoder.encode(data);
-    // A trailing "\n" (or "\r\n") is allowed, as on TCP.
-    let end = line.length;
-    if (end > 0 && line[end - 1] === 0x0a) end--;
-    if (end > 0 && line[end - 1] === 0x0d) end--;
-    if (end > this.#host.maxLineBytes) {
-      const error = new ChatError(
-        "line_too_long",
-        `Line longer than ${this.#host.maxLineBytes} bytes; closing connection`,
-      );
-      this.close("line_too_long", encodeLine(errorReply(error)));
-      return;
-    }
-    if (end === 0) return;
-    if (end < line.length) line = line.subarray(0, end);
-    this.lastActivity = this.#host.clock;
-    if (this.#waiting) {
-      this.#inboxBytes += line.length;
-      if (this.#inboxBytes > MAX_INBOX_LINES * this.#host.maxLineBytes) {
-        const error = new ChatError("rate_limited", "Too many requests waiting for an answer; closing connection");
-        this.close("inbound_overflow", encodeLine(errorReply(error)));
+    const maxLineBytes = this.#host.maxLineBytes;
+    // A message may carry several frames, one a line (contract v1.2); each is held to
+    // MAX_LINE_BYTES. A string's UTF-8 size is at least its length: one that long is refused
+    // before anything is encoded.
+    if (data.length > MAX_INBOX_LINES * maxLineBytes) return this.#tooLong();
+    let start = 0;
+    while (start < data.length) {
+      let end = data.indexOf("\n", start);
+      if (end === -1) end = data.length;
+      const next = end + 1;
+      if (end > start && data.charCodeAt(end - 1) === 0x0d) end--;
+      if (end - start > maxLineBytes) {
+        this.#frame(TOO_LONG);
         return;
       }
-      this.#inbox.push(line);
-      return;
+      if (end > start && !this.#frame(encoder.encode(data.slice(start, end)))) return;
+      start = next;
     }
-    this.#dispatch(line);
+  }
+
+  /** Takes one frame (a line, without its line end); false once no more frames are taken. */
+  #frame(frame: Uint8Array): boolean {
+    const line = frame.length > this.#host.maxLineBytes ? TOO_LONG : frame;
+    if (line !== TOO_LONG) this.lastActivity = this.#host.clock;
+    if (!this.#waiting) {
+      this.#dispatch(line);
+      return !this.closed && line !== TOO_LONG;
+    }
+    this.#inboxBytes += line.length;
+    if (this.#inboxBytes > MAX_INBOX_LINES * this.#host.maxLineBytes || this.#inbox.length >= MAX_INBOX_FRAMES) {
+      const error = new ChatError("rate_limited", "Too many requests waiting for an answer; closing connection");
+      this.close("inbound_overflow", encodeLine(errorReply(error)));
+      return false;
+    }
+    this.#inbox.push(line);
+    return line !== TOO_LONG;
+  }
+
+  #tooLong(): void {
+    const error = new ChatError(
+      "line_too_long",
+      `Line longer than ${this.#host.maxLineBytes} bytes; closing connection`,
+    );
+    this.close("line_too_long", encodeLine(errorReply(error)));
   }
 
   /** Hands frames to the dispatcher in order, pausing while it asks this connection to wait. */
   #dispatch(line: Uint8Array | undefined): void {
     while (line && !this.closed) {
+      if (line === TOO_LONG) return this.#tooLong();
       const wait = this.#host.handleLine(this, line);
       if (wait) {
         this.#waiting = true;

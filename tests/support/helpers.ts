@@ -74,6 +74,7 @@ export async function startTestServer(
     BCRYPT_COST: "4",
     // Tests register many users from 127.0.0.1; the registration throttle has tests of its own.
     REGISTER_LIMIT_PER_MIN: "0",
+    METRICS_ADDR: "off",
     DB_POOL_SIZE: "4",
     ...backend.env,
     ...env,

@@ -55,6 +55,7 @@ export async function spawnServer(
       BCRYPT_COST: "4",
       // Tests register many users from 127.0.0.1; the registration throttle has tests of its own.
       REGISTER_LIMIT_PER_MIN: "0",
+      METRICS_ADDR: "off",
       LOG_FORMAT: "json",
       LOG_LEVEL: "info",
       ...env,
@@ -136,7 +137,15 @@ export async function runServerCommand(
     output = await new Deno.Command(command, {
       args: commandArgs,
       cwd: options.cwd ?? ROOT,
-      env: { HOST: "127.0.0.1", PORT: "0", HTTP_PORT: "0", BCRYPT_COST: "4", REGISTER_LIMIT_PER_MIN: "0", ...env },
+      env: {
+        HOST: "127.0.0.1",
+        PORT: "0",
+        HTTP_PORT: "0",
+        BCRYPT_COST: "4",
+        REGISTER_LIMIT_PER_MIN: "0",
+        METRICS_ADDR: "off",
+        ...env,
+      },
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
