@@ -130,6 +130,20 @@ export function describeRefusal(refusal: ServerRefusal): string {
       return `the server does not support this request${detail ? ` (${detail})` : ""}`;
     case "internal_error":
       return "the server ran into an internal error, try again";
+    case "room_not_found":
+      return "there is no such room (or you are not in it)";
+    case "not_member":
+      return "you are not a member of that room";
+    case "not_allowed":
+      return detail ? `not allowed: ${detail}` : "that is not allowed in this room";
+    case "name_taken":
+      return "a public room with that name exists already";
+    case "invalid_room_name":
+      return "a room name is 1 to 64 characters, without control characters";
+    case "user_not_found":
+      return "there is no such user";
+    case "limit_exceeded":
+      return "too many rooms or members";
     default:
       return detail ? `${detail} (${refusal.code})` : `error ${refusal.code}`;
   }

@@ -8,7 +8,17 @@ import { sanitized } from "./support/client.ts";
 import { runDenoTask, runServerCommand, spawnServer } from "./support/process.ts";
 
 /** The seed's two tables and the v1.1 additions (exactly-once ids, presence, login throttling). */
-const SCHEMA_TABLES = ["chat_client_msg_ids", "chat_login_failures", "chat_servers", "messages", "users"];
+const SCHEMA_TABLES = [
+  "chat_client_msg_ids",
+  "chat_lobby_markers",
+  "chat_login_failures",
+  "chat_room_events",
+  "chat_room_members",
+  "chat_rooms",
+  "chat_servers",
+  "messages",
+  "users",
+];
 
 const postgresUrl = Deno.env.get("TEST_DATABASE_URL") || undefined;
 const ROOT = new URL("..", import.meta.url).pathname;

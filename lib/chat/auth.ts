@@ -24,6 +24,8 @@ const bcrypt = bcryptModule as unknown as {
  * delivery keeps a core).
  */
 const HASH_SLOTS = Math.max(1, (navigator.hardwareConcurrency ?? 2) - 1);
+/** How long a login attempt may wait for the attempts ahead of it on its buckets. */
+const MAX_THROTTLE_WAIT_MS = 30_000;
 
 const FIND_USER_SQL = `SELECT id, username, password_hash FROM users
   WHERE lower(username) = lower($1::text) ORDER BY (username = $1::text) DESC, id LIMIT 1`;
@@ -48,6 +50,8 @@ export class AuthService {
   readonly #running = new Set<Promise<unknown>>();
   readonly #hashes = new FairHashQueue(HASH_SLOTS);
   readonly #throttleLogs = new TokenBuckets(0.1, 1);
+  /** Login attempts running on this server, by throttle bucket. */
+  readonly #attempts = new Map<string, Set<Promise<void>>>();
 
   constructor(db: Database, throttle: LoginThrottle, log: Logger, options: AuthOptions) {
     this.#db = db;
@@ -91,17 +95,12 @@ export class AuthService {
 
   /** Verifies credentials. Unknown user and wrong password fail alike, after the same bcrypt work. */
   async login(usernameValue: unknown, passwordValue: unknown, address: string): Promise<User> {
+    const usernameKey = isValidUsername(usernameValue) ? usernameValue.toLowerCase() : undefined;
+    const buckets = usernameKey === undefined ? [`addr:${address}`] : [`user:${usernameKey}`, `addr:${address}`];
     // Only what can be a username has a bucket of its own (and is logged: people type passwords
     // into the wrong field); guesses at anything else count against the address alone.
-    const usernameKey = isValidUsername(usernameValue) ? usernameValue.toLowerCase() : undefined;
     const loggedName = usernameKey ?? "(invalid username)";
-    let waitMs: number;
-    try {
-      // Counted now, before the password is checked: guesses made at once count as many as in turn.
-      waitMs = await this.#throttle.takeLogin(usernameKey, address);
-    } catch (err) {
-      throw this.#unavailable(err);
-    }
+    const waitMs = await this.#take(usernameKey, address, buckets);
     if (waitMs > 0) {
       // Throttled attempts are what a brute force is made of: log one per address every 10 s.
       if (this.#throttleLogs.take(address) === 0) {
@@ -110,7 +109,32 @@ export class AuthService {
       this.#metrics.failedLogins.inc();
       throw new ChatError("too_many_attempts", "Too many failed logins, try again later", { retryAfterMs: waitMs });
     }
+    // While it runs, attempts on the same buckets that find them empty wait for it (see #take).
+    const running = Promise.withResolvers<void>();
+    for (const key of buckets) {
+      let attempts = this.#attempts.get(key);
+      if (!attempts) this.#attempts.set(key, attempts = new Set());
+      attempts.add(running.promise);
+    }
+    try {
+      return await this.#verify(usernameValue, passwordValue, address, loggedName);
+    } finally {
+      for (const key of buckets) {
+        const attempts = this.#attempts.get(key);
+        attempts?.delete(running.promise);
+        if (attempts?.size === 0) this.#attempts.delete(key);
+      }
+      running.resolve();
+    }
+  }
 
+  /** Checks the password (after the attempt was counted); clears the username's count on success. */
+  async #verify(
+    usernameValue: unknown,
+    passwordValue: unknown,
+    address: string,
+    loggedName: string,
+  ): Promise<User> {
     const row = isValidUsername(usernameValue)
       ? (await this.#query<{ id: number; username: string; password_hash: string }>(FIND_USER_SQL, [usernameValue]))[0]
       : undefined;
@@ -134,6 +158,27 @@ export class AuthService {
     );
     this.#log.info("user logged in", { username: row.username, user_id: row.id, address });
     return { id: row.id, username: row.username };
+  }
+
+  /**
+   * Counts a login attempt when it starts, so that guesses made at once count as many as in turn.
+   * An attempt that finds its buckets empty while others on them are still running here waits for
+   * them, as it would have in turn: one that succeeds gives its attempt back (forty tabs of one
+   * user logging in at once all get in), one that fails does not (guesses stay throttled).
+   */
+  async #take(usernameKey: string | undefined, address: string, buckets: string[]): Promise<number> {
+    const deadline = performance.now() + MAX_THROTTLE_WAIT_MS;
+    while (true) {
+      let waitMs: number;
+      try {
+        waitMs = await this.#throttle.takeLogin(usernameKey, address);
+      } catch (err) {
+        throw this.#unavailable(err);
+      }
+      const running = buckets.flatMap((key) => [...this.#attempts.get(key) ?? []]);
+      if (waitMs === 0 || running.length === 0 || performance.now() > deadline) return waitMs;
+      await Promise.race(running);
+    }
   }
 
   /** Starts computing the hash that unknown users are checked against, so the first miss is not faster. */

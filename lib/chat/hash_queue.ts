@@ -4,8 +4,11 @@
 
 import { ChatError } from "../core/errors.ts";
 
-/** Hashes one address may have waiting; past it, its attempts are refused until the line moves. */
-export const MAX_QUEUED_PER_ADDRESS = 32;
+/**
+ * Hashes one address may have waiting; past it, its attempts are refused until the line moves. A
+ * bound on memory only: the login and registration throttles keep an address's line far shorter.
+ */
+export const MAX_QUEUED_PER_ADDRESS = 1000;
 /** What a refused attempt is told to wait: about the time a few hashes take. */
 const QUEUE_FULL_RETRY_MS = 1000;
 
