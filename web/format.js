@@ -62,6 +62,20 @@ export function describeError(frame) {
       return `The server does not support this request${detail ? ` (${detail})` : ""}.`;
     case "internal_error":
       return "The server ran into an internal error, try again.";
+    case "room_not_found":
+      return "There is no such room (or you are not in it).";
+    case "not_member":
+      return "You are not a member of that room.";
+    case "not_allowed":
+      return detail ? `Not allowed: ${detail}.` : "That is not allowed in this room.";
+    case "name_taken":
+      return "A public room with that name exists already.";
+    case "invalid_room_name":
+      return "A room name is 1 to 64 characters, without control characters.";
+    case "user_not_found":
+      return "There is no such user.";
+    case "limit_exceeded":
+      return "Too many rooms or members.";
     default:
       return detail ? `${detail} (${frame.code})` : `Error ${frame.code}.`;
   }
