@@ -179,7 +179,10 @@ Deno.test({
       // Everyone sends into both rooms at once, on all three servers.
       await Promise.all(peers.map(async (peer, p) => {
         for (let i = 0; i < 20; i++) {
-          for (const room of rooms) await peer.send({ type: "send_message", room, message: `p${p}-${i}` });
+          for (const room of rooms) {
+            const ack = await peer.request({ type: "send_message", room, message: `p${p}-${i}` });
+            assertEquals(ack.type, "new_message", JSON.stringify(ack));
+          }
         }
       }));
       for (const room of rooms) {

@@ -203,6 +203,8 @@ export class RoomDelivery {
    */
   #followFrom(room: string, id: number): void {
     if (!this.#stream || this.#members.has(room)) return;
+    // A notice of an event delivered when the room was last followed here (its NOTIFY, say).
+    if ((this.#stream.retiredThrough(room) ?? -1) >= id) return;
     this.#members.set(room, new Set());
     this.#stream.follow(room, isDm(room) ? 0 : Math.max(0, id - 1));
     this.#stream.roomCommitted(room, id);

@@ -53,6 +53,8 @@ const LOBBY_CHANNEL = "chat_messages";
 const ROOMS_CHANNEL = "chat_rooms";
 /** How often the server checks for events it may not have been told of (a silently dead LISTEN). */
 const RESYNC_INTERVAL_MS = 5000;
+/** Rooms no longer followed whose last delivered id is remembered (the oldest are forgotten). */
+const MAX_RETIRED_ROOMS = 10_000;
 /** A catch-up read that has not answered by then is cancelled and retried. */
 const READ_TIMEOUT_MS = 10_000;
 
@@ -120,6 +122,8 @@ export class MessageStream {
   readonly #listener: StreamListener;
   readonly #lobby: Feed;
   readonly #rooms = new Map<string, Feed>();
+  /** Rooms followed before, and how far they were delivered then. */
+  readonly #retired = new Map<string, number>();
   /** Own batches sent and not yet delivered (or failed), in send order. */
   #own: Slot[] = [];
   #ownSent = 0;
@@ -166,9 +170,15 @@ export class MessageStream {
     for (const feed of [this.#lobby, ...this.#rooms.values()]) feed.stopRetry();
   }
 
-  /** Starts delivering `room`'s events after id `from` (a no-op if it is followed already). */
+  /**
+   * Starts delivering `room`'s events after id `from` (a no-op if it is followed already), or after
+   * what was delivered when it was last followed, if that is further: an event is delivered once.
+   */
   follow(room: string, from: number): void {
     if (this.#rooms.has(room)) return;
+    const retired = this.#retired.get(room);
+    this.#retired.delete(room);
+    if (retired !== undefined) from = Math.max(from, retired);
     const feed = new Feed(
       room,
       from,
@@ -184,8 +194,18 @@ export class MessageStream {
 
   /** Stops delivering `room` (a read in flight for it is dropped). */
   unfollow(room: string): void {
-    this.#rooms.get(room)?.stopRetry();
+    const feed = this.#rooms.get(room);
+    if (!feed) return;
+    feed.stopRetry();
     this.#rooms.delete(room);
+    this.#retired.set(room, feed.lastDelivered);
+    // Forgets the oldest: a notice that old about a room followed that long ago is not expected.
+    if (this.#retired.size > MAX_RETIRED_ROOMS) this.#retired.delete(this.#retired.keys().next().value!);
+  }
+
+  /** How far a room no longer followed was delivered when it was (undefined: not known). */
+  retiredThrough(room: string): number | undefined {
+    return this.#retired.get(room);
   }
 
   isFollowing(room: string): boolean {
