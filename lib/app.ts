@@ -14,6 +14,7 @@ import { RoomCommands } from "./chat/room_commands.ts";
 import { RoomDelivery } from "./chat/room_delivery.ts";
 import { RoomService } from "./chat/rooms.ts";
 import { RoomSignals } from "./chat/room_signals.ts";
+import { SearchService } from "./chat/search.ts";
 import type { Logger } from "./core/log.ts";
 import { LoginThrottle } from "./store/login_throttle.ts";
 import { Maintenance } from "./store/maintenance.ts";
@@ -22,6 +23,7 @@ import { Metrics } from "./core/metrics.ts";
 import { Presence } from "./chat/presence.ts";
 import { RoomStore } from "./store/rooms.ts";
 import { applySchema } from "./store/schema.ts";
+import { SearchStore } from "./store/search.ts";
 import { Signals } from "./store/signals.ts";
 import { LineListeners } from "./net/line_listener.ts";
 import { ConnectionRegistry } from "./net/registry.ts";
@@ -88,10 +90,13 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     async () => new Set(await presence.usernames()),
   );
   const signals = new RoomSignals(hub, delivery, new Signals(db, log), presence.serverId);
-  const roomCommands = new RoomCommands(hub, rooms, signals, () => presence.usernames());
+  const searchStore = new SearchStore(db, log);
+  const search = new SearchService(searchStore, roomStore, rooms, log, config);
+  const roomCommands = new RoomCommands(hub, rooms, signals, search, () => presence.usernames());
   const maintenance = new Maintenance(db, throttle, log);
   const auth = new AuthService(db, throttle, log, { bcryptCost: config.bcryptCost, metrics });
   let registry: ConnectionRegistry | undefined;
+  let indexing: Promise<void> = Promise.resolve();
   let http: HttpServer | undefined;
   let monitoring: MetricsListener | undefined;
   try {
@@ -101,6 +106,8 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     await signals.start();
     await presence.start();
     maintenance.start();
+    // In the background: on a big database the build takes a while, and searches answer meanwhile.
+    indexing = searchStore.buildIndexes();
     const dispatcher = new Dispatcher(auth, messages, hub, presence, log, config, metrics, roomCommands);
     const tlsPort = tls ? options.tlsPort ?? config.tlsPort : undefined;
     registry = new ConnectionRegistry(config, dispatcher, hub, messages, log, metrics);
@@ -125,7 +132,8 @@ export async function startChatService(config: Config, log: Logger, options: Sta
         await chat.close();
         await Promise.all([web?.close(), metricsListener?.close()]);
         messages.stop();
-        await Promise.all([presence.stop(), maintenance.idle(), auth.drain()]);
+        // A search index still being built is left to the database's close (a restart builds it again).
+        await Promise.all([presence.stop(), maintenance.idle(), auth.drain(), settledWithin(indexing, 1000)]);
         metrics.stop();
         log.info("messages since start", { ...messages.stats });
         if (ownsDatabase) await opened.close();
@@ -150,7 +158,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     await registry?.close();
     await Promise.all([http?.close(), monitoring?.close()]);
     messages.stop();
-    await Promise.all([presence.stop(), auth.drain()]);
+    await Promise.all([presence.stop(), auth.drain(), settledWithin(indexing, 1000)]);
     if (ownsDatabase) await opened.close().catch(() => {});
     throw err;
   }
@@ -192,6 +200,13 @@ function listenError(
   const bindFailure = err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.PermissionDenied ||
     err instanceof Deno.errors.AddrNotAvailable;
   return bindFailure ? new HttpListenError(variable, host, port, err) : err;
+}
+
+/** Waits for `work`, but not longer than `ms`. */
+async function settledWithin(work: Promise<void>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([work, new Promise<void>((resolve) => timer = setTimeout(resolve, ms))]);
+  clearTimeout(timer);
 }
 
 /** Runs `listen`; with TLS on, an error about the certificate or key becomes a TlsError. */

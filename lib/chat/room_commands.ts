@@ -8,6 +8,7 @@ import { choiceOf, eventIdOf, LOBBY, MAX_ROOM_NAME_LENGTH, requiredRoomOf } from
 import type { Command } from "./command.ts";
 import type { Hub } from "./hub.ts";
 import type { RoomService } from "./rooms.ts";
+import type { SearchService } from "./search.ts";
 import type { RoomSignals } from "./room_signals.ts";
 import type { Session, User } from "./session.ts";
 
@@ -19,8 +20,16 @@ export class RoomCommands {
   readonly #rooms: RoomService;
   readonly #signals: RoomSignals;
   readonly #onlineUsers: () => Promise<string[]>;
+  readonly #search: SearchService;
 
-  constructor(hub: Hub, rooms: RoomService, signals: RoomSignals, onlineUsers: () => Promise<string[]>) {
+  constructor(
+    hub: Hub,
+    rooms: RoomService,
+    signals: RoomSignals,
+    search: SearchService,
+    onlineUsers: () => Promise<string[]>,
+  ) {
+    this.#search = search;
     this.#hub = hub;
     this.#rooms = rooms;
     this.#signals = signals;
@@ -42,6 +51,7 @@ export class RoomCommands {
       dm_open: { needsLogin: true, handle: (s, f) => this.#rooms.dmOpen(user(s), f) },
       mark_read: { needsLogin: true, handle: (s, f) => this.#markRead(s as LoggedIn, f) },
       typing: { needsLogin: true, handle: (s, f) => this.#typing(s as LoggedIn, f) },
+      search: { needsLogin: true, handle: (s, f) => this.#search.search(user(s), f) },
     };
   }
 

@@ -45,6 +45,9 @@ export interface Config {
   /** room_create, room_invite and dm_open together, per user; 0 a minute turns the limit off. */
   readonly roomLimitPerMin: number;
   readonly roomLimitBurst: number;
+  /** Searches per user: a burst, then so many a minute (0 turns the limit off). */
+  readonly searchLimitBurst: number;
+  readonly searchLimitPerMin: number;
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
 }
@@ -91,6 +94,8 @@ export const DEFAULTS = {
   MAX_ROOM_MEMBERS: "10000",
   ROOM_LIMIT_BURST: "20",
   ROOM_LIMIT_PER_MIN: "20",
+  SEARCH_LIMIT_BURST: "10",
+  SEARCH_LIMIT_PER_MIN: "60",
   SHUTDOWN_TIMEOUT_SEC: "20",
   LOG_LEVEL: "info",
   LOG_FORMAT: "text",
@@ -170,6 +175,8 @@ export function parseConfig(env: Environment): Config {
     maxRoomMembers: int("MAX_ROOM_MEMBERS", { min: 2, max: 1_000_000 }),
     roomLimitBurst: int("ROOM_LIMIT_BURST", { min: 1, max: 1_000_000 }),
     roomLimitPerMin: int("ROOM_LIMIT_PER_MIN", { min: 0, max: 1_000_000 }),
+    searchLimitBurst: int("SEARCH_LIMIT_BURST", { min: 1, max: 1_000_000 }),
+    searchLimitPerMin: int("SEARCH_LIMIT_PER_MIN", { min: 0, max: 1_000_000 }),
     logLevel: oneOf("LOG_LEVEL", LOG_LEVELS),
     logFormat: oneOf("LOG_FORMAT", LOG_FORMATS),
   };

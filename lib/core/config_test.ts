@@ -38,6 +38,8 @@ const DEFAULT_CONFIG: Config = {
   maxRoomMembers: 10000,
   roomLimitBurst: 20,
   roomLimitPerMin: 20,
+  searchLimitBurst: 10,
+  searchLimitPerMin: 60,
   logLevel: "info",
   logFormat: "text",
 };
@@ -102,6 +104,8 @@ Deno.test("parseConfig reads every variable", sanitized, () => {
     MAX_ROOM_MEMBERS: "200",
     ROOM_LIMIT_BURST: "3",
     ROOM_LIMIT_PER_MIN: "0",
+    SEARCH_LIMIT_BURST: "4",
+    SEARCH_LIMIT_PER_MIN: "0",
     LOG_LEVEL: "debug",
     LOG_FORMAT: "json",
   });
@@ -133,6 +137,8 @@ Deno.test("parseConfig reads every variable", sanitized, () => {
     maxRoomMembers: 200,
     roomLimitBurst: 3,
     roomLimitPerMin: 0,
+    searchLimitBurst: 4,
+    searchLimitPerMin: 0,
     logLevel: "debug",
     logFormat: "json",
   });
@@ -187,6 +193,8 @@ Deno.test("parseConfig refuses each invalid value, naming the variable", sanitiz
     { MAX_ROOM_MEMBERS: "1" },
     { ROOM_LIMIT_BURST: "0" },
     { ROOM_LIMIT_PER_MIN: "-1" },
+    { SEARCH_LIMIT_BURST: "0" },
+    { SEARCH_LIMIT_PER_MIN: "x" },
     { LOG_LEVEL: "verbose" },
     { LOG_FORMAT: "xml" },
     { DATABASE_URL: "mysql://localhost/chat" },

@@ -105,6 +105,9 @@ const LOBBY_MARKER_SQL = `SELECT COALESCE((SELECT read_id FROM chat_lobby_marker
 const LOBBY_UNREAD_SQL = `SELECT count(*)::int AS unread FROM (SELECT 1 FROM messages
   WHERE id > $1::bigint AND sender_id IS DISTINCT FROM $2 ORDER BY id LIMIT ${UNREAD_CAP}) s`;
 const USER_COUNT_SQL = `SELECT count(*)::int AS n FROM users`;
+const READABLE_SQL = `SELECT m.room_id, CASE WHEN r.history = 'joined' THEN m.joined_id ELSE 0 END AS from_id
+  FROM chat_room_members m JOIN chat_rooms r ON r.id = m.room_id
+  WHERE m.user_id = $1 AND m.role IN ('owner', 'member')`;
 
 const NO_UPPER_BOUND = "9223372036854775807";
 
@@ -199,6 +202,12 @@ export class RoomStore {
     ]);
     if (!oldest) rows.reverse();
     return rows.map(toEvent);
+  }
+
+  /** The rooms a user may read now (is a member of), each from the first id they may see. */
+  async readableRooms(userId: number): Promise<{ room: string; fromId: number }[]> {
+    const rows = await this.#db.query<{ room_id: string; from_id: number | string }>(READABLE_SQL, [userId]);
+    return rows.map((row) => ({ room: row.room_id, fromId: Number(row.from_id) }));
   }
 
   /** The user with this name (any case), or undefined. */
