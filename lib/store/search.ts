@@ -78,7 +78,12 @@ export class SearchStore {
    * The newest `limit` messages matching `query` in `scope`, after `cursor`, newest first. A query
    * with no word to look for (only punctuation, or only exclusions) matches nothing.
    */
-  async search(query: string, scope: SearchScope, limit: number, cursor: SearchCursor | undefined): Promise<SearchHit[]> {
+  async search(
+    query: string,
+    scope: SearchScope,
+    limit: number,
+    cursor: SearchCursor | undefined,
+  ): Promise<SearchHit[]> {
     const rows = await this.#db.query<SearchHit>(SEARCH_SQL, [
       query,
       cursor?.micros ?? null,
@@ -106,7 +111,10 @@ export class SearchStore {
       }
       for (const index of INDEXES) await this.#build(index);
     } catch (err) {
-      this.#log.warn("building the search indexes failed; searches scan until a restart builds them", databaseErrorFields(err));
+      this.#log.warn(
+        "building the search indexes failed; searches scan until a restart builds them",
+        databaseErrorFields(err),
+      );
     }
   }
 
