@@ -8,8 +8,8 @@ import type { Logger } from "../core/log.ts";
 import type { MessageService } from "../chat/messages.ts";
 import type { Metrics } from "../core/metrics.ts";
 import { encodeLine, errorReply } from "../wire/protocol.ts";
-import { TokenBuckets } from "../core/rate_limit.ts";
 import type { CloseReason, Session } from "../chat/session.ts";
+import { RefusalLog } from "./refusal_log.ts";
 import { type Connection, type ConnectionHost, type Transport, TRANSPORTS } from "./transport.ts";
 
 export interface RegistryOptions {
@@ -39,9 +39,7 @@ export class ConnectionRegistry implements ConnectionHost {
   readonly #connectionsByTransport = new Map<Transport, number>(TRANSPORTS.map((t) => [t, 0]));
   readonly #running = new Set<Promise<void>>();
   #nextId = 1;
-  readonly #refusalLogs = new TokenBuckets(0.1, 1);
-  /** Refusals per address not yet reported, while that address's log line is rate-limited. */
-  readonly #refusedSinceLog = new Map<string, number>();
+  readonly #refusals: RefusalLog;
   readonly #clockTimer: ReturnType<typeof setInterval>;
   readonly #clockTickMs: number;
   /** performance.now() as of the last tick: connections stamp their activity with it, for free. */
@@ -65,6 +63,7 @@ export class ConnectionRegistry implements ConnectionHost {
     this.#messages = messages;
     this.#metrics = metrics;
     this.log = log;
+    this.#refusals = new RefusalLog(log);
     this.maxLineBytes = options.maxLineBytes;
     this.maxOutboundBytes = options.maxOutboundBytes;
     // The clock ticks even with the idle timeout off, so that activity stamps stay true.
@@ -78,6 +77,11 @@ export class ConnectionRegistry implements ConnectionHost {
       () => TRANSPORTS.map((transport) => [{ transport }, this.#connectionsByTransport.get(transport) ?? 0] as const),
     );
     metrics.addGauge("chat_logged_in_connections", "Connections logged in", () => hub.loggedIn);
+  }
+
+  /** Addresses the refusal log keeps state for (bounded whatever the number of addresses refused). */
+  get trackedRefusalAddresses(): number {
+    return this.#refusals.trackedAddresses;
   }
 
   get connectionCount(): number {
@@ -148,7 +152,8 @@ export class ConnectionRegistry implements ConnectionHost {
     const transport = connection.transport;
     this.#connectionsByTransport.set(transport, (this.#connectionsByTransport.get(transport) ?? 0) + 1);
     if (refusal) {
-      this.#refused(address, refusal);
+      this.#metrics.connectionsRefused.inc();
+      this.#refusals.refused(address, refusal, this.clock);
       connection.close("too_many_connections", encodeLine(errorReply(new ChatError("too_many_connections", refusal))));
       return false;
     }
@@ -167,20 +172,9 @@ export class ConnectionRegistry implements ConnectionHost {
     running.finally(() => this.#running.delete(running));
   }
 
-  /** A flood must not flood the log: one line per address every 10 s, with that address's count. */
-  #refused(address: string, reason: string): void {
-    this.#metrics.connectionsRefused.inc();
-    const refused = (this.#refusedSinceLog.get(address) ?? 0) + 1;
-    if (this.#refusalLogs.take(address) === 0) {
-      this.#refusedSinceLog.delete(address);
-      this.log.warn("connection refused", { address, reason, refused });
-    } else {
-      this.#refusedSinceLog.set(address, refused);
-    }
-  }
-
   #tick(): void {
     this.clock = performance.now();
+    this.#refusals.tick(this.clock);
     if (this.#options.loginIdleTimeoutSec > 0) this.#closeIdle();
   }
 
