@@ -20,6 +20,20 @@ export interface RegistryOptions {
   loginIdleTimeoutSec: number;
 }
 
+/** Why a connection is refused, and the frame that says so (encoded once, sent to every one refused). */
+interface Refusal {
+  reason: string;
+  frame: Uint8Array;
+}
+
+function refusal(reason: string): Refusal {
+  return { reason, frame: encodeLine(errorReply(new ChatError("too_many_connections", reason))) };
+}
+
+const SHUTTING_DOWN = refusal("Server is shutting down");
+const SERVER_FULL = refusal("Server is at its connection limit");
+const ADDRESS_FULL = refusal("Too many connections from your address");
+
 /** How long shutdown waits, in all, for in-flight sends and for output to drain (main.ts exits by 10 s). */
 const SHUTDOWN_GRACE_MS = 8000;
 /** How often the coarse clock ticks (and idle connections are looked for), at most. */
@@ -141,20 +155,22 @@ export class ConnectionRegistry implements ConnectionHost {
     const address = connection.remoteAddress;
     const fromAddress = this.#connectionsPerIp.get(address) ?? 0;
     const refusal = !this.accepting
-      ? "Server is shutting down"
+      ? SHUTTING_DOWN
       : this.#connections.size >= this.#options.maxConnections
-      ? "Server is at its connection limit"
+      ? SERVER_FULL
       : fromAddress >= this.#options.maxConnectionsPerIp
-      ? "Too many connections from your address"
+      ? ADDRESS_FULL
       : undefined;
+    // A refused connection counts until its last frame is written (shutdown waits for it too).
     this.#connections.add(connection);
     this.#connectionsPerIp.set(address, fromAddress + 1);
     const transport = connection.transport;
     this.#connectionsByTransport.set(transport, (this.#connectionsByTransport.get(transport) ?? 0) + 1);
     if (refusal) {
       this.#metrics.connectionsRefused.inc();
-      this.#refusals.refused(address, refusal, this.clock);
-      connection.close("too_many_connections", encodeLine(errorReply(new ChatError("too_many_connections", refusal))));
+      this.#refusals.refused(address, refusal.reason, this.clock);
+      // A flood is made of these: the frame was encoded once, for all.
+      connection.close("too_many_connections", refusal.frame);
       return false;
     }
     this.log.info("client connected", { session: connection.id, address, transport });
