@@ -4,9 +4,10 @@
 // are in flight at once, and the whole flood is bounded in time.
 //
 //   deno run --allow-net=127.0.0.1,127.1.0.0/16 bench/flood.ts <port> <count> <concurrency> <first> <timeout s>
-//   → prints {"msg":"flood done","refused":…,"other":…,"errors":…,"seconds":…}
+//   → prints {"msg":"flood done","refused":…,"other":…,"errors":…,"seconds":…,"cpu_s":…}
 
 import net from "node:net";
+import process from "node:process";
 
 /** 127.1.0.0/16: 65,536 distinct source addresses, all on loopback. */
 const ADDRESSES = 65_536;
@@ -19,6 +20,8 @@ export interface FloodResult {
   /** Connections that failed to connect or were reset. */
   errors: number;
   seconds: number;
+  /** The flood process's own CPU seconds: near `seconds`, it was saturated and set the pace. */
+  cpu_s: number;
 }
 
 export interface FloodOptions {
@@ -57,7 +60,7 @@ function flood(options: FloodOptions): Promise<FloodResult> {
   const { port, count, concurrency, first } = options;
   const started = performance.now();
   const deadline = started + options.timeoutS * 1000;
-  const result: FloodResult = { refused: 0, other: 0, errors: 0, seconds: 0 };
+  const result: FloodResult = { refused: 0, other: 0, errors: 0, seconds: 0, cpu_s: 0 };
   let next = 0;
   let inFlight = 0;
   const { promise, resolve } = Promise.withResolvers<FloodResult>();
@@ -83,6 +86,8 @@ function flood(options: FloodOptions): Promise<FloodResult> {
     }
     if (inFlight === 0) {
       result.seconds = (performance.now() - started) / 1000;
+      const cpu = process.cpuUsage();
+      result.cpu_s = (cpu.user + cpu.system) / 1e6;
       resolve(result);
     }
   };

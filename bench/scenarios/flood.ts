@@ -4,10 +4,10 @@
 // along: its worst round trip during the flood against before it (quiet). Control: the same flood
 // aimed at a bare refuser process (bench/refuser.ts) while the bystander keeps pinging the chat
 // server, which tells the machine's shared cores (the flood process, the kernel) apart from the
-// server's own handling. Rounds alternate: quiet, flood at the server, control.
+// server's own handling. Three rounds (one in --quick), each: quiet, flood at the server, control.
 
 import { LoadClient } from "../client.ts";
-import { runFlood } from "../flood.ts";
+import { type FloodResult, runFlood } from "../flood.ts";
 import { fmt, progress } from "../out.ts";
 import { CpuMeter } from "../proc.ts";
 import { type Process, startRefuser } from "../servers.ts";
@@ -30,6 +30,8 @@ const TARGET_WORST_MS = 25;
 const TARGET_RATIO = 10;
 /** Pause between a ping's reply and the next ping: a sample every few milliseconds. */
 const PING_GAP_MS = 2;
+/** A flood process busier than this was probably setting the pace. */
+const SATURATED_CORES = 0.9;
 /** 127.1.0.0/16 holds 65,536 addresses; each flood starts where the last one ended. */
 const ADDRESSES = 65_536;
 
@@ -71,20 +73,16 @@ class Pinger {
   }
 }
 
-interface FloodPhase {
-  refused: number;
-  other: number;
-  errors: number;
-  seconds: number;
+interface FloodPhase extends FloodResult {
   /** CPU seconds of the flooded process. */
-  cpuS: number;
+  targetCpuS: number;
 }
 
 export async function flood(ctx: BenchContext): Promise<ScenarioReport> {
   const params = {
     refused_connections: ctx.quick ? 5_000 : 30_000,
     concurrency: 100,
-    rounds: ctx.quick ? 1 : 2,
+    rounds: ctx.quick ? 1 : 3,
     quiet_s: ctx.quick ? 1 : 2,
     flood_timeout_s: 60,
     ping_gap_ms: PING_GAP_MS,
@@ -113,7 +111,7 @@ export async function flood(ctx: BenchContext): Promise<ScenarioReport> {
       timeoutS: params.flood_timeout_s,
     });
     nextAddress = (nextAddress + params.refused_connections) % ADDRESSES;
-    return { ...result, cpuS: (await cpu.stop()).cpuS };
+    return { ...result, targetCpuS: (await cpu.stop()).cpuS };
   };
   try {
     const target = refuser = await startRefuser();
@@ -172,7 +170,8 @@ export async function flood(ctx: BenchContext): Promise<ScenarioReport> {
     other: phases.reduce((n, p) => n + p.other, 0),
     errors: phases.reduce((n, p) => n + p.errors, 0),
     seconds: round3(phases.reduce((n, p) => n + p.seconds, 0)),
-    cpu_s: round3(phases.reduce((n, p) => n + p.cpuS, 0)),
+    cpu_s: round3(phases.reduce((n, p) => n + p.targetCpuS, 0)),
+    flood_process_cpu_s: round3(phases.reduce((n, p) => n + p.cpu_s, 0)),
   });
   const serverTotal = total(atServer);
   const refuserTotal = total(atRefuser);
@@ -182,6 +181,11 @@ export async function flood(ctx: BenchContext): Promise<ScenarioReport> {
   }
   if (refuserTotal.refused !== expected) {
     problems.push(`refuser: ${refuserTotal.refused} of ${expected} connections refused`);
+  }
+  const floodCores = (phase: ReturnType<typeof total>) =>
+    phase.seconds > 0 ? phase.flood_process_cpu_s / phase.seconds : 0;
+  if (floodCores(serverTotal) >= SATURATED_CORES) {
+    problems.push(`the flood process used ${fmt(floodCores(serverTotal), 2)} cores: it set the pace, not the server`);
   }
   const q = quiet.summary();
   const d = during.summary();
@@ -230,6 +234,7 @@ export async function flood(ctx: BenchContext): Promise<ScenarioReport> {
         fmt(perRefusalUs(refuserTotal) ?? NaN),
         ratioText((perRefusalUs(serverTotal) ?? NaN) / (perRefusalUs(refuserTotal) ?? NaN)),
       ],
+      ["flood process cores", fmt(floodCores(serverTotal), 2), fmt(floodCores(refuserTotal), 2), ""],
       ["server log lines about refusals", String(refusalLines), "", ""],
     ],
   };
