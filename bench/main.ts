@@ -2,7 +2,7 @@
 // measures the ceilings in the same run, prints one JSON line and a table per scenario, then a
 // summary of the targets, and saves the output under bench/results/.
 //
-//   deno task bench [--scenario ingest,fanout,paced,burst,logins,idle,history,cluster,ws] [--embedded] [--quick]
+//   deno task bench [--scenario ingest,fanout,paced,burst,logins,idle,history,cluster,ws,flood] [--embedded] [--quick]
 //                   [--profile] [--no-save]
 
 import { type BenchDatabase, openBenchDatabase } from "./database.ts";
@@ -14,6 +14,7 @@ import { type BenchContext, printReport, type ScenarioReport, verdict } from "./
 import { burst } from "./scenarios/burst.ts";
 import { cluster } from "./scenarios/cluster.ts";
 import { fanout } from "./scenarios/fanout.ts";
+import { flood } from "./scenarios/flood.ts";
 import { history } from "./scenarios/history.ts";
 import { idle } from "./scenarios/idle.ts";
 import { ingest } from "./scenarios/ingest.ts";
@@ -23,7 +24,7 @@ import { ws } from "./scenarios/ws.ts";
 
 type Scenario = (ctx: BenchContext) => Promise<ScenarioReport>;
 
-const SCENARIOS: Record<string, Scenario> = { ingest, fanout, paced, burst, logins, idle, history, cluster, ws };
+const SCENARIOS: Record<string, Scenario> = { ingest, fanout, paced, burst, logins, idle, history, cluster, ws, flood };
 
 const USAGE = `deno task bench [options]
   --scenario a,b   run only these (${Object.keys(SCENARIOS).join(", ")}); default all

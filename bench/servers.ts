@@ -1,6 +1,6 @@
-// Starting the processes under test: the chat server (`deno run -P=server main.ts`) and the bare
-// relay (bench/relay.ts), each on 127.0.0.1 and port 0. Their JSON log lines are kept; warnings
-// and errors are what a reader needs to see.
+// Starting the processes under test: the chat server (`deno run -P=server main.ts`), the bare
+// relay (bench/relay.ts) and the bare refuser (bench/refuser.ts), each on 127.0.0.1 and port 0.
+// Their JSON log lines are kept; warnings and errors are what a reader needs to see.
 
 import { listeningPort } from "./proc.ts";
 import { SERVER_V8_FLAGS } from "../lib/core/v8_flags.ts";
@@ -11,6 +11,7 @@ const ROOT = new URL("..", import.meta.url).pathname;
 /** The server's entry point: a snapshot of the code (see snapshotServerCode), else the working tree's. */
 let serverMain = new URL("../main.ts", import.meta.url).pathname;
 const RELAY = new URL("./relay.ts", import.meta.url).pathname;
+const REFUSER = new URL("./refuser.ts", import.meta.url).pathname;
 const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 15_000;
 
@@ -141,6 +142,11 @@ export const profilesWritten: string[] = [];
 
 export function startRelay(): Promise<Process> {
   return spawn("relay", ["run", "--allow-net=127.0.0.1", RELAY], {});
+}
+
+/** The bare server that refuses every connection but 127.0.0.1's (bench/refuser.ts). */
+export function startRefuser(): Promise<Process> {
+  return spawn("refuser", ["run", "--allow-net=127.0.0.1", REFUSER], {});
 }
 
 async function spawn(name: string, args: string[], env: Record<string, string>): Promise<Process> {

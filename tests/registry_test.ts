@@ -1,5 +1,5 @@
 // The registry every transport shares (lib/net/registry.ts): its coarse clock, and refused connections
-// counted and logged per address.
+// counted and logged per address, with bounded state and lines whatever the number of addresses.
 
 import { assert, assertEquals } from "./support/assert.ts";
 import { backends, sanitized, sharedPgliteDatabase, startTestServer } from "./support/helpers.ts";
@@ -7,6 +7,7 @@ import { startChatService } from "../lib/app.ts";
 import { parseConfig } from "../lib/core/config.ts";
 import { type LogFields, Logger } from "../lib/core/log.ts";
 import type { ConnectionRegistry } from "../lib/net/registry.ts";
+import { LINES_PER_INTERVAL } from "../lib/net/refusal_log.ts";
 import type { CloseReason } from "../lib/chat/session.ts";
 import type { Connection } from "../lib/net/transport.ts";
 
@@ -76,6 +77,38 @@ Deno.test({
     assertEquals(refusals.map((f) => [f?.address, f?.refused]), [["10.0.0.1", 1], ["10.0.0.2", 1]]);
     assertEquals(service.metrics.connectionsRefused.value, 4);
     for (const connection of admitted) connection.close("peer_closed");
+    assertEquals(server.connectionCount, 0);
+  },
+});
+
+Deno.test({
+  name: "registry: refusals from endless distinct addresses keep bounded state and a bounded number of log lines",
+  ...sanitized,
+  async fn() {
+    const log = new CapturingLogger("error");
+    const config = parseConfig({
+      HOST: "127.0.0.1",
+      PORT: "0",
+      HTTP_PORT: "0",
+      BCRYPT_COST: "4",
+      MAX_CONNECTIONS: "1",
+    });
+    await using service = await startChatService(config, log, { database: sharedPgliteDatabase() });
+    const server = service.registry;
+    const connect = (address: string) => new FakeConnection(server.nextConnectionId(), address, server);
+    const held = connect("10.0.0.1");
+    assert(server.admit(held));
+    // IPv6 gives an attacker endless addresses: each comes twice (the second refusal is held back).
+    const addresses = 30_000;
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < addresses; i++) assertEquals(server.admit(connect(`2001:db8::${i.toString(16)}`)), false);
+    }
+    assertEquals(service.metrics.connectionsRefused.value, 2 * addresses);
+    const tracked = server.trackedRefusalAddresses;
+    assert(tracked <= 3 * LINES_PER_INTERVAL, `${tracked} addresses tracked`);
+    const lines = log.warnings.filter((w) => w.msg === "connection refused").length;
+    assert(lines <= LINES_PER_INTERVAL, `${lines} log lines for ${addresses} addresses`);
+    held.close("peer_closed");
     assertEquals(server.connectionCount, 0);
   },
 });

@@ -14,6 +14,11 @@ import type { Connection, ConnectionHost, Transport } from "./transport.ts";
 /** How long a closing connection may take to write its last frame before it is cut. */
 const FINAL_WRITE_TIMEOUT_MS = 2000;
 /**
+ * Linux's smallest TCP send buffer (tcp_wmem's minimum): a write of this much or less into an
+ * empty one completes at once, whether the peer reads or not.
+ */
+const EMPTY_SEND_BUFFER_BYTES = 4096;
+/**
  * A turn's output up to this size is joined into one write; past it, large chunks (a batch's
  * shared bytes, which the sender's own copy is made of views of) are written as they are, not
  * copied: a syscall costs less than copying them again for every sender.
@@ -37,6 +42,8 @@ export class LineConnection implements Connection {
   /** Bytes taken from the queue by the writer and not written yet, after the piece being written. */
   #unsent = 0;
   #writing = false;
+  /** Nothing was ever queued: the socket's send buffer is still empty. */
+  #fresh = true;
   /** A write has been handed to the socket and has not completed yet. */
   #writeInFlight = false;
   #closeReason: CloseReason | undefined;
@@ -91,13 +98,17 @@ export class LineConnection implements Connection {
   close(reason: CloseReason, finalBytes?: Uint8Array): void {
     if (this.closed) return;
     this.#closeReason = reason;
+    // One small frame on a plain TCP socket that has sent nothing cannot block (a TLS write may
+    // wait on the handshake): refusing a flood of connections then sets no timer for each.
+    const cannotBlock = this.#fresh && this.transport === "tcp" && (finalBytes?.length ?? 0) <= EMPTY_SEND_BUFFER_BYTES;
     if (finalBytes) this.#enqueue(finalBytes);
     // Let queued output go out, but never wait on a peer that does not read.
-    if (this.#writing) this.#finalTimer ??= setTimeout(() => this.#release(), FINAL_WRITE_TIMEOUT_MS);
-    else this.#release();
+    if (!this.#writing) this.#release();
+    else if (!cannotBlock) this.#finalTimer ??= setTimeout(() => this.#release(), FINAL_WRITE_TIMEOUT_MS);
   }
 
   #enqueue(bytes: Uint8Array): void {
+    this.#fresh = false;
     this.#queue.push(bytes);
     this.#queuedBytes += bytes.length;
     // Only a backlog behind a write the peer has not taken yet counts: one large broadcast to a

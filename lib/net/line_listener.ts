@@ -17,6 +17,12 @@ export interface LineListenerOptions {
 
 /** How long to wait after a failed accept (out of file descriptors, say) before the next. */
 const ACCEPT_RETRY_MS = 100;
+/**
+ * Accepts in a row before the loop lets the event loop turn. accept() settles at once while
+ * connections wait in the listen backlog, so under a flood the loop would otherwise take the whole
+ * backlog (128 and more) in one go and hold up every other client's reads and writes meanwhile.
+ */
+const ACCEPTS_PER_TURN = 16;
 
 export class LineListeners {
   readonly #registry: ConnectionRegistry;
@@ -67,7 +73,7 @@ export class LineListeners {
   }
 
   async #accept(listener: Deno.Listener, transport: Transport): Promise<void> {
-    while (true) {
+    for (let accepted = 1;; accepted++) {
       let conn: Deno.Conn;
       try {
         conn = await listener.accept();
@@ -79,6 +85,8 @@ export class LineListeners {
         continue;
       }
       this.#admit(conn, transport);
+      // A zero timer, unlike a microtask (or setImmediate), waits for the event loop to poll I/O.
+      if (accepted % ACCEPTS_PER_TURN === 0) await new Promise((resolve) => setTimeout(resolve, 0));
     }
   }
 

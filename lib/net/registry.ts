@@ -8,8 +8,8 @@ import type { Logger } from "../core/log.ts";
 import type { MessageService } from "../chat/messages.ts";
 import type { Metrics } from "../core/metrics.ts";
 import { encodeLine, errorReply } from "../wire/protocol.ts";
-import { TokenBuckets } from "../core/rate_limit.ts";
 import type { CloseReason, Session } from "../chat/session.ts";
+import { RefusalLog } from "./refusal_log.ts";
 import { type Connection, type ConnectionHost, type Transport, TRANSPORTS } from "./transport.ts";
 
 export interface RegistryOptions {
@@ -21,6 +21,20 @@ export interface RegistryOptions {
   /** The graceful stop's deadline: half of it goes to in-flight sends and draining output. */
   shutdownTimeoutSec: number;
 }
+
+/** Why a connection is refused, and the frame that says so (encoded once, sent to every one refused). */
+interface Refusal {
+  reason: string;
+  frame: Uint8Array;
+}
+
+function refusal(reason: string): Refusal {
+  return { reason, frame: encodeLine(errorReply(new ChatError("too_many_connections", reason))) };
+}
+
+const SHUTTING_DOWN = refusal("Server is shutting down");
+const SERVER_FULL = refusal("Server is at its connection limit");
+const ADDRESS_FULL = refusal("Too many connections from your address");
 
 /**
  * The share of SHUTDOWN_TIMEOUT_SEC that shutdown waits, in all, for in-flight sends and for output
@@ -44,9 +58,7 @@ export class ConnectionRegistry implements ConnectionHost {
   readonly #connectionsByTransport = new Map<Transport, number>(TRANSPORTS.map((t) => [t, 0]));
   readonly #running = new Set<Promise<void>>();
   #nextId = 1;
-  readonly #refusalLogs = new TokenBuckets(0.1, 1);
-  /** Refusals per address not yet reported, while that address's log line is rate-limited. */
-  readonly #refusedSinceLog = new Map<string, number>();
+  readonly #refusals: RefusalLog;
   readonly #clockTimer: ReturnType<typeof setInterval>;
   readonly #clockTickMs: number;
   /** performance.now() as of the last tick: connections stamp their activity with it, for free. */
@@ -70,6 +82,7 @@ export class ConnectionRegistry implements ConnectionHost {
     this.#messages = messages;
     this.#metrics = metrics;
     this.log = log;
+    this.#refusals = new RefusalLog(log);
     this.maxLineBytes = options.maxLineBytes;
     this.maxOutboundBytes = options.maxOutboundBytes;
     // The clock ticks even with the idle timeout off, so that activity stamps stay true.
@@ -83,6 +96,11 @@ export class ConnectionRegistry implements ConnectionHost {
       () => TRANSPORTS.map((transport) => [{ transport }, this.#connectionsByTransport.get(transport) ?? 0] as const),
     );
     metrics.addGauge("chat_logged_in_connections", "Connections logged in", () => hub.loggedIn);
+  }
+
+  /** Addresses the refusal log keeps state for (bounded whatever the number of addresses refused). */
+  get trackedRefusalAddresses(): number {
+    return this.#refusals.trackedAddresses;
   }
 
   get connectionCount(): number {
@@ -146,19 +164,22 @@ export class ConnectionRegistry implements ConnectionHost {
     const address = connection.remoteAddress;
     const fromAddress = this.#connectionsPerIp.get(address) ?? 0;
     const refusal = !this.accepting
-      ? "Server is shutting down"
+      ? SHUTTING_DOWN
       : this.#connections.size >= this.#options.maxConnections
-      ? "Server is at its connection limit"
+      ? SERVER_FULL
       : fromAddress >= this.#options.maxConnectionsPerIp
-      ? "Too many connections from your address"
+      ? ADDRESS_FULL
       : undefined;
+    // A refused connection counts until its last frame is written (shutdown waits for it too).
     this.#connections.add(connection);
     this.#connectionsPerIp.set(address, fromAddress + 1);
     const transport = connection.transport;
     this.#connectionsByTransport.set(transport, (this.#connectionsByTransport.get(transport) ?? 0) + 1);
     if (refusal) {
-      this.#refused(address, refusal);
-      connection.close("too_many_connections", encodeLine(errorReply(new ChatError("too_many_connections", refusal))));
+      this.#metrics.connectionsRefused.inc();
+      this.#refusals.refused(address, refusal.reason, this.clock);
+      // A flood is made of these: the frame was encoded once, for all.
+      connection.close("too_many_connections", refusal.frame);
       return false;
     }
     this.log.info("client connected", { session: connection.id, address, transport });
@@ -176,20 +197,9 @@ export class ConnectionRegistry implements ConnectionHost {
     running.finally(() => this.#running.delete(running));
   }
 
-  /** A flood must not flood the log: one line per address every 10 s, with that address's count. */
-  #refused(address: string, reason: string): void {
-    this.#metrics.connectionsRefused.inc();
-    const refused = (this.#refusedSinceLog.get(address) ?? 0) + 1;
-    if (this.#refusalLogs.take(address) === 0) {
-      this.#refusedSinceLog.delete(address);
-      this.log.warn("connection refused", { address, reason, refused });
-    } else {
-      this.#refusedSinceLog.set(address, refused);
-    }
-  }
-
   #tick(): void {
     this.clock = performance.now();
+    this.#refusals.tick(this.clock);
     if (this.#options.loginIdleTimeoutSec > 0) this.#closeIdle();
   }
 
