@@ -176,8 +176,18 @@ CREATE TABLE IF NOT EXISTS chat_lobby_markers (
 -- message (room_id NULL) or a room's event.
 ALTER TABLE chat_client_msg_ids ADD COLUMN IF NOT EXISTS room_id TEXT;
 
--- Appends one event to a room whose row this transaction holds locked, and announces it (room, id,
--- and the member it is about: their server may not follow the room yet). Returns its id.
+-- Servers on the NATS bus announce their messages there, not by NOTIFY (which takes a lock at
+-- every commit, cluster-wide): their connections set chat.quiet = on, and their lobby and room
+-- messages do not NOTIFY. Membership events still do (they are rare, and a server that does not
+-- follow the room must learn of them in commit order); every other writer (the seed's server,
+-- psql) still does.
+CREATE OR REPLACE FUNCTION chat_quiet() RETURNS BOOLEAN LANGUAGE sql STABLE AS $fn$
+    SELECT coalesce(current_setting('chat.quiet', true), '') = 'on'
+$fn$;
+
+-- Appends a membership event to a room whose row this transaction holds locked, and announces it
+-- (room, id, and the member it is about: their server may not follow the room yet, and learns of
+-- it in commit order, even on the NATS bus). Returns its id.
 CREATE OR REPLACE FUNCTION chat_room_append(
     p_room TEXT, p_kind TEXT, p_user_id INTEGER, p_username TEXT, p_body TEXT, p_by TEXT, p_at TIMESTAMP
 ) RETURNS BIGINT LANGUAGE plpgsql AS $fn$
@@ -442,6 +452,9 @@ $fn$;
 -- row lock, the same for its ids. NOTIFY: the lobby's trigger announces its last id; each room
 -- with new events is announced as 'room:last id'. Input rows are unique by (sender,
 -- client_msg_id): the server merges repeats within a batch.
+-- Its result columns may change between versions, which CREATE OR REPLACE cannot do: it is made
+-- anew (in the schema's one transaction, so other servers see the old or the new, never none).
+DROP FUNCTION IF EXISTS chat_store_batch(TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], BIGINT, TEXT[], BIGINT[]);
 CREATE OR REPLACE FUNCTION chat_store_batch(
     p_rooms TEXT[],
     p_sender_ids INTEGER[],
@@ -458,6 +471,7 @@ CREATE OR REPLACE FUNCTION chat_store_batch(
     OUT orig_texts TEXT[],
     OUT denials TEXT[],
     OUT lobby_through BIGINT,
+    OUT lobby_prev BIGINT,
     OUT gap_ids BIGINT[],
     OUT gap_senders TEXT[],
     OUT gap_texts TEXT[],
@@ -508,6 +522,8 @@ BEGIN
             ids[lobby_positions[i]] := drawn[i];
         END LOOP;
         lobby_through := drawn[lobby_n];
+        -- What a bus carrying this batch says it follows: the last row committed before it.
+        lobby_prev := coalesce((SELECT max(id) FROM messages WHERE id < drawn[1]), 0);
     END IF;
 
     -- client_msg_ids: claimed with one unique-index insert each (a room row's id is filled in
@@ -636,11 +652,13 @@ BEGIN
       AND c.sender_id = t.sender_id AND c.client_msg_id = t.client_msg_id;
 
     SELECT array_agg(c.last_id ORDER BY c.id) INTO room_heads FROM chat_rooms c WHERE c.id = ANY (room_list);
-    FOR i IN 1 .. cardinality(room_list) LOOP
-        IF room_heads[i] > heads_before[i] THEN
-            PERFORM pg_notify('chat_rooms', room_list[i] || ':' || room_heads[i]);
-        END IF;
-    END LOOP;
+    IF NOT chat_quiet() THEN
+        FOR i IN 1 .. cardinality(room_list) LOOP
+            IF room_heads[i] > heads_before[i] THEN
+                PERFORM pg_notify('chat_rooms', room_list[i] || ':' || room_heads[i]);
+            END IF;
+        END LOOP;
+    END IF;
 
     -- Each followed room's events the caller has not seen, up to this batch's own.
     SELECT coalesce(array_agg(g.room_id ORDER BY g.room_id, g.id) FILTER (WHERE g.total <= 1000), '{}'),
@@ -686,7 +704,7 @@ DECLARE
     last_id INTEGER;
 BEGIN
     SELECT max(id) INTO last_id FROM chat_inserted_messages;
-    IF last_id IS NOT NULL THEN
+    IF last_id IS NOT NULL AND NOT chat_quiet() THEN
         PERFORM pg_notify('chat_messages', last_id::text);
     END IF;
     RETURN NULL;

@@ -24,6 +24,8 @@ import { Presence } from "./chat/presence.ts";
 import { RoomStore } from "./store/rooms.ts";
 import { applySchema } from "./store/schema.ts";
 import { SearchStore } from "./store/search.ts";
+import { NatsBus } from "./store/nats_bus.ts";
+import { NotifyBus } from "./store/notify_bus.ts";
 import { Signals } from "./store/signals.ts";
 import { LineListeners } from "./net/line_listener.ts";
 import { ConnectionRegistry } from "./net/registry.ts";
@@ -70,6 +72,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     dataDir: config.dataDir,
     poolSize: config.dbPoolSize,
     log,
+    quiet: config.natsUrl !== undefined,
   });
   const ownsDatabase = options.database === undefined;
   const db = countingErrors(opened, metrics);
@@ -78,8 +81,9 @@ export async function startChatService(config: Config, log: Logger, options: Sta
   const roomStore = new RoomStore(db);
   const lobby = new Lobby(db, hub, log, metrics, config.maxHistoryLimit);
   const delivery = new RoomDelivery(hub, roomStore, log);
-  const messages = new MessageService(db, lobby, delivery, log, options.commitTimeoutMs, metrics);
   const presence = new Presence(db, hub, log);
+  const bus = config.natsUrl ? new NatsBus(config.natsUrl, presence.serverId, db, log) : new NotifyBus(db, log);
+  const messages = new MessageService(db, lobby, delivery, log, bus, options.commitTimeoutMs, metrics);
   hub.onUserOnline = (user) => delivery.userOnline(user);
   hub.onUserOffline = (user) => delivery.userOffline(user);
   const rooms = new RoomService(
@@ -89,7 +93,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     config,
     async () => new Set(await presence.usernames()),
   );
-  const signals = new RoomSignals(hub, delivery, new Signals(db, log), presence.serverId);
+  const signals = new RoomSignals(hub, delivery, new Signals(messages.stream), presence.serverId);
   const searchStore = new SearchStore(db, log);
   const search = new SearchService(searchStore, roomStore, rooms, log, config);
   const roomCommands = new RoomCommands(hub, rooms, signals, search, () => presence.usernames());
@@ -113,7 +117,13 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     registry = new ConnectionRegistry(config, dispatcher, hub, messages, log, metrics);
     const chat = registry;
     const lines = withTlsErrors(tls, () => new LineListeners({ ...config, tlsPort, tls }, chat, log));
-    const health = new HealthCheck(registry, db, log);
+    const health = new HealthCheck(registry, db, log, bus.state);
+    metrics.addGauge(
+      "chat_bus_up",
+      "1 while the delivery bus (NOTIFY or NATS) is connected",
+      () => bus.state.up ? 1 : 0,
+    );
+    metrics.addGauge("chat_bus_reconnects", "Times the NATS bus reconnected", () => bus.state.reconnects);
     const httpPort = options.httpPort ?? (config.httpPort === 0 ? undefined : config.httpPort);
     http = httpPort === undefined ? undefined : await startHttp(config.host, httpPort, tls, registry, health, log);
     const web = http;
@@ -132,6 +142,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
         await chat.close();
         await Promise.all([web?.close(), metricsListener?.close()]);
         messages.stop();
+        await bus.close();
         // A search index still being built is left to the database's close (a restart builds it again).
         await Promise.all([presence.stop(), maintenance.idle(), auth.drain(), settledWithin(indexing, 1000)]);
         metrics.stop();
@@ -158,6 +169,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     await registry?.close();
     await Promise.all([http?.close(), monitoring?.close()]);
     messages.stop();
+    await bus.close();
     await Promise.all([presence.stop(), auth.drain(), settledWithin(indexing, 1000)]);
     if (ownsDatabase) await opened.close().catch(() => {});
     throw err;

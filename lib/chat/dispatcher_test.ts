@@ -10,6 +10,7 @@ import { Lobby } from "./lobby.ts";
 import { RoomDelivery } from "./room_delivery.ts";
 import { RoomStore } from "../store/rooms.ts";
 import { Metrics } from "../core/metrics.ts";
+import { NotifyBus } from "../store/notify_bus.ts";
 import type { Session, User } from "./session.ts";
 
 /** A session without a socket: the dispatcher's whole view of a client. */
@@ -33,7 +34,8 @@ function dispatcher(): { dispatcher: Dispatcher; hub: Hub } {
   const hub = new Hub();
   const auth = new AuthService(db, new LoginThrottle(db), testLog, { bcryptCost: 4 });
   const lobby = new Lobby(db, hub, testLog, new Metrics(), 50);
-  const messages = new MessageService(db, lobby, new RoomDelivery(hub, new RoomStore(db), testLog), testLog);
+  const delivery = new RoomDelivery(hub, new RoomStore(db), testLog);
+  const messages = new MessageService(db, lobby, delivery, testLog, new NotifyBus(db, testLog));
   const options = { maxMessageLength: 4000, maxHistoryLimit: 50, rateLimitPerSec: 0, rateLimitBurst: 1 };
   return { dispatcher: new Dispatcher(auth, messages, hub, new Presence(db, hub, testLog), testLog, options), hub };
 }

@@ -21,6 +21,7 @@ import {
   type RoomEvent,
   type StoredMessage,
 } from "../store/message_stream.ts";
+import type { Bus } from "../store/bus.ts";
 import { encodeLine, errorReply, type HistoryQuery, type RequestId } from "../wire/protocol.ts";
 import {
   duplicateLine,
@@ -56,6 +57,8 @@ interface StoreResult extends Record<string, unknown> {
   orig_texts: string[];
   denials: string[];
   lobby_through: number | string | null;
+  /** The lobby's last row before this batch's first (what a bus carrying the batch says it follows). */
+  lobby_prev: number | string | null;
   gap_ids: (number | string)[] | null;
   gap_senders: string[] | null;
   gap_texts: string[] | null;
@@ -127,6 +130,7 @@ export class MessageService {
     lobby: Lobby,
     rooms: RoomDelivery,
     log: Logger,
+    bus: Bus,
     commitTimeoutMs = COMMIT_TIMEOUT_MS,
     metrics = new Metrics(),
   ) {
@@ -136,11 +140,17 @@ export class MessageService {
     this.#log = log;
     this.#metrics = metrics;
     this.#commitTimeoutMs = commitTimeoutMs;
-    this.#stream = new MessageStream(db, log, {
-      deliverLobby: (rows) => lobby.deliver(rows),
-      deliverRoom: (room, events) => rooms.deliver(room, events),
-      membershipElsewhere: (room, id, userId) => rooms.membershipElsewhere(room, id, userId),
-    });
+    this.#stream = new MessageStream(
+      db,
+      log,
+      {
+        deliverLobby: (rows) => lobby.deliver(rows),
+        deliverRoom: (room, events) => rooms.deliver(room, events),
+        membershipElsewhere: (room, id, userId) => rooms.membershipElsewhere(room, id, userId),
+      },
+      bus,
+      metrics,
+    );
     rooms.attach(this.#stream);
     this.#groupCommit = new GroupCommit((batch) => this.#store(batch));
   }
@@ -321,6 +331,9 @@ export class MessageService {
         complete: seenRooms.has(room) && !incomplete.has(room),
       });
     });
+    // Committed: the other servers get the rows by the bus (NATS; NOTIFY announced them already).
+    if (lobbyOwn.length > 0) this.#stream.published(LOBBY_FEED, Number(result.lobby_prev), lobbyOwn);
+    for (const [room, events] of roomOwn) this.#stream.published(room, events[0].id - 1, events);
     const fresh = lobbyOwn.length + [...roomOwn.values()].reduce((n, list) => n + list.length, 0);
     this.#stats.committed += fresh;
     this.#stats.batches++;

@@ -80,7 +80,7 @@ export class RoomDelivery {
   userOffline(user: User): void {
     this.#loading.delete(user.id);
     for (const [room, members] of this.#members) {
-      if (members.delete(user.id) && members.size === 0) this.#unfollow(room);
+      if (members.delete(user.id)) this.#unfollowIfUnused(room, members);
     }
   }
 
@@ -117,7 +117,7 @@ export class RoomDelivery {
       start = end;
     }
     if (replies) sendAlone(replies, cursors);
-    if (members.size === 0) this.#unfollow(room);
+    this.#unfollowIfUnused(room, members);
   }
 
   /** Who gets `event` (the first of its run): members, and for a membership event the user it is about. */
@@ -190,7 +190,7 @@ export class RoomDelivery {
       if (!notices) continue;
       this.#loading.delete(userId);
       for (const notice of notices) {
-        if (stream.isFollowing(notice.room)) stream.roomCommitted(notice.room, notice.id);
+        if (stream.isFollowing(notice.room)) stream.expect(notice.room, notice.id);
         else this.#followFrom(notice.room, notice.id);
       }
     }
@@ -207,7 +207,15 @@ export class RoomDelivery {
     if ((this.#stream.retiredThrough(room) ?? -1) >= id) return;
     this.#members.set(room, new Set());
     this.#stream.follow(room, isDm(room) ? 0 : Math.max(0, id - 1));
-    this.#stream.roomCommitted(room, id);
+    this.#stream.expect(room, id);
+  }
+
+  /**
+   * Stops following a room no local user is a member of, unless events are still to come (a
+   * notice raised them: they may be about a local user, such as an invitation or a join).
+   */
+  #unfollowIfUnused(room: string, members: Set<number>): void {
+    if (members.size === 0 && !this.#stream?.hasPending(room)) this.#unfollow(room);
   }
 
   #unfollow(room: string): void {

@@ -77,7 +77,7 @@ export class RoomService {
       user.username,
       this.#limits.maxRoomsPerUser,
     ]);
-    this.#expect(changes, "create");
+    await this.#expect(changes, "create");
     this.#log.info("room created", { room: id, username: user.username, visibility });
     return { type: "room_response", room: roomObject(await this.#facts(id, user)) };
   }
@@ -98,7 +98,7 @@ export class RoomService {
         this.#limits.maxRoomMembers,
       ]);
       if (changes[0]?.status === "changed") continue;
-      this.#expect(changes, "join");
+      await this.#expect(changes, "join");
       return { type: "room_response", room: roomObject(await this.#facts(room, user)) };
     }
     throw unavailable();
@@ -169,7 +169,7 @@ export class RoomService {
       this.#limits.maxRoomsPerUser,
     ]);
     const status = changes[0]?.status;
-    const room = status === "exists" ? changes[0].roomId! : this.#expect(changes, "dm_open").roomId!;
+    const room = status === "exists" ? changes[0].roomId! : (await this.#expect(changes, "dm_open")).roomId!;
     return { type: "room_response", room: roomObject(await this.#facts(room, user)) };
   }
 
@@ -263,20 +263,21 @@ export class RoomService {
       authorize(facts, action);
       const changes = await change(facts as RoomFacts & { role: string });
       if (changes[0]?.status === "changed") continue;
-      if (changes[0]?.status !== "noop") this.#expect(changes, action);
+      if (changes[0]?.status !== "noop") await this.#expect(changes, action);
       return;
     }
     throw unavailable();
   }
 
-  /** The changes of a successful call, announced to the stream; the contract's error otherwise. */
-  #expect(changes: RoomChange[], what: string): RoomChange {
+  /**
+   * The changes of a successful call, announced to the stream (answered once this server follows
+   * the room if it has to); the contract's error otherwise.
+   */
+  async #expect(changes: RoomChange[], what: string): Promise<RoomChange> {
     const first = changes[0];
     switch (first?.status) {
       case "ok":
-        for (const change of changes) {
-          this.#stream.roomCommitted(change.roomId!, change.id!, change.userId ?? undefined);
-        }
+        await Promise.all(changes.map((change) => this.#stream.roomCommitted(change.roomId!, eventOf(change))));
         return first;
       case "name_taken":
         throw new ChatError("name_taken", "A public room with this name exists already");
@@ -360,6 +361,19 @@ const NO_CHANGE: RoomChange = {
   byUsername: null,
   stamp: null,
 };
+
+/** The event a membership change appended, as the stream carries it. */
+function eventOf(change: RoomChange): RoomEvent {
+  return {
+    id: change.id!,
+    kind: change.kind as RoomEvent["kind"],
+    userId: change.userId,
+    username: change.username!,
+    body: null,
+    by: change.byUsername,
+    timestamp: change.stamp!,
+  };
+}
 
 /** A room as replies show it (contract v2, "rooms"). */
 export function roomObject(facts: RoomFacts): Reply {

@@ -21,6 +21,8 @@ export interface Config {
   readonly tlsPort: number | undefined;
   /** Unset: the embedded PGlite database under `dataDir`. */
   readonly databaseUrl: string | undefined;
+  /** Servers carry committed events to each other over NATS (unset: PostgreSQL's NOTIFY). */
+  readonly natsUrl: string | undefined;
   readonly dataDir: string;
   readonly dbPoolSize: number;
   readonly bcryptCost: number;
@@ -76,6 +78,7 @@ export const DEFAULTS = {
   TLS_KEY_FILE: "",
   TLS_PORT: "",
   DATABASE_URL: "",
+  NATS_URL: "",
   DATA_DIR: "./data",
   DB_POOL_SIZE: "10",
   BCRYPT_COST: "12",
@@ -132,6 +135,11 @@ export function parseConfig(env: Environment): Config {
   if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     problems.push("DATABASE_URL: must start with postgres:// or postgresql://");
   }
+  const natsUrl = raw("NATS_URL") || undefined;
+  if (natsUrl && !/^(nats|tls):\/\/[^\s]+$/.test(natsUrl)) {
+    problems.push("NATS_URL: must be nats://host:port or tls://host:port (optionally with user:password@ or token@)");
+  }
+  if (natsUrl && !databaseUrl) problems.push("NATS_URL: needs DATABASE_URL (the embedded database serves one server)");
   const host = raw("HOST");
   if (!/^[A-Za-z0-9.:_-]+$/.test(host)) problems.push(`HOST=${JSON.stringify(host)}: not a host name or address`);
 
@@ -157,6 +165,7 @@ export function parseConfig(env: Environment): Config {
     tlsKeyFile,
     tlsPort,
     databaseUrl,
+    natsUrl,
     dataDir: raw("DATA_DIR"),
     dbPoolSize: int("DB_POOL_SIZE", { min: 1, max: 1000 }),
     bcryptCost: int("BCRYPT_COST", { min: 4, max: 20 }),

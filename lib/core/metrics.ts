@@ -102,6 +102,12 @@ export class Metrics {
   readonly failedLogins = new Counter("chat_failed_logins_total", "Logins refused (bad credentials or throttled)");
   readonly databaseErrors = new Counter("chat_database_errors_total", "Database queries that failed");
   readonly connectionsRefused = new Counter("chat_connections_refused_total", "Connections over a limit");
+  readonly gapsDetected = new Counter(
+    "chat_stream_gaps_total",
+    "Times rows arrived ahead of what was delivered and their gap had to be read from the database",
+  );
+  readonly gapsRepaired = new Counter("chat_stream_gaps_repaired_total", "Gaps filled from the database");
+  readonly catchUpReads = new Counter("chat_catch_up_reads_total", "Reads of committed rows from the database");
   readonly eventLoopLag = new Histogram(
     "chat_event_loop_lag_seconds",
     `How late a ${LAG_SAMPLE_MS} ms timer fires`,
@@ -123,6 +129,9 @@ export class Metrics {
       this.failedLogins,
       this.databaseErrors,
       this.connectionsRefused,
+      this.gapsDetected,
+      this.gapsRepaired,
+      this.catchUpReads,
       this.eventLoopLag,
       new Gauge("chat_event_loop_lag_last_seconds", "The latest event-loop lag sample", () => this.#lastLagSeconds),
     );

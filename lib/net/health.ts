@@ -3,6 +3,7 @@
 // every probe that arrives meanwhile, on the database's control connection (never behind users').
 
 import type { Logger } from "../core/log.ts";
+import type { BusState } from "../store/bus.ts";
 import type { Database } from "../store/db.ts";
 import type { ConnectionRegistry } from "./registry.ts";
 
@@ -13,9 +14,11 @@ export class HealthCheck {
   readonly #registry: ConnectionRegistry;
   readonly #db: Database;
   readonly #log: Logger;
+  readonly #bus: BusState;
   #probe: Promise<string | undefined> | undefined;
 
-  constructor(registry: ConnectionRegistry, db: Database, log: Logger) {
+  constructor(registry: ConnectionRegistry, db: Database, log: Logger, bus: BusState) {
+    this.#bus = bus;
     this.#registry = registry;
     this.#db = db;
     this.#log = log;
@@ -25,7 +28,11 @@ export class HealthCheck {
     if (!this.#registry.accepting) return json(503, { status: "unavailable", reason: "server is shutting down" });
     this.#probe ??= this.#queryDatabase().finally(() => this.#probe = undefined);
     const problem = await this.#probe;
-    return problem ? json(503, { status: "unavailable", reason: problem }) : json(200, { status: "ok" });
+    if (problem) return json(503, { status: "unavailable", reason: problem });
+    // A NATS bus that is away degrades delivery between servers (they catch up from the database)
+    // but this server serves: still 200.
+    if (this.#bus.kind === "nats") return json(200, { status: "ok", bus: this.#bus.up ? "nats" : "degraded" });
+    return json(200, { status: "ok" });
   }
 
   /** undefined when the database answers, else why not. */

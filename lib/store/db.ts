@@ -112,15 +112,20 @@ export interface DatabaseOptions {
   dataDir: string;
   poolSize: number;
   log: Logger;
+  /**
+   * Nothing this server writes is announced by NOTIFY (its connections set chat.quiet): it
+   * announces its commits on another bus (NATS).
+   */
+  quiet?: boolean;
 }
 
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   return options.databaseUrl
-    ? openPostgres(options.databaseUrl, options.poolSize, options.log)
+    ? openPostgres(options.databaseUrl, options.poolSize, options.log, options.quiet ?? false)
     : await openEmbedded(options.dataDir);
 }
 
-function openPostgres(url: string, poolSize: number, log: Logger): Database {
+function openPostgres(url: string, poolSize: number, log: Logger, quiet: boolean): Database {
   const target = plainTcpTarget(url);
   /** When a connection last failed: postgres.js may have a reconnect timer pending until then + the backoff. */
   let lastFailure = -Infinity;
@@ -153,7 +158,10 @@ function openPostgres(url: string, poolSize: number, log: Logger): Database {
       backoff: (retries: number) => Math.min(0.05 * 2 ** retries, MAX_RECONNECT_DELAY_MS / 1000),
       // postgres.js reconnects on the next query after a connection is lost; nothing to do here.
       onnotice: (notice) => log.debug("database notice", { message: notice.message }),
-      connection: { application_name: role ? `chat-server/${role}` : "chat-server" },
+      connection: {
+        application_name: role ? `chat-server/${role}` : "chat-server",
+        ...(quiet ? { "chat.quiet": "on" } : {}),
+      },
     });
     return {
       sql,

@@ -1,6 +1,7 @@
 // One ordered sequence of committed rows that this server delivers: the lobby (ids with holes) or
 // one room (ids 1, 2, 3, … with no gap). It remembers how far it has delivered, how far it knows
-// rows to be committed, and its one catch-up read in progress.
+// rows to be committed, its one catch-up read in progress, and the ranges of rows it holds that
+// cannot be delivered yet (read, or carried by the bus, ahead of what is delivered).
 
 export interface FeedRow {
   id: number;
@@ -9,12 +10,16 @@ export interface FeedRow {
 /** Reads the committed rows of one feed in (after, through], ids ascending, at most `limit`. */
 export type ReadRows = (after: number, through: number, limit: number) => Promise<FeedRow[]>;
 
-/** A catch-up read's rows, waiting for the own batches sent before it to be answered. */
-export interface ReadResult {
-  rows: FeedRow[];
-  /** Every committed row up to this id is in `rows` (from the feed's last delivered id on). */
+/**
+ * Rows known to be all the committed rows in (from, through]: a catch-up read's, or another
+ * server's batch carried by the bus. Merged once what is delivered reaches `from`, and once the
+ * own batches sent before it arrived are answered (so that no own message is delivered without its
+ * sender's copy).
+ */
+export interface KnownRange {
+  from: number;
   through: number;
-  /** Own batches sent before the read was issued: their answers come first. */
+  rows: FeedRow[];
   ownBefore: number;
 }
 
@@ -32,7 +37,10 @@ export class Feed {
   /** The highest id known to be committed: catch-up reads go up to it. */
   target: number;
   reading = false;
-  result: ReadResult | undefined;
+  /** Ranges waiting to be merged, in arrival order. */
+  ranges: KnownRange[] = [];
+  /** Since when a range has waited for rows before it (a gap), if one has. */
+  gapSince: number | undefined;
   retryTimer: ReturnType<typeof setTimeout> | undefined;
   retryDelay = RETRY_MIN_MS;
 
@@ -44,10 +52,10 @@ export class Feed {
     this.deliver = deliver;
   }
 
-  /** A catch-up read is wanted: rows up to the target are missing and none is under way or waiting. */
+  /** A catch-up read is wanted: rows up to the target are missing, and none is under way or waiting to merge. */
   get wantsRead(): boolean {
-    return !this.reading && this.result === undefined && this.retryTimer === undefined &&
-      this.target > this.lastDelivered;
+    return !this.reading && this.retryTimer === undefined && this.target > this.lastDelivered &&
+      !this.ranges.some((range) => range.from <= this.lastDelivered);
   }
 
   /** Next wait before retrying a failed read (doubling up to RETRY_MAX_MS). */

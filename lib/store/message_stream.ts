@@ -7,24 +7,30 @@
 // ids and hold it to COMMIT (schema.sql: chat_store_batch() for servers, a trigger for any other
 // INSERT into messages, such as the seed's server's), so when a batch with first id N commits,
 // every id below N is committed or never will be (holes). A room's ids are drawn under its row
-// lock, held to COMMIT, with no holes. Commits are announced by NOTIFY: the lobby's last id on
-// chat_messages, 'room:id[:user]' on chat_rooms.
+// lock, held to COMMIT, with no holes. Other servers' commits are announced by the bus (bus.ts:
+// PostgreSQL's NOTIFY, ids only, or NATS, with the rows).
 //
-// Two sources of rows, merged per feed:
+// Rows come from three sources, merged per feed by id:
 // - Own batches, sent on the ordered connection. The database answers each with its ids and,
 //   per followed feed, the other writers' rows this server had not delivered when it was sent (its
 //   gap), so an own batch is delivered the moment it is answered, without another read: a
 //   database that goes away right after a commit cannot hold up the answers behind it.
-// - Catch-up reads of (last delivered, bound], where the bound is a committed id (notified, or
-//   read). A read's rows are merged only once every own batch sent before the read was issued is
-//   answered, so that an own message is never delivered without its sender's own copy.
+// - Other servers' batches carried by the bus (NATS): complete ranges (prev, last]. One that
+//   arrives ahead of what is delivered (a publish overtaken by a later one, or lost) is held
+//   briefly, then the gap is read from the database.
+// - Catch-up reads of (last delivered, bound], where the bound is a committed id (announced, or
+//   read: every few seconds, and whenever the bus may have missed something).
+// A read's or the bus's rows are merged only once every own batch sent before they arrived is
+// answered, so that an own message is never delivered without its sender's own copy.
 //
 // Contract: own batches MUST be announced (ownBatchSending) in the order they are sent on the
 // ordered connection, and settled (committed or failed) in the order they are answered.
 
+import type { Bus } from "./bus.ts";
 import { type Database, databaseErrorFields } from "./db.ts";
 import { CATCH_UP_PAGE, Feed, type FeedRow, RETRY_MIN_MS } from "./feed.ts";
 import type { Logger } from "../core/log.ts";
+import type { Metrics } from "../core/metrics.ts";
 
 /** A lobby message as stored and as clients see it. */
 export interface StoredMessage extends Record<string, unknown> {
@@ -49,12 +55,20 @@ export interface RoomEvent extends Record<string, unknown> {
 }
 
 export const LOBBY_FEED = "lobby";
-const LOBBY_CHANNEL = "chat_messages";
-const ROOMS_CHANNEL = "chat_rooms";
-/** How often the server checks for events it may not have been told of (a silently dead LISTEN). */
+/**
+ * How often the server checks for events it may not have been told of (a silently dead LISTEN, or
+ * a quiet room's last message lost by the bus): one small query of the heads it follows. Centrifugo
+ * checks positions every 40 s; 5 s keeps such a loss short for a query every 5 s. While the bus is
+ * away, every second (it is then the only way news arrives).
+ */
 const RESYNC_INTERVAL_MS = 5000;
+const RESYNC_BUS_AWAY_MS = 1000;
+/** How long rows that arrived ahead of what is delivered wait for the ones before them, before those are read. */
+const GAP_HOLD_MS = 150;
 /** Rooms no longer followed whose last delivered id is remembered (the oldest are forgotten). */
 const MAX_RETIRED_ROOMS = 10_000;
+/** How long an own membership event waits for its notice from the bus before it is taken as is. */
+const NOTICE_WAIT_MS = 2000;
 /** A catch-up read that has not answered by then is cancelled and retried. */
 const READ_TIMEOUT_MS = 10_000;
 
@@ -111,6 +125,11 @@ export interface StreamListener {
   membershipElsewhere(room: string, id: number, userId: number): void;
 }
 
+interface NoticeWaiter {
+  id: number;
+  done(): void;
+}
+
 interface Slot extends OwnBatchSlot {
   state: "sent" | "committed" | "failed";
   batch: OwnBatch | undefined;
@@ -120,6 +139,9 @@ export class MessageStream {
   readonly #db: Database;
   readonly #log: Logger;
   readonly #listener: StreamListener;
+  readonly #bus: Bus;
+  readonly #metrics: Metrics;
+  #holdTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #lobby: Feed;
   readonly #rooms = new Map<string, Feed>();
   /** Rooms followed before, and how far they were delivered then. */
@@ -130,16 +152,20 @@ export class MessageStream {
   /** Own batches answered so far (they are answered in send order). */
   #ownAnswered = 0;
   #stopped = false;
-  #resyncTimer: ReturnType<typeof setInterval> | undefined;
+  #resyncTimer: ReturnType<typeof setTimeout> | undefined;
   /** A resync in flight: further resyncs meanwhile are folded into it. */
   #resyncing = false;
   #resyncRetry: ReturnType<typeof setTimeout> | undefined;
   #advanceQueued = false;
+  /** Own membership events in rooms not followed, waiting for their notice from the bus, by room. */
+  readonly #noticeWaiters = new Map<string, Set<NoticeWaiter>>();
 
-  constructor(db: Database, log: Logger, listener: StreamListener) {
+  constructor(db: Database, log: Logger, listener: StreamListener, bus: Bus, metrics: Metrics) {
     this.#db = db;
     this.#log = log;
     this.#listener = listener;
+    this.#bus = bus;
+    this.#metrics = metrics;
     this.#lobby = new Feed(
       LOBBY_FEED,
       0,
@@ -155,19 +181,47 @@ export class MessageStream {
   async start(lastId: number): Promise<void> {
     this.#lobby.lastDelivered = lastId;
     this.#lobby.target = lastId;
-    await this.#db.listen(ROOMS_CHANNEL, (payload) => this.#roomNotified(payload), () => this.resync());
-    await this.#db.listen(LOBBY_CHANNEL, (payload) => this.#raise(this.#lobby, Number(payload)), () => this.resync());
-    if (this.#db.kind === "postgres") {
-      this.#resyncTimer = setInterval(() => this.resync(), RESYNC_INTERVAL_MS);
-    }
+    await this.#bus.start({
+      committed: (feed, id) =>
+        feed === LOBBY_FEED ? this.#raise(this.#lobby, id) : this.#roomNotice(feed, id, undefined),
+      rows: (feed, prev, rows) => this.#received(feed, prev, rows),
+      membership: (room, id, userId) => this.#roomNotice(room, id, userId),
+      signal: (payload) => this.onSignal(payload),
+      suspect: () => this.resync(),
+    });
+    if (this.#db.kind === "postgres") this.#scheduleResync();
+  }
+
+  /** Typing notices and read-marker moves from any server (set by the chat layer). */
+  onSignal: (payload: string) => void = () => {};
+
+  /** Sends a signal to every server, this one included. */
+  signal(payload: string): void {
+    this.#bus.signal(payload);
+  }
+
+  /** The bus's state, for /healthz and /metrics. */
+  get bus(): Bus {
+    return this.#bus;
+  }
+
+  /** Resyncs every few seconds; every second while the bus is away. */
+  #scheduleResync(): void {
+    if (this.#stopped) return;
+    this.#resyncTimer = setTimeout(() => {
+      this.resync();
+      this.#scheduleResync();
+    }, this.#bus.state.up ? RESYNC_INTERVAL_MS : RESYNC_BUS_AWAY_MS);
   }
 
   /** Stops catching up; own batches still in flight are still delivered. */
   stop(): void {
     this.#stopped = true;
-    if (this.#resyncTimer !== undefined) clearInterval(this.#resyncTimer);
+    clearTimeout(this.#resyncTimer);
     clearTimeout(this.#resyncRetry);
+    clearTimeout(this.#holdTimer);
     for (const feed of [this.#lobby, ...this.#rooms.values()]) feed.stopRetry();
+    for (const waiters of [...this.#noticeWaiters.values()]) for (const waiter of waiters) waiter.done();
   }
 
   /**
@@ -189,6 +243,7 @@ export class MessageStream {
       (events) => this.#listener.deliverRoom(room, events as RoomEvent[]),
     );
     this.#rooms.set(room, feed);
+    this.#bus.follow(room);
     this.#advanceSoon();
   }
 
@@ -198,6 +253,7 @@ export class MessageStream {
     if (!feed) return;
     feed.stopRetry();
     this.#rooms.delete(room);
+    this.#bus.unfollow(room);
     this.#retired.set(room, feed.lastDelivered);
     // Forgets the oldest: a notice that old about a room followed that long ago is not expected.
     if (this.#retired.size > MAX_RETIRED_ROOMS) this.#retired.delete(this.#retired.keys().next().value!);
@@ -217,17 +273,64 @@ export class MessageStream {
     return this.#rooms.get(room)?.lastDelivered;
   }
 
+  /**
+   * Whether a followed room has events known to be committed that are not delivered yet (a
+   * notice about a local user, say): it stays followed until they are, even with no local member.
+   */
+  hasPending(room: string): boolean {
+    const feed = this.#rooms.get(room);
+    return feed !== undefined &&
+      (feed.target > feed.lastDelivered || feed.ranges.some((range) => range.through > feed.lastDelivered));
+  }
+
   /** The followed rooms. */
   followedRooms(): IterableIterator<string> {
     return this.#rooms.keys();
   }
 
   /**
-   * A room event committed by this server outside the group commit (a membership change): handled
-   * as its notification is (the embedded database has none).
+   * A room event committed by this server outside the group commit (a membership change): read up
+   * to it if the room is followed, and carried by the bus to the servers that follow it. A
+   * membership event in a room not followed is taken from the bus instead, in commit order (two
+   * local joins committed at once must not start following the room after the earlier one); the
+   * promise resolves once it is, so that the change is answered with the room followed here. If
+   * the notice does not come in NOTICE_WAIT_MS (the database went away), it is taken as is.
    */
-  roomCommitted(room: string, id: number, userId?: number): void {
-    this.#roomNotice(room, id, userId);
+  roomCommitted(room: string, event: RoomEvent): Promise<void> {
+    this.#bus.publish(room, event.id - 1, [event]);
+    const feed = this.#rooms.get(room);
+    const userId = event.userId;
+    if (feed) this.#raise(feed, event.id);
+    if (feed || event.kind === "message" || userId === null || this.#stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      const waiter: NoticeWaiter = {
+        id: event.id,
+        done: () => {
+          clearTimeout(timer);
+          const waiters = this.#noticeWaiters.get(room);
+          if (waiters?.delete(waiter) && waiters.size === 0) this.#noticeWaiters.delete(room);
+          resolve();
+        },
+      };
+      const timer = setTimeout(() => {
+        waiter.done();
+        this.#roomNotice(room, event.id, userId);
+      }, NOTICE_WAIT_MS);
+      const waiters = this.#noticeWaiters.get(room) ?? new Set();
+      this.#noticeWaiters.set(room, waiters.add(waiter));
+      this.#bus.membership(room, event.id, userId);
+    });
+  }
+
+  /** The room has events committed through `id`: read up to it (a no-op unless followed). */
+  expect(room: string, id: number): void {
+    const feed = this.#rooms.get(room);
+    if (feed) this.#raise(feed, id);
+  }
+
+  /** An own batch's committed rows of a feed: carried by the bus to the other servers. */
+  published(feed: string, prev: number, rows: FeedRow[]): void {
+    this.#bus.publish(feed, prev, rows);
   }
 
   /**
@@ -297,16 +400,24 @@ export class MessageStream {
     return key === LOBBY_FEED ? this.#lobby : this.#rooms.get(key);
   }
 
-  #roomNotified(payload: string): void {
-    const [room, id, user] = payload.split(":");
-    this.#roomNotice(room, Number(id), user === undefined ? undefined : Number(user));
-  }
-
   #roomNotice(room: string, id: number, userId: number | undefined): void {
     if (!Number.isSafeInteger(id)) return;
     const feed = this.#rooms.get(room);
     if (feed) this.#raise(feed, id);
     else if (userId !== undefined && Number.isSafeInteger(userId)) this.#listener.membershipElsewhere(room, id, userId);
+    // Notices come in commit order: own events up to this one have had theirs.
+    for (const waiter of this.#noticeWaiters.get(room) ?? []) if (waiter.id <= id) waiter.done();
+  }
+
+  /** Another server's rows of a feed, from the bus: a range to merge once what comes before it is delivered. */
+  #received(key: string, prev: number, rows: FeedRow[]): void {
+    const feed = this.#feed(key);
+    if (!feed || rows.length === 0 || !Number.isSafeInteger(prev)) return;
+    const through = rows[rows.length - 1].id;
+    if (through <= feed.lastDelivered) return;
+    feed.ranges.push({ from: prev, through, rows, ownBefore: this.#ownSent });
+    feed.target = Math.max(feed.target, feed.lastDelivered);
+    this.#advanceSoon();
   }
 
   #raise(feed: Feed, through: number): void {
@@ -330,8 +441,9 @@ export class MessageStream {
     let progress = true;
     while (progress) {
       progress = this.#deliverOwnHead();
-      for (const feed of this.#feeds()) if (this.#mergeRead(feed)) progress = true;
+      for (const feed of this.#feeds()) if (this.#mergeRanges(feed)) progress = true;
     }
+    this.#holdGaps();
     for (const feed of this.#feeds()) if (feed.wantsRead && !this.#stopped) this.#startRead(feed);
   }
 
@@ -350,7 +462,7 @@ export class MessageStream {
       for (const [key, part] of batch.parts) {
         const feed = this.#feed(key);
         const before = firstIdOf(part) - 1;
-        if (!feed || feed.lastDelivered >= before) continue;
+        if (!feed || !hasOwnShare(key, part, head) || feed.lastDelivered >= before) continue;
         if (!part.complete || !head.seen.has(key)) {
           // Too many others' rows to have come with the answer (or none asked for): read them first.
           feed.target = Math.max(feed.target, before);
@@ -361,7 +473,7 @@ export class MessageStream {
       const fresh = new Map<string, FeedRow[]>();
       for (const [key, part] of batch.parts) {
         const feed = this.#feed(key);
-        if (!feed) continue;
+        if (!feed || !hasOwnShare(key, part, head)) continue;
         fresh.set(key, freshRows(part, feed.lastDelivered));
         feed.lastDelivered = Math.max(feed.lastDelivered, part.throughId);
         feed.target = Math.max(feed.target, feed.lastDelivered);
@@ -376,27 +488,73 @@ export class MessageStream {
     return true;
   }
 
-  /** Merges a feed's catch-up read once the own batches sent before it are answered. */
-  #mergeRead(feed: Feed): boolean {
-    const read = feed.result;
-    if (!read || this.#ownAnswered < read.ownBefore) return false;
-    feed.result = undefined;
-    // An answered own batch still waiting to be delivered owns its ids: the read stops below them.
-    const head = this.#own[0];
-    const part = head?.state === "committed" ? head.batch!.parts.get(feed.key) : undefined;
-    const cap = part ? firstIdOf(part) - 1 : Infinity;
-    const through = Math.min(read.through, cap);
-    if (through <= feed.lastDelivered) return true;
-    const rows = read.rows.filter((row) => row.id > feed.lastDelivered && row.id <= through);
-    feed.lastDelivered = through;
-    if (rows.length > 0) {
-      try {
-        feed.deliver(rows);
-      } catch (err) {
-        this.#log.error("delivering messages failed", { feed: feed.key, error: err });
+  /**
+   * Merges the ranges of rows a feed holds (read, or from the bus) that continue what is delivered,
+   * once the own batches sent before they arrived are answered. One that starts further on waits
+   * GAP_HOLD_MS for the rows before it to come; then they are read from the database.
+   */
+  #mergeRanges(feed: Feed): boolean {
+    let merged = false;
+    feed.ranges.sort((a, b) => a.from - b.from);
+    for (let i = 0; i < feed.ranges.length;) {
+      const range = feed.ranges[i];
+      if (range.through <= feed.lastDelivered) {
+        feed.ranges.splice(i, 1);
+        continue;
+      }
+      if (range.from > feed.lastDelivered || this.#ownAnswered < range.ownBefore) {
+        i++;
+        continue;
+      }
+      // An answered own batch still waiting to be delivered owns its ids: the range stops below them.
+      const head = this.#own[0];
+      const part = head?.state === "committed" ? head.batch!.parts.get(feed.key) : undefined;
+      const cap = part ? firstIdOf(part) - 1 : Infinity;
+      const through = Math.min(range.through, cap);
+      if (through <= feed.lastDelivered) {
+        i++;
+        continue;
+      }
+      const rows = range.rows.filter((row) => row.id > feed.lastDelivered && row.id <= through);
+      feed.lastDelivered = through;
+      if (through === range.through) feed.ranges.splice(i, 1);
+      merged = true;
+      if (rows.length > 0) {
+        try {
+          feed.deliver(rows);
+        } catch (err) {
+          this.#log.error("delivering messages failed", { feed: feed.key, error: err });
+        }
       }
     }
-    return true;
+    if (merged && feed.gapSince !== undefined && !feed.ranges.some((r) => r.from > feed.lastDelivered)) {
+      feed.gapSince = undefined;
+      this.#metrics.gapsRepaired.inc();
+    }
+    return merged;
+  }
+
+  /** Ranges that wait for rows before them: after GAP_HOLD_MS, those rows are read from the database. */
+  #holdGaps(): void {
+    const now = performance.now();
+    let nextCheck = Infinity;
+    for (const feed of this.#feeds()) {
+      const waiting = feed.ranges.filter((r) => r.from > feed.lastDelivered);
+      if (waiting.length === 0) continue;
+      if (feed.gapSince === undefined) {
+        feed.gapSince = now;
+        this.#metrics.gapsDetected.inc();
+      }
+      const due = feed.gapSince + GAP_HOLD_MS;
+      if (now >= due) feed.target = Math.max(feed.target, Math.min(...waiting.map((r) => r.from)));
+      else nextCheck = Math.min(nextCheck, due);
+    }
+    if (nextCheck !== Infinity && this.#holdTimer === undefined && !this.#stopped) {
+      this.#holdTimer = setTimeout(() => {
+        this.#holdTimer = undefined;
+        this.#advance();
+      }, Math.max(1, nextCheck - now));
+    }
   }
 
   #startRead(feed: Feed): void {
@@ -411,7 +569,8 @@ export class MessageStream {
         feed.retryDelay = RETRY_MIN_MS;
         // A full page may stop short of the bound: what it covers ends at its last row.
         const through = rows.length === CATCH_UP_PAGE ? rows[rows.length - 1].id : bound;
-        feed.result = { rows, through, ownBefore };
+        feed.ranges.push({ from, through, rows, ownBefore });
+        this.#metrics.catchUpReads.inc();
         this.#advance();
       },
       (err) => {
@@ -437,6 +596,16 @@ const READ_OPTIONS = { timeoutMs: READ_TIMEOUT_MS };
 /** The first id an own part covers: its first new row's, or (no new row) its last. */
 function firstIdOf(part: OwnPart): number {
   return part.own.length > 0 ? part.own[0].id : part.throughId;
+}
+
+/**
+ * Whether an own part has rows for the stream to deliver: new rows of its own, or others' rows the
+ * database sent with it (only for a feed followed when the batch was sent). A part with neither (a
+ * refused send to a room followed only since) moves nothing: the rows up to its id are others',
+ * and come by reads.
+ */
+function hasOwnShare(key: string, part: OwnPart, slot: Slot): boolean {
+  return part.own.length > 0 || (part.complete && slot.seen.has(key));
 }
 
 /** An own part's rows not delivered yet, others' and its own, ids ascending. */
