@@ -21,6 +21,7 @@ import {
   type StoredMessage,
 } from "./support/reliability.ts";
 import { sleep, waitUntil } from "./support/util.ts";
+import { natsMissing, startNats } from "./support/nats.ts";
 
 // These tests bring their own databases; the shared in-process PGlite is not needed.
 await closeSharedPglite();
@@ -41,9 +42,9 @@ function serverEnv(url: string): Record<string, string> {
   return { DATABASE_URL: url, DB_POOL_SIZE: "4", RATE_LIMIT_PER_SEC: "0" };
 }
 
-/** Starts one server per URL, at once. */
-async function startCluster(urls: string[]): Promise<Cluster> {
-  const started = await Promise.allSettled(urls.map((url) => spawnServer(serverEnv(url))));
+/** Starts one server per URL, at once (`extraEnv` over each one's environment). */
+async function startCluster(urls: string[], extraEnv: Record<string, string> = {}): Promise<Cluster> {
+  const started = await Promise.allSettled(urls.map((url) => spawnServer({ ...serverEnv(url), ...extraEnv })));
   const servers = started.flatMap((s) => s.status === "fulfilled" ? [s.value] : []);
   const dispose = async () => {
     await Promise.all(servers.map((s) => s.stop("SIGKILL")));
@@ -739,5 +740,128 @@ Deno.test({
     } finally {
       await Deno.remove(dataDir, { recursive: true });
     }
+  },
+});
+
+// ---- the NATS bus (NATS_URL): servers announce their commits on NATS, not by NOTIFY ------------------
+
+const natsIgnore = ignore || natsMissing !== undefined;
+
+/** How many times `server` logged `msg`. */
+function logged(server: ServerProcess, msg: string): number {
+  return server.logs.filter((l) => l.msg === msg).length;
+}
+
+Deno.test({
+  name:
+    "cluster (NATS bus): three servers, senders on each; NATS killed for 2 s mid-traffic and started again: every client gets every message once, in id order; every server reconnects",
+  ignore: natsIgnore,
+  ...sanitized,
+  async fn() {
+    await using nats = await startNats();
+    await using db = await createScratchDatabase(postgresUrl!);
+    await using cluster = await startCluster([db.url, db.url, db.url], { NATS_URL: nats.url });
+    await waitUntil(
+      () => cluster.servers.every((s) => logged(s, "NATS bus connected") === 1),
+      10_000,
+      "every server on the bus",
+    );
+    const { senders, receivers } = await sendersAndReceivers(cluster.servers);
+    const peers = [...senders, ...receivers];
+    await using _peers = closing(peers);
+
+    let stopped = false;
+    const traffic = senders.map((s, i) =>
+      s.sendMany(`n${i}`, { max: 3000, window: 8, pauseMs: 5, stop: () => stopped })
+    );
+    try {
+      await waitUntil(() => senders.every((s) => s.acked.size >= 30), 15_000, "traffic to flow on every server");
+      await nats.stop();
+      await waitUntil(
+        () => cluster.servers.every((s) => logged(s, "NATS bus away; catching up from the database") >= 1),
+        10_000,
+        "every server to see the bus go",
+      );
+      const ackedWhileAway = count(senders);
+      await waitUntil(() => count(senders) >= ackedWhileAway + 30, 15_000, "traffic while NATS is away");
+      await sleep(1000);
+      await nats.start();
+      await waitUntil(
+        () => cluster.servers.every((s) => logged(s, "NATS bus connected") === 2),
+        20_000,
+        "every server back on the bus",
+      );
+      const acked = count(senders);
+      await waitUntil(() => count(senders) >= acked + 30, 15_000, "traffic after NATS came back");
+    } finally {
+      stopped = true;
+      await Promise.all(traffic);
+    }
+    for (const s of senders) assertEquals([...s.failed], [], "a send was refused");
+    const rows = await converge(peers, db);
+    assertSenderOrder(rows);
+    for (const peer of peers) assertSawExactly(peer, rows, "across a NATS outage");
+  },
+});
+
+Deno.test({
+  name:
+    "cluster (NATS bus): servers started while NATS is down serve, and deliver each other's messages from the database; when NATS starts they join the bus",
+  ignore: natsIgnore,
+  ...sanitized,
+  async fn() {
+    await using nats = await startNats();
+    await nats.stop();
+    await using db = await createScratchDatabase(postgresUrl!);
+    await using cluster = await startCluster([db.url, db.url], { NATS_URL: nats.url });
+    const { senders, receivers } = await sendersAndReceivers(cluster.servers);
+    const peers = [...senders, ...receivers];
+    await using _peers = closing(peers);
+
+    const sent = await Promise.all(senders.map((s, i) => s.sendMany(`d${i}`, { max: 40, window: 4 })));
+    for (const [i, s] of senders.entries()) assertEquals(s.acked.size, sent[i].length, `sender ${i}`);
+    let rows = await converge(peers, db);
+    for (const peer of peers) assertSawExactly(peer, rows, "with NATS down");
+    assert(cluster.servers.every((s) => logged(s, "NATS bus connected") === 0), "a server saw a bus that is not there");
+
+    await nats.start();
+    await waitUntil(
+      () => cluster.servers.every((s) => logged(s, "NATS bus connected") === 1),
+      20_000,
+      "every server on the bus",
+    );
+    await Promise.all(senders.map((s, i) => s.sendMany(`u${i}`, { max: 40, window: 4 })));
+    rows = await converge(peers, db);
+    assertEquals(rows.length, 160);
+    for (const peer of peers) assertSawExactly(peer, rows, "after NATS started");
+  },
+});
+
+Deno.test({
+  name:
+    "cluster (NATS bus): a message committed and never published (its server died between COMMIT and publish) reaches every client by the periodic check; a row the seed's server inserts comes by its NOTIFY",
+  ignore: natsIgnore,
+  ...sanitized,
+  async fn() {
+    await using nats = await startNats();
+    await using db = await createScratchDatabase(postgresUrl!);
+    await using cluster = await startCluster([db.url, db.url], { NATS_URL: nats.url });
+    const { senders, receivers } = await sendersAndReceivers(cluster.servers);
+    const peers = [...senders, ...receivers];
+    await using _peers = closing(peers);
+    await Promise.all(senders.map((s, i) => s.sendMany(`q${i}`, { max: 10, window: 2 })));
+
+    // Written as a server on the bus writes (chat.quiet: no NOTIFY), and published by nobody.
+    await db.query(
+      `WITH quiet AS (SELECT set_config('chat.quiet', 'on', true))
+       INSERT INTO messages (sender_username, message_text) SELECT 'ghost', 'never published' FROM quiet`,
+    );
+    let rows = await converge(peers, db);
+    for (const peer of peers) assertSawExactly(peer, rows, "a message nobody published");
+    // The seed's server inserts plainly: its row NOTIFYs, which servers on the bus still LISTEN for.
+    await db.query(`INSERT INTO messages (sender_username, message_text) VALUES ('seed', 'from the seed server')`);
+    rows = await converge(peers, db);
+    for (const peer of peers) assertSawExactly(peer, rows, "a row the seed's server inserted");
+    assertEquals(rows.length, 22);
   },
 });

@@ -4,7 +4,8 @@
 // kicked user on another at the kick; an invitation made on one server reaches the invitee on
 // another at once; a property test of random membership changes and sends over two servers
 // checks that each connection got exactly the events its membership entitles it to; a server
-// killed mid-traffic and a database outage leave no gap and no duplicate. PostgreSQL only.
+// killed mid-traffic and a database outage leave no gap and no duplicate. The last two run on
+// both buses: PostgreSQL's NOTIFY, and NATS (a nats-server of the test's own). PostgreSQL only.
 
 import { assert, assertEquals, fail } from "./support/assert.ts";
 import { type Frame, sanitized, type TestClient, uniqueName } from "./support/client.ts";
@@ -12,6 +13,7 @@ import { type ServerProcess, spawnServer } from "./support/process.ts";
 import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
 import { createScratchDatabase, Prng, type ScratchDatabase, seedFromEnv } from "./support/reliability.ts";
 import { sleep } from "./support/util.ts";
+import { natsMissing, startNats } from "./support/nats.ts";
 
 const postgresUrl = Deno.env.get("TEST_DATABASE_URL") || undefined;
 const ignore = !postgresUrl;
@@ -23,8 +25,17 @@ function serverEnv(url: string): Record<string, string> {
   return { DATABASE_URL: url, DB_POOL_SIZE: "4", RATE_LIMIT_PER_SEC: "0", ROOM_LIMIT_PER_MIN: "0" };
 }
 
-async function startServers(urls: string[]): Promise<ServerProcess[] & AsyncDisposable> {
-  const servers = await Promise.all(urls.map((url) => spawnServer(serverEnv(url))));
+/** The delivery buses the property and failure tests run on (NATS where a nats-server is installed). */
+const BUSES = [
+  { label: "", nats: false, ignore },
+  { label: " (NATS bus)", nats: true, ignore: ignore || natsMissing !== undefined },
+];
+
+async function startServers(
+  urls: string[],
+  extraEnv: Record<string, string> = {},
+): Promise<ServerProcess[] & AsyncDisposable> {
+  const servers = await Promise.all(urls.map((url) => spawnServer({ ...serverEnv(url), ...extraEnv })));
   return Object.assign(servers, {
     async [Symbol.asyncDispose]() {
       await Promise.all(servers.map((s) => s.stop("SIGKILL")));
@@ -103,6 +114,14 @@ class V2Peer implements AsyncDisposable {
     const id = `q${this.#next++}`;
     await this.client.send({ ...frame, request_id: id });
     await this.until(() => this.#replies.has(id), ms, `the reply to ${frame.type}`);
+    const reply = this.#replies.get(id)!;
+    this.#replies.delete(id);
+    return reply;
+  }
+
+  /** Waits for the reply to a request made with `send`. */
+  async replyTo(id: string, ms: number): Promise<Frame> {
+    await this.until(() => this.#replies.has(id), ms, `the reply to ${id}`);
     const reply = this.#replies.get(id)!;
     this.#replies.delete(id);
     return reply;
@@ -297,71 +316,74 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name:
-    "rooms cluster: random joins, leaves, kicks, invites and sends over two servers: each connection gets exactly what its membership entitles it to",
-  ignore,
-  ...sanitized,
-  async fn() {
-    const rng = new Prng(SEED);
-    await using db = await createScratchDatabase(postgresUrl!);
-    await using servers = await startServers([db.url, db.url]);
-    const peers: V2Peer[] = [];
-    try {
-      for (let i = 0; i < 6; i++) peers.push(await V2Peer.login(servers[i % 2], uniqueName("pf"), true));
-      const ids = new Map<string, number>();
-      for (const row of await db.query<{ id: number; username: string }>(`SELECT id, username FROM users`)) {
-        ids.set(row.username, Number(row.id));
-      }
-      const rooms: string[] = [];
-      for (const [i, visibility] of ["public", "private", "private"].entries()) {
-        const created = await peers[i].request({ type: "room_create", name: uniqueName("pr"), visibility });
-        rooms.push((created.room as Frame).id as string);
-      }
-      // Let every server settle its followers before the traffic starts.
-      await sleep(300);
-      const ops: Promise<unknown>[] = [];
-      for (let step = 0; step < 160; step++) {
-        const peer = peers[rng.int(0, peers.length - 1)];
-        const other = peers[rng.int(0, peers.length - 1)];
-        const room = rooms[rng.int(0, rooms.length - 1)];
-        const pick = rng.int(0, 9);
-        const frame: Frame = pick < 5
-          ? { type: "send_message", room, message: `s${step}` }
-          : pick < 7
-          ? { type: "room_join", room }
-          : pick < 8
-          ? { type: "room_invite", room, user: other.username }
-          : pick < 9
-          ? { type: "room_kick", room, user: other.username }
-          : { type: "room_leave", room };
-        ops.push(peer.request(frame, 20_000));
-        if (ops.length >= 4) await Promise.all(ops.splice(0));
-      }
-      await Promise.all(ops);
-      for (const room of rooms) {
-        const stored = await roomEvents(db, room);
-        const expected = entitled(stored, peers.map((p) => ids.get(p.username)!), room.startsWith("d_"));
-        const last = stored.at(-1)!.id;
-        await Promise.all(peers.map(async (peer) => {
-          const want = expected.get(ids.get(peer.username)!)!;
-          if (want.length > 0) await peer.until(() => peer.lastId(room) >= want.at(-1)!, CONVERGE_MS, `${room}`);
-        }));
-        await sleep(200);
-        for (const peer of peers) {
-          const got = (peer.events.get(room) ?? []).map((f) => f.id as number);
-          assertEquals(
-            got,
-            expected.get(ids.get(peer.username)!)!,
-            `${peer.username} in ${room} (seed ${SEED}, last ${last})`,
-          );
+for (const bus of BUSES) {
+  Deno.test({
+    name:
+      `rooms cluster${bus.label}: random joins, leaves, kicks, invites and sends over two servers: each connection gets exactly what its membership entitles it to`,
+    ignore: bus.ignore,
+    ...sanitized,
+    async fn() {
+      const rng = new Prng(SEED);
+      await using nats = bus.nats ? await startNats() : undefined;
+      await using db = await createScratchDatabase(postgresUrl!);
+      await using servers = await startServers([db.url, db.url], nats ? { NATS_URL: nats.url } : {});
+      const peers: V2Peer[] = [];
+      try {
+        for (let i = 0; i < 6; i++) peers.push(await V2Peer.login(servers[i % 2], uniqueName("pf"), true));
+        const ids = new Map<string, number>();
+        for (const row of await db.query<{ id: number; username: string }>(`SELECT id, username FROM users`)) {
+          ids.set(row.username, Number(row.id));
         }
+        const rooms: string[] = [];
+        for (const [i, visibility] of ["public", "private", "private"].entries()) {
+          const created = await peers[i].request({ type: "room_create", name: uniqueName("pr"), visibility });
+          rooms.push((created.room as Frame).id as string);
+        }
+        // Let every server settle its followers before the traffic starts.
+        await sleep(300);
+        const ops: Promise<unknown>[] = [];
+        for (let step = 0; step < 160; step++) {
+          const peer = peers[rng.int(0, peers.length - 1)];
+          const other = peers[rng.int(0, peers.length - 1)];
+          const room = rooms[rng.int(0, rooms.length - 1)];
+          const pick = rng.int(0, 9);
+          const frame: Frame = pick < 5
+            ? { type: "send_message", room, message: `s${step}` }
+            : pick < 7
+            ? { type: "room_join", room }
+            : pick < 8
+            ? { type: "room_invite", room, user: other.username }
+            : pick < 9
+            ? { type: "room_kick", room, user: other.username }
+            : { type: "room_leave", room };
+          ops.push(peer.request(frame, 20_000));
+          if (ops.length >= 4) await Promise.all(ops.splice(0));
+        }
+        await Promise.all(ops);
+        for (const room of rooms) {
+          const stored = await roomEvents(db, room);
+          const expected = entitled(stored, peers.map((p) => ids.get(p.username)!), room.startsWith("d_"));
+          const last = stored.at(-1)!.id;
+          await Promise.all(peers.map(async (peer) => {
+            const want = expected.get(ids.get(peer.username)!)!;
+            if (want.length > 0) await peer.until(() => peer.lastId(room) >= want.at(-1)!, CONVERGE_MS, `${room}`);
+          }));
+          await sleep(200);
+          for (const peer of peers) {
+            const got = (peer.events.get(room) ?? []).map((f) => f.id as number);
+            assertEquals(
+              got,
+              expected.get(ids.get(peer.username)!)!,
+              `${peer.username} in ${room} (seed ${SEED}, last ${last})`,
+            );
+          }
+        }
+      } finally {
+        await closeAll(peers);
       }
-    } finally {
-      await closeAll(peers);
-    }
-  },
-});
+    },
+  });
+}
 
 /**
  * Which of a room's events each user is entitled to, replaying its membership from the start:
@@ -381,49 +403,63 @@ function entitled(events: EventRow[], users: number[], dm: boolean): Map<number,
   return got;
 }
 
-Deno.test({
-  name:
-    "rooms cluster: a server killed mid-traffic and another cut from its database for 3 s: no gap, no duplicate, per room",
-  ignore,
-  ...sanitized,
-  async fn() {
-    await using db = await createScratchDatabase(postgresUrl!);
-    await using proxy = startProxy(targetOf(postgresUrl!));
-    await using servers = await startServers([db.url, db.url, proxiedUrl(db.url, proxy)]);
-    const peers: V2Peer[] = [];
-    try {
-      for (let i = 0; i < 6; i++) peers.push(await V2Peer.login(servers[i % 3], uniqueName("kf"), true));
-      const room = ((await peers[0].request({ type: "room_create", name: uniqueName("k"), visibility: "public" }))
-        .room as Frame).id as string;
-      for (const peer of peers.slice(1)) await peer.request({ type: "room_join", room });
-      let stop = false;
-      const senders = [peers[0], peers[1], peers[2]].map(async (peer, p) => {
-        for (let i = 0; i < 300 && !stop; i++) {
-          await peer.send({ type: "send_message", room, message: `k${p}-${i}` }).catch(() => {});
-          await sleep(3);
+for (const bus of BUSES) {
+  Deno.test({
+    name:
+      `rooms cluster${bus.label}: a server killed mid-traffic and another cut from its database for 3 s: no gap, no duplicate, per room`,
+    ignore: bus.ignore,
+    ...sanitized,
+    async fn() {
+      await using nats = bus.nats ? await startNats() : undefined;
+      await using db = await createScratchDatabase(postgresUrl!);
+      await using proxy = startProxy(targetOf(postgresUrl!));
+      await using servers = await startServers(
+        [db.url, db.url, proxiedUrl(db.url, proxy)],
+        nats ? { NATS_URL: nats.url } : {},
+      );
+      const peers: V2Peer[] = [];
+      try {
+        for (let i = 0; i < 6; i++) peers.push(await V2Peer.login(servers[i % 3], uniqueName("kf"), true));
+        const room = ((await peers[0].request({ type: "room_create", name: uniqueName("k"), visibility: "public" }))
+          .room as Frame).id as string;
+        for (const peer of peers.slice(1)) await peer.request({ type: "room_join", room });
+        let stop = false;
+        const sent: [V2Peer, string][] = [];
+        const senders = [peers[0], peers[1], peers[2]].map(async (peer, p) => {
+          for (let i = 0; i < 300 && !stop; i++) {
+            const id = await peer.send({ type: "send_message", room, message: `k${p}-${i}` }).catch(() => undefined);
+            if (id !== undefined) sent.push([peer, id]);
+            await sleep(3);
+          }
+        });
+        await sleep(300);
+        // Server 1 dies (peers 1 and 4 with it); server 2 loses its database for 3 s.
+        await servers[1].stop("SIGKILL");
+        await proxy.cut();
+        await sleep(3000);
+        proxy.restore();
+        await sleep(500);
+        stop = true;
+        await Promise.all(senders);
+        const survivors = peers.filter((_, i) => i % 3 !== 1);
+        // Every send to a surviving server is answered (stored or refused) before the head is read.
+        await Promise.all(
+          sent.filter(([peer]) => survivors.includes(peer)).map(([peer, id]) => peer.replyTo(id, CONVERGE_MS)),
+        );
+        const last = await head(db, room);
+        await Promise.all(
+          survivors.map((p) => p.until(() => p.lastId(room) >= last, CONVERGE_MS, `${room} to ${last}`)),
+        );
+        const stored = await roomEvents(db, room);
+        for (const peer of survivors) {
+          const got = peer.events.get(room)!;
+          const first = got[0].id as number;
+          assertEquals(got.map((f) => f.id), stored.filter((r) => r.id >= first).map((r) => r.id), peer.username);
+          assertEquals(peer.problems, [], peer.username);
         }
-      });
-      await sleep(300);
-      // Server 1 dies (peers 1 and 4 with it); server 2 loses its database for 3 s.
-      await servers[1].stop("SIGKILL");
-      await proxy.cut();
-      await sleep(3000);
-      proxy.restore();
-      await sleep(500);
-      stop = true;
-      await Promise.all(senders);
-      const survivors = peers.filter((_, i) => i % 3 !== 1);
-      const last = await head(db, room);
-      await Promise.all(survivors.map((p) => p.until(() => p.lastId(room) >= last, CONVERGE_MS, `${room} to ${last}`)));
-      const stored = await roomEvents(db, room);
-      for (const peer of survivors) {
-        const got = peer.events.get(room)!;
-        const first = got[0].id as number;
-        assertEquals(got.map((f) => f.id), stored.filter((r) => r.id >= first).map((r) => r.id), peer.username);
-        assertEquals(peer.problems, [], peer.username);
+      } finally {
+        await closeAll(peers);
       }
-    } finally {
-      await closeAll(peers);
-    }
-  },
-});
+    },
+  });
+}

@@ -1,0 +1,81 @@
+// A NATS server of the test's own (`nats-server` on a free loopback port, no JetStream), for the
+// tests of the NATS bus: it can be stopped and started again on the same port mid-traffic. Tests
+// that need it are skipped, with the reason, where no `nats-server` is installed (.ci/run installs
+// Debian's package).
+
+import { freePort } from "./client_process.ts";
+import { sleep } from "./util.ts";
+
+const CANDIDATES = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"];
+
+/** The nats-server executable, if one is installed. */
+export const natsServerPath: string | undefined = await findNatsServer();
+
+/** Why NATS tests are skipped here, or undefined when they run. */
+export const natsMissing: string | undefined = natsServerPath
+  ? undefined
+  : "no nats-server installed (apt-get install nats-server)";
+
+export interface NatsServer extends AsyncDisposable {
+  /** nats://127.0.0.1:<port> */
+  readonly url: string;
+  /** Stops the server (SIGKILL: connections drop as in a crash). */
+  stop(): Promise<void>;
+  /** Starts it again on the same port. */
+  start(): Promise<void>;
+}
+
+/** Starts a NATS server on a free port and waits until it accepts connections. */
+export async function startNats(): Promise<NatsServer> {
+  if (!natsServerPath) throw new Error(natsMissing);
+  const port = freePort();
+  let child: Deno.ChildProcess | undefined;
+  const start = async () => {
+    child = new Deno.Command(natsServerPath, {
+      args: ["-a", "127.0.0.1", "-p", String(port)],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    await untilAccepting(port);
+  };
+  const stop = async () => {
+    if (!child) return;
+    const running = child;
+    child = undefined;
+    try {
+      running.kill("SIGKILL");
+    } catch {
+      // Exited already.
+    }
+    await running.status;
+  };
+  await start();
+  return { url: `nats://127.0.0.1:${port}`, start, stop, [Symbol.asyncDispose]: stop };
+}
+
+async function untilAccepting(port: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.close();
+      return;
+    } catch {
+      await sleep(20);
+    }
+  }
+  throw new Error(`nats-server did not accept connections on ${port} within 10 s`);
+}
+
+async function findNatsServer(): Promise<string | undefined> {
+  const onPath = (Deno.env.get("PATH") ?? "").split(":").filter(Boolean).map((dir) => `${dir}/nats-server`);
+  for (const path of [...onPath, ...CANDIDATES]) {
+    try {
+      if ((await Deno.stat(path)).isFile) return path;
+    } catch {
+      // Not there.
+    }
+  }
+  return undefined;
+}
