@@ -4,8 +4,8 @@
 // kicked user on another at the kick; an invitation made on one server reaches the invitee on
 // another at once; a property test of random membership changes and sends over two servers
 // checks that each connection got exactly the events its membership entitles it to; a server
-// killed mid-traffic and a database outage leave no gap and no duplicate. The last two run on
-// both buses: PostgreSQL's NOTIFY, and NATS (a nats-server of the test's own). PostgreSQL only.
+// killed mid-traffic and a database outage leave no gap and no duplicate. Every test runs on both
+// buses: PostgreSQL's NOTIFY, and NATS (a nats-server of the test's own). PostgreSQL only.
 
 import { assert, assertEquals, fail } from "./support/assert.ts";
 import { type Frame, sanitized, type TestClient, uniqueName } from "./support/client.ts";
@@ -171,152 +171,161 @@ async function head(db: ScratchDatabase, room: string): Promise<number> {
   );
 }
 
-Deno.test({
-  name:
-    "rooms cluster: three servers, senders in two rooms on each: every member connection gets each room's events once, in order, as stored",
-  ignore,
-  ...sanitized,
-  async fn() {
-    await using db = await createScratchDatabase(postgresUrl!);
-    await using servers = await startServers([db.url, db.url, db.url]);
-    const names = Array.from({ length: 6 }, () => uniqueName("rc"));
-    const peers: V2Peer[] = [];
-    try {
-      for (let i = 0; i < names.length; i++) peers.push(await V2Peer.login(servers[i % 3], names[i], true));
-      const owner = peers[0];
-      const rooms: string[] = [];
-      for (const visibility of ["public", "private"]) {
-        const created = await owner.request({ type: "room_create", name: uniqueName("room"), visibility });
-        rooms.push((created.room as Frame).id as string);
-      }
-      for (const peer of peers.slice(1)) {
-        for (const room of rooms) {
-          if (room === rooms[1]) await owner.request({ type: "room_invite", room, user: peer.username });
-          assertEquals((await peer.request({ type: "room_join", room })).type, "room_response");
+for (const bus of BUSES) {
+  Deno.test({
+    name:
+      `rooms cluster${bus.label}: three servers, senders in two rooms on each: every member connection gets each room's events once, in order, as stored`,
+    ignore: bus.ignore,
+    ...sanitized,
+    async fn() {
+      await using nats = bus.nats ? await startNats() : undefined;
+      await using db = await createScratchDatabase(postgresUrl!);
+      await using servers = await startServers([db.url, db.url, db.url], nats ? { NATS_URL: nats.url } : {});
+      const names = Array.from({ length: 6 }, () => uniqueName("rc"));
+      const peers: V2Peer[] = [];
+      try {
+        for (let i = 0; i < names.length; i++) peers.push(await V2Peer.login(servers[i % 3], names[i], true));
+        const owner = peers[0];
+        const rooms: string[] = [];
+        for (const visibility of ["public", "private"]) {
+          const created = await owner.request({ type: "room_create", name: uniqueName("room"), visibility });
+          rooms.push((created.room as Frame).id as string);
         }
-      }
-      // Everyone sends into both rooms at once, on all three servers.
-      await Promise.all(peers.map(async (peer, p) => {
-        for (let i = 0; i < 20; i++) {
+        for (const peer of peers.slice(1)) {
           for (const room of rooms) {
-            const ack = await peer.request({ type: "send_message", room, message: `p${p}-${i}` });
-            assertEquals(ack.type, "new_message", JSON.stringify(ack));
+            if (room === rooms[1]) await owner.request({ type: "room_invite", room, user: peer.username });
+            assertEquals((await peer.request({ type: "room_join", room })).type, "room_response");
           }
         }
-      }));
-      for (const room of rooms) {
-        const last = await head(db, room);
-        await Promise.all(
-          peers.map((p) => p.until(() => p.lastId(room) >= last, CONVERGE_MS, `${room} up to ${last}`)),
-        );
-        const stored = await roomEvents(db, room);
-        for (const peer of peers) {
-          const got = peer.events.get(room)!;
-          const first = got[0].id as number;
-          assertEquals(
-            got.map((f) => [f.id, f.type === "new_message" ? f.message : f.membership]),
-            stored.filter((r) => r.id >= first).map((r) => [r.id, r.kind === "message" ? r.body : r.kind]),
-            `${peer.username} in ${room}`,
+        // Everyone sends into both rooms at once, on all three servers.
+        await Promise.all(peers.map(async (peer, p) => {
+          for (let i = 0; i < 20; i++) {
+            for (const room of rooms) {
+              const ack = await peer.request({ type: "send_message", room, message: `p${p}-${i}` });
+              assertEquals(ack.type, "new_message", JSON.stringify(ack));
+            }
+          }
+        }));
+        for (const room of rooms) {
+          const last = await head(db, room);
+          await Promise.all(
+            peers.map((p) => p.until(() => p.lastId(room) >= last, CONVERGE_MS, `${room} up to ${last}`)),
           );
+          const stored = await roomEvents(db, room);
+          for (const peer of peers) {
+            const got = peer.events.get(room)!;
+            const first = got[0].id as number;
+            assertEquals(
+              got.map((f) => [f.id, f.type === "new_message" ? f.message : f.membership]),
+              stored.filter((r) => r.id >= first).map((r) => [r.id, r.kind === "message" ? r.body : r.kind]),
+              `${peer.username} in ${room}`,
+            );
+          }
         }
+        for (const peer of peers) assertEquals(peer.problems, [], peer.username);
+      } finally {
+        await closeAll(peers);
       }
-      for (const peer of peers) assertEquals(peer.problems, [], peer.username);
-    } finally {
-      await closeAll(peers);
-    }
-  },
-});
+    },
+  });
 
-Deno.test({
-  name: "rooms cluster: a kick committed on another server stops delivery to the kicked user at the kick, mid-stream",
-  ignore,
-  ...sanitized,
-  async fn() {
-    await using db = await createScratchDatabase(postgresUrl!);
-    await using servers = await startServers([db.url, db.url, db.url]);
-    const peers: V2Peer[] = [];
-    try {
-      const owner = await V2Peer.login(servers[1], uniqueName("owner"), true);
-      const victim = await V2Peer.login(servers[0], uniqueName("victim"), true);
-      const sender = await V2Peer.login(servers[2], uniqueName("sender"), true);
-      peers.push(owner, victim, sender);
-      const room = ((await owner.request({ type: "room_create", name: uniqueName("k"), visibility: "private" }))
-        .room as Frame).id as string;
-      for (const peer of [victim, sender]) {
-        await owner.request({ type: "room_invite", room, user: peer.username });
-        await peer.request({ type: "room_join", room });
-      }
-      let stop = false;
-      const sending = (async () => {
-        for (let i = 0; i < 400 && !stop; i++) {
-          await sender.send({ type: "send_message", room, message: `m${i}` });
-          await sleep(2);
+  Deno.test({
+    name:
+      `rooms cluster${bus.label}: a kick committed on another server stops delivery to the kicked user at the kick, mid-stream`,
+    ignore: bus.ignore,
+    ...sanitized,
+    async fn() {
+      await using nats = bus.nats ? await startNats() : undefined;
+      await using db = await createScratchDatabase(postgresUrl!);
+      await using servers = await startServers([db.url, db.url, db.url], nats ? { NATS_URL: nats.url } : {});
+      const peers: V2Peer[] = [];
+      try {
+        const owner = await V2Peer.login(servers[1], uniqueName("owner"), true);
+        const victim = await V2Peer.login(servers[0], uniqueName("victim"), true);
+        const sender = await V2Peer.login(servers[2], uniqueName("sender"), true);
+        peers.push(owner, victim, sender);
+        const room = ((await owner.request({ type: "room_create", name: uniqueName("k"), visibility: "private" }))
+          .room as Frame).id as string;
+        for (const peer of [victim, sender]) {
+          await owner.request({ type: "room_invite", room, user: peer.username });
+          await peer.request({ type: "room_join", room });
         }
-      })();
-      await victim.until(() => (victim.events.get(room) ?? []).some((f) => f.message === "m20"), CONVERGE_MS, "m20");
-      const kick = await owner.request({ type: "room_kick", room, user: victim.username });
-      assertEquals(kick.type, "kick_response");
-      await sleep(300);
-      stop = true;
-      await sending;
-      const last = await head(db, room);
-      await owner.until(() => owner.lastId(room) >= last, CONVERGE_MS, "the owner to see everything");
-      const stored = await roomEvents(db, room);
-      const kickId = stored.find((r) => r.kind === "kick")!.id;
-      assert(stored.some((r) => r.kind === "message" && r.id > kickId), "no message was sent after the kick");
-      const got = victim.events.get(room)!;
-      assertEquals(got.at(-1)!.id, kickId, "the kick is the victim's last event in the room");
-      assertEquals(got.at(-1)!.membership, "kick");
-      await sleep(200);
-      assertEquals(victim.events.get(room)!.at(-1)!.id, kickId, "something came after the kick");
-      assertEquals(victim.problems, []);
-      // And the private room is gone for them: its history answers as a missing room.
-      const history = await victim.request({ type: "get_history", room });
-      assertEquals([history.type, history.code], ["error", "room_not_found"]);
-    } finally {
-      await closeAll(peers);
-    }
-  },
-});
+        let stop = false;
+        const sending = (async () => {
+          for (let i = 0; i < 400 && !stop; i++) {
+            await sender.send({ type: "send_message", room, message: `m${i}` });
+            await sleep(2);
+          }
+        })();
+        await victim.until(() => (victim.events.get(room) ?? []).some((f) => f.message === "m20"), CONVERGE_MS, "m20");
+        const kick = await owner.request({ type: "room_kick", room, user: victim.username });
+        assertEquals(kick.type, "kick_response");
+        await sleep(300);
+        stop = true;
+        await sending;
+        const last = await head(db, room);
+        await owner.until(() => owner.lastId(room) >= last, CONVERGE_MS, "the owner to see everything");
+        const stored = await roomEvents(db, room);
+        const kickId = stored.find((r) => r.kind === "kick")!.id;
+        assert(stored.some((r) => r.kind === "message" && r.id > kickId), "no message was sent after the kick");
+        const got = victim.events.get(room)!;
+        assertEquals(got.at(-1)!.id, kickId, "the kick is the victim's last event in the room");
+        assertEquals(got.at(-1)!.membership, "kick");
+        await sleep(200);
+        assertEquals(victim.events.get(room)!.at(-1)!.id, kickId, "something came after the kick");
+        assertEquals(victim.problems, []);
+        // And the private room is gone for them: its history answers as a missing room.
+        const history = await victim.request({ type: "get_history", room });
+        assertEquals([history.type, history.code], ["error", "room_not_found"]);
+      } finally {
+        await closeAll(peers);
+      }
+    },
+  });
 
-Deno.test({
-  name: "rooms cluster: an invitation made on one server reaches the invitee's connection on another at once",
-  ignore,
-  ...sanitized,
-  async fn() {
-    await using db = await createScratchDatabase(postgresUrl!);
-    await using servers = await startServers([db.url, db.url]);
-    const peers: V2Peer[] = [];
-    try {
-      const inviter = await V2Peer.login(servers[1], uniqueName("inviter"), true);
-      const invitee = await V2Peer.login(servers[0], uniqueName("invitee"), true);
-      peers.push(inviter, invitee);
-      const room = ((await inviter.request({ type: "room_create", name: uniqueName("i"), visibility: "private" }))
-        .room as Frame).id as string;
-      const started = performance.now();
-      await inviter.request({ type: "room_invite", room, user: invitee.username });
-      await invitee.until(() => invitee.events.has(room), 5000, "the invitation");
-      const elapsed = performance.now() - started;
-      const invite = invitee.events.get(room)![0];
-      assertEquals([invite.type, invite.membership, invite.user, invite.by], [
-        "member_event",
-        "invite",
-        invitee.username,
-        inviter.username,
-      ]);
-      assert(elapsed < 5000, `the invitation took ${elapsed} ms`);
-      // Joining on its own server: the join is its next event, then the room's messages.
-      await invitee.request({ type: "room_join", room });
-      await inviter.request({ type: "send_message", room, message: "welcome" });
-      await invitee.until(() => invitee.events.get(room)!.some((f) => f.message === "welcome"), CONVERGE_MS, "welcome");
-      assertEquals(invitee.events.get(room)!.map((f) => f.membership ?? f.message), ["invite", "join", "welcome"]);
-    } finally {
-      await closeAll(peers);
-    }
-  },
-});
+  Deno.test({
+    name:
+      `rooms cluster${bus.label}: an invitation made on one server reaches the invitee's connection on another at once`,
+    ignore: bus.ignore,
+    ...sanitized,
+    async fn() {
+      await using nats = bus.nats ? await startNats() : undefined;
+      await using db = await createScratchDatabase(postgresUrl!);
+      await using servers = await startServers([db.url, db.url], nats ? { NATS_URL: nats.url } : {});
+      const peers: V2Peer[] = [];
+      try {
+        const inviter = await V2Peer.login(servers[1], uniqueName("inviter"), true);
+        const invitee = await V2Peer.login(servers[0], uniqueName("invitee"), true);
+        peers.push(inviter, invitee);
+        const room = ((await inviter.request({ type: "room_create", name: uniqueName("i"), visibility: "private" }))
+          .room as Frame).id as string;
+        const started = performance.now();
+        await inviter.request({ type: "room_invite", room, user: invitee.username });
+        await invitee.until(() => invitee.events.has(room), 5000, "the invitation");
+        const elapsed = performance.now() - started;
+        const invite = invitee.events.get(room)![0];
+        assertEquals([invite.type, invite.membership, invite.user, invite.by], [
+          "member_event",
+          "invite",
+          invitee.username,
+          inviter.username,
+        ]);
+        assert(elapsed < 5000, `the invitation took ${elapsed} ms`);
+        // Joining on its own server: the join is its next event, then the room's messages.
+        await invitee.request({ type: "room_join", room });
+        await inviter.request({ type: "send_message", room, message: "welcome" });
+        await invitee.until(
+          () => invitee.events.get(room)!.some((f) => f.message === "welcome"),
+          CONVERGE_MS,
+          "welcome",
+        );
+        assertEquals(invitee.events.get(room)!.map((f) => f.membership ?? f.message), ["invite", "join", "welcome"]);
+      } finally {
+        await closeAll(peers);
+      }
+    },
+  });
 
-for (const bus of BUSES) {
   Deno.test({
     name:
       `rooms cluster${bus.label}: random joins, leaves, kicks, invites and sends over two servers: each connection gets exactly what its membership entitles it to`,

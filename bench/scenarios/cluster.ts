@@ -8,6 +8,10 @@
 // chat_store_messages() called serially on one connection (every writer holds one lock to COMMIT,
 // so batches are sequenced one at a time whatever the number of servers), with batches of the
 // size the servers formed and of one message.
+//
+// Where a NATS server answers (NATS_URL, else nats://127.0.0.1:4222), a third arm runs in the
+// same rounds: three more servers on a database of their own with NATS_URL set (the NATS bus),
+// with the same clients and load, reported against the three on NOTIFY.
 
 import { type BenchDatabase, openBenchDatabase } from "../database.ts";
 import { cpuRows, latencyRows, measureInterleaved, trafficProblems } from "../measure.ts";
@@ -65,6 +69,8 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
   const traffic = { senders: params.senders, window: params.window, messageChars: params.message_chars };
   // The single server gets a database of its own: on the cluster's it would follow the cluster's traffic.
   const alone = await openBenchDatabase(false, Deno.env.get("DATABASE_URL"), "_single");
+  const natsUrl = await reachableNats();
+  const natsDb = natsUrl ? await openBenchDatabase(false, Deno.env.get("DATABASE_URL"), "_nats") : undefined;
   const processes: Process[] = [];
   const clientSets: LoadClient[][] = [];
   try {
@@ -72,6 +78,13 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
     const servers = processes.slice();
     const one = await startChatServer(ctx, alone.serverEnv);
     processes.push(one);
+    const natsServers: Process[] = [];
+    if (natsDb && natsUrl) {
+      for (let i = 0; i < SERVERS; i++) {
+        natsServers.push(await startChatServer(ctx, { ...natsDb.serverEnv, NATS_URL: natsUrl }));
+      }
+      processes.push(...natsServers);
+    }
 
     const names = usernames("clu", params.clients);
     await registerUsers(servers[0].port, names);
@@ -91,10 +104,26 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
     );
     const singleClients = await connectLoggedIn(one.port, params.clients, { usernames: names });
     clientSets.push(singleClients);
+    let natsClients: LoadClient[] = [];
+    if (natsServers.length > 0) {
+      await registerUsers(natsServers[0].port, names);
+      const natsPerServer = await Promise.all(
+        natsServers.map((s, k) =>
+          connectLoggedIn(s.port, Math.ceil((params.clients - k) / SERVERS), {
+            usernames: names.filter((_, i) => i % SERVERS === k),
+          })
+        ),
+      );
+      clientSets.push(...natsPerServer);
+      natsClients = Array.from(
+        { length: params.clients },
+        (_, i) => natsPerServer[i % SERVERS][Math.floor(i / SERVERS)],
+      );
+    }
     const firstId = await newestId(ctx.db);
     const firstIdAlone = await newestId(alone);
 
-    const [clustered, single] = await measureInterleaved([
+    const [clustered, single, onNats] = await measureInterleaved([
       {
         ...traffic,
         mode: "server",
@@ -113,6 +142,18 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
         backendPattern: alone.backendPattern,
         label: "one server",
       },
+      ...(natsServers.length > 0
+        ? [{
+          ...traffic,
+          mode: "server" as const,
+          clients: natsClients,
+          pid: natsServers[0].pid,
+          pids: natsServers.map((s) => s.pid),
+          serverOf: (i: number) => i % SERVERS,
+          backendPattern: natsDb!.backendPattern,
+          label: "cluster on NATS (3 servers)",
+        }]
+        : []),
     ], { rounds: params.rounds, warmupS: params.warmup_s, rewarmS: params.rewarm_s, roundS: params.round_s });
     for (const set of clientSets) closeAll(set);
     clientSets.length = 0;
@@ -194,6 +235,9 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
         ratioText(headroom === null ? null : 1 / headroom),
       ],
       ["ceiling: locked batches/s, 1 per batch, serial", "", fmt(ceilingOne.batches_per_s), ""],
+      ...(onNats
+        ? natsRows(onNats, clustered)
+        : [["NATS bus", "not measured: no NATS server answered", "", ""] as Row]),
       [
         "ceiling: batch round trip p50 / p99 (ms)",
         "",
@@ -213,6 +257,15 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
       },
       loadgen: clustered.loadgen,
       targets: [
+        ...(onNats
+          ? [{
+            name: "cluster on NATS missed / out of order",
+            target: "0 / 0",
+            measured: `${onNats.counts.missed} / ${onNats.counts.out_of_order}`,
+            ratio: null,
+            pass: onNats.counts.missed === 0 && onNats.counts.out_of_order === 0 && onNats.drained,
+          }]
+          : []),
         {
           name: "cluster missed / out of order",
           target: "0 / 0",
@@ -248,13 +301,80 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
           pass: null,
         },
       ],
-      problems: [...problems, ...trafficProblems("cluster", clustered), ...trafficProblems("one server", single)],
+      problems: [
+        ...problems,
+        ...trafficProblems("cluster", clustered),
+        ...trafficProblems("one server", single),
+        ...(onNats ? trafficProblems("cluster on NATS", onNats) : []),
+      ],
       rows,
     };
   } finally {
     for (const set of clientSets) closeAll(set);
     await Promise.all(processes.map((p) => p.stop()));
     await alone.close();
+    await natsDb?.close();
+  }
+}
+
+type Measured = Awaited<ReturnType<typeof measureInterleaved>>[number];
+
+/** The NATS arm against the three servers on NOTIFY (value, baseline, ratio). */
+function natsRows(nats: Measured, notify: Measured): Row[] {
+  const ratio = (a: number | null | undefined, b: number | null | undefined) =>
+    ratioText(a !== null && a !== undefined && b ? a / b : null);
+  const cross = nats.cross_server_latency!;
+  const notifyCross = notify.cross_server_latency!;
+  return [
+    [
+      "NATS bus: messages/s (vs NOTIFY)",
+      fmt(nats.messages_per_s),
+      fmt(notify.messages_per_s),
+      ratio(nats.messages_per_s, notify.messages_per_s),
+    ],
+    [
+      "NATS bus: deliveries/s",
+      fmt(nats.deliveries_per_s),
+      fmt(notify.deliveries_per_s),
+      ratio(nats.deliveries_per_s, notify.deliveries_per_s),
+    ],
+    [
+      "NATS bus: cross-server latency p50 (ms)",
+      fmt(cross.p50_ms),
+      fmt(notifyCross.p50_ms),
+      ratio(cross.p50_ms, notifyCross.p50_ms),
+    ],
+    [
+      "NATS bus: cross-server latency p99 (ms)",
+      fmt(cross.p99_ms),
+      fmt(notifyCross.p99_ms),
+      ratio(cross.p99_ms, notifyCross.p99_ms),
+    ],
+    [
+      "NATS bus: database CPU ms per message",
+      fmt(nats.database_cpu_ms_per_message),
+      fmt(notify.database_cpu_ms_per_message),
+      ratio(nats.database_cpu_ms_per_message, notify.database_cpu_ms_per_message),
+    ],
+    [
+      "NATS bus: servers' CPU ms per 1000 deliveries",
+      fmt(nats.cpu_ms_per_1000_deliveries),
+      fmt(notify.cpu_ms_per_1000_deliveries),
+      ratio(nats.cpu_ms_per_1000_deliveries, notify.cpu_ms_per_1000_deliveries),
+    ],
+  ];
+}
+
+/** NATS_URL, else the local default, if a NATS server accepts connections there. */
+async function reachableNats(): Promise<string | undefined> {
+  const url = Deno.env.get("NATS_URL") || "nats://127.0.0.1:4222";
+  const { hostname, port } = new URL(url.replace(/^(nats|tls):/, "http:"));
+  try {
+    const conn = await Deno.connect({ hostname, port: Number(port || 4222) });
+    conn.close();
+    return url;
+  } catch {
+    return undefined;
   }
 }
 
