@@ -5,7 +5,7 @@
 // missed and out-of-order deliveries, the three servers' CPU per 1,000 deliveries added up; next to
 // ONE server (on a throw-away database of its own) with the same clients and load, in alternating
 // rounds. Then the database's ceiling for this path, measured with the servers stopped:
-// chat_store_messages() called serially on one connection (every writer holds one lock to COMMIT,
+// chat_store_batch() called serially on one connection (every writer holds one lock to COMMIT,
 // so batches are sequenced one at a time whatever the number of servers), with batches of the
 // size the servers formed and of one message.
 //
@@ -34,8 +34,8 @@ import {
 
 const SERVERS = 3;
 /** The servers' call: the gap asked for starts at the batch before (as a lone server's does). */
-const STORE_SQL =
-  `SELECT through_id FROM chat_store_messages($1::int[], $2::text[], $3::text[], $4::text[], $5::bigint)`;
+const STORE_SQL = `SELECT lobby_through FROM chat_store_batch($1::text[], $2::int[], $3::text[], $4::text[],
+  $5::text[], $6::bigint, '{}'::text[], '{}'::bigint[])`;
 const NEWEST_ID_SQL = `SELECT COALESCE(max(id), 0)::int AS id FROM messages`;
 /** One transaction per batch: rows that share xmin were committed together. */
 const BATCHES_SQL = `SELECT count(*)::int AS messages, count(DISTINCT xmin::text)::int AS batches
@@ -250,7 +250,7 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
       params,
       results: { ...clustered, batching } as unknown as Record<string, unknown>,
       ceiling: {
-        kind: "one server (own database), same clients and load; chat_store_messages serially on one connection",
+        kind: "one server (own database), same clients and load; chat_store_batch serially on one connection",
         one_server: { ...single, batching: batchingAlone },
         locked_batches: ceilingSized,
         locked_single_messages: ceilingOne,
@@ -388,7 +388,7 @@ async function batchesSince(db: BenchDatabase, id: number): Promise<{ messages: 
 }
 
 /**
- * Calls chat_store_messages() with batches of `size` messages, one after another, for `seconds`
+ * Calls chat_store_batch() with lobby batches of `size` messages, one after another, for `seconds`
  * (at most 100,000 batches): what one database sequences when every writer holds the lock in turn.
  */
 async function lockedBatchCeiling(
@@ -398,14 +398,15 @@ async function lockedBatchCeiling(
   sender: Record<string, unknown>,
 ): Promise<LockedBatchCeiling> {
   const params = [
+    Array(size).fill(null),
     Array(size).fill(Number(sender.id)),
     Array(size).fill(String(sender.username)),
     Array.from({ length: size }, (_, i) => `ceiling ${i} ${"x".repeat(90)}`),
     Array(size).fill(null),
     0,
   ];
-  const store = async () => params[4] = Number((await db.query(STORE_SQL, params))[0].through_id);
-  params[4] = await newestId(db);
+  const store = async () => params[5] = Number((await db.query(STORE_SQL, params))[0].lobby_through);
+  params[5] = await newestId(db);
   for (let i = 0; i < 20; i++) await store();
   const latency = new Histogram();
   let batches = 0;

@@ -69,8 +69,12 @@ const GAP_HOLD_MS = 150;
 const MAX_RETIRED_ROOMS = 10_000;
 /** How long an own membership event waits for its notice from the bus before it is taken as is. */
 const NOTICE_WAIT_MS = 2000;
-/** A catch-up read that has not answered by then is cancelled and retried. */
-const READ_TIMEOUT_MS = 10_000;
+/**
+ * A catch-up read that has not answered by then is cancelled and retried. A read is at most a page
+ * of rows by primary key (milliseconds); while one hangs (its connection went dark) its feed
+ * delivers nothing, so it is not waited for long.
+ */
+const READ_TIMEOUT_MS = 3000;
 
 const LOBBY_CATCH_UP_SQL = `SELECT id, sender_username AS sender, message_text AS message,
   to_char(timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp
