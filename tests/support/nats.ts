@@ -23,6 +23,10 @@ export interface NatsServer extends AsyncDisposable {
   stop(): Promise<void>;
   /** Starts it again on the same port. */
   start(): Promise<void>;
+  /** Freezes it (SIGSTOP): connections stay open, nothing moves. */
+  pause(): void;
+  /** Lets it run again (SIGCONT). */
+  resume(): void;
 }
 
 /** Starts a NATS server on a free port and waits until it accepts connections. */
@@ -50,8 +54,22 @@ export async function startNats(): Promise<NatsServer> {
     }
     await running.status;
   };
+  const signal = (name: Deno.Signal) => {
+    if (child) Deno.kill(child.pid, name);
+  };
+  const dispose = async () => {
+    signal("SIGCONT");
+    await stop();
+  };
   await start();
-  return { url: `nats://127.0.0.1:${port}`, start, stop, [Symbol.asyncDispose]: stop };
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    start,
+    stop,
+    pause: () => signal("SIGSTOP"),
+    resume: () => signal("SIGCONT"),
+    [Symbol.asyncDispose]: dispose,
+  };
 }
 
 async function untilAccepting(port: number): Promise<void> {
