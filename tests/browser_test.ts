@@ -285,3 +285,68 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "browser: a send answered unavailable is not resent after its user logs out, not even as the next user of the tab",
+  ...browserTest,
+  async fn() {
+    await using server = await startTestServer(backends[0], { RATE_LIMIT_PER_SEC: "0" }, { httpPort: 0 });
+    const url = `http://127.0.0.1:${server.service.httpPort}/`;
+    await using terminal = await server.connect();
+    await terminal.registerAndLogin(uniqueName("watch"));
+    const browser = await launchBrowser();
+    try {
+      const page = await browser.newPage();
+      // The page's first send is answered `unavailable` (as while the database is away), unsent.
+      let faked = false;
+      await page.routeWebSocket(/\/ws$/, (ws) => {
+        const upstream = ws.connectToServer();
+        ws.onMessage((message) => {
+          const frame = JSON.parse(String(message));
+          if (!faked && frame.type === "send_message") {
+            faked = true;
+            ws.send(JSON.stringify({
+              type: "error",
+              code: "unavailable",
+              message: "The server cannot store messages right now",
+              request_id: frame.request_id,
+            }));
+            return;
+          }
+          upstream.send(message);
+        });
+        upstream.onMessage((message) => ws.send(message));
+      });
+      await page.goto(url);
+      const first = uniqueName("first");
+      await page.fill("#username", first);
+      await page.fill("#password", "secret123");
+      await page.click("#register-button");
+      await page.waitForSelector("#chat:not([hidden])", { timeout: 10_000 });
+      const secret = `${first}'s words`;
+      await say(page, secret);
+      await page.locator("#chat-status").getByText(/./).waitFor({ timeout: 10_000 });
+      assert(faked, "the send was not answered unavailable");
+
+      // The first user leaves; another logs in on the same tab before the 2 s resend is due.
+      await page.click("#logout-button");
+      await page.waitForSelector("#username", { state: "visible", timeout: 10_000 });
+      const second = uniqueName("second");
+      await page.fill("#username", second);
+      await page.fill("#password", "secret123");
+      await page.click("#register-button");
+      await page.waitForSelector("#chat:not([hidden])", { timeout: 10_000 });
+      await say(page, `${second} is here`);
+      await terminal.waitFor((f) => f.type === "new_message" && f.message === `${second} is here`);
+      // Past the resend's time: the first user's words were sent by nobody.
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      const history = await terminal.request({ type: "get_history", limit: 50 });
+      const texts = (history.messages as Frame[]).map((m) => m.message);
+      assertEquals(texts.includes(secret), false, "the first user's message went out after they logged out");
+      assert(texts.includes(`${second} is here`));
+    } finally {
+      await browser.close();
+    }
+  },
+});

@@ -91,6 +91,9 @@ async function logIn(register) {
 async function logOut() {
   credentials = null;
   clearInterval(usersTimer);
+  // Nothing of this user's may run after they left (a resend would go out as the next user).
+  for (const timer of timers) clearTimeout(timer);
+  timers.clear();
   state.reset();
   state.me = null;
   view.showLogin();
@@ -114,7 +117,7 @@ async function resume() {
       // The database is away or logins are throttled: stay on the chat and try again.
       view.showError(describeError(reply));
       const retryMs = Math.max(2000, Math.min(Number(reply.retry_after_ms) || 0, 60_000));
-      setTimeout(() => {
+      later(() => {
         if (credentials && connection.isOpen) void resume();
       }, retryMs);
       return;
@@ -206,11 +209,25 @@ async function deliver(entry) {
   if (reply.code === "unavailable") {
     // The database is away: the same client_msg_id is resent at the next reconnect or send.
     view.showError(describeError(reply));
-    setTimeout(() => void deliver(entry), 2000);
+    later(() => {
+      // Only while it is still this user's pending message: after a log-out it is nobody's.
+      if (state.pending.get(entry.clientMsgId) === entry) void deliver(entry);
+    }, 2000);
     return;
   }
   entry.status = "failed";
   view.failPending(entry.clientMsgId, describeError(reply));
+}
+
+/** Timers that belong to the logged-in user: cleared on log-out. */
+const timers = new Set();
+
+function later(fn, ms) {
+  const timer = setTimeout(() => {
+    timers.delete(timer);
+    fn();
+  }, ms);
+  timers.add(timer);
 }
 
 /** A UUID; crypto.randomUUID needs a secure context, which a LAN address over http is not. */
