@@ -17,6 +17,8 @@ export interface ClientArgs {
   listen: boolean;
   /** --history N; undefined: the mode's default. */
   history: number | undefined;
+  /** --room NAME|ID: piped sends go to, and --listen prints, this room (protocol v2). */
+  room: string | undefined;
 }
 
 export const USAGE = `Terminal client for the chat server.
@@ -40,6 +42,8 @@ Options:
       --register    register NAME first; if it exists already, just log in
       --listen      the listen mode above
       --history N   show the N newest messages first (interactive: ${DEFAULT_INTERACTIVE_HISTORY}, --listen: 0)
+      --room ROOM   piped lines go to, and --listen prints, this room or DM (a name, @user for
+                    a DM, or an id) instead of the lobby; you must be in it
   -h, --help        this text
 
 Environment:
@@ -49,12 +53,15 @@ Environment:
 
 The client reconnects by itself when the connection drops (waiting longer after each failed
 try, up to 10 s), logs in again and prints what was sent meanwhile, each message once.
-Interactive commands: /history [n], /older, /users, /logout, /quit, /help.
+Interactive commands: /history [n], /older, /users, /logout, /quit, /help; rooms and DMs:
+/rooms, /r <room>, /join <room>, /create <name> [private], /dm <user>, /invite <user>,
+/kick <user>, /leave.
 
 Examples:
   deno task client
   echo "hello" | CHAT_PASSWORD=secret123 deno task client --user alice --register
   CHAT_PASSWORD=secret123 deno task client chat.example.org:5555 --user bob --listen
+  echo "build is green" | CHAT_PASSWORD=secret123 deno task client --user ci --room builds
 
 Exit status: 0 done; 1 a message was refused, the login failed or the server could not be
 reached; 2 bad arguments or a missing setting.`;
@@ -65,6 +72,7 @@ const OPTIONS = {
   register: { type: "boolean" },
   listen: { type: "boolean" },
   history: { type: "string" },
+  room: { type: "string" },
 } as const;
 
 /** Parses `args` (without the "client" subcommand); throws UsageError. */
@@ -78,6 +86,7 @@ export function parseArgs(args: readonly string[]): ClientArgs {
   const { values, positionals } = parsed;
   if (positionals.length > 1) throw new UsageError(`unexpected argument ${positionals[1]} (see --help)`);
   if (values.user === "") throw new UsageError("--user needs a value");
+  if (values.room !== undefined && values.room.trim() === "") throw new UsageError("--room needs a value");
   return {
     help: values.help ?? false,
     ...(positionals.length === 1 ? parseAddress(positionals[0]) : { hostname: DEFAULT_HOST, port: DEFAULT_PORT }),
@@ -85,6 +94,7 @@ export function parseArgs(args: readonly string[]): ClientArgs {
     register: values.register ?? false,
     listen: values.listen ?? false,
     history: values.history === undefined ? undefined : parseCount(values.history, "--history"),
+    room: values.room?.trim(),
   };
 }
 

@@ -15,6 +15,7 @@ Deno.test({
       register: false,
       listen: false,
       history: undefined,
+      room: undefined,
     });
   },
 });
@@ -34,6 +35,8 @@ Deno.test({
     assertEquals(parseArgs(["-h"]).help, true);
     assertEquals(parseArgs(["-ualice"]).user, "alice");
     assertEquals(parseArgs(["--listen", "--", "example.org:7000"]).port, 7000);
+    assertEquals(parseArgs(["--room", " design "]).room, "design");
+    assertEquals(parseArgs(["--room=@bob", "--listen"]).room, "@bob");
   },
 });
 
@@ -68,6 +71,8 @@ Deno.test({
         ["-x"],
         ["--register=yes"],
         ["--user", "alice", "--user="],
+        ["--room", " "],
+        ["--room"],
       ]
     ) {
       let error: unknown;

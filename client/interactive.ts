@@ -1,5 +1,7 @@
 // The interactive mode: asks to log in or register, shows the newest messages, then live ones
-// above the prompt, and runs the slash commands.
+// above the prompt, and runs the slash commands. With a v2 server it chats in rooms and DMs too:
+// one conversation is current (the prompt names it); the others' messages are shown with their
+// room's name.
 
 import type { ClientArgs } from "./args.ts";
 import { DEFAULT_INTERACTIVE_HISTORY } from "./args.ts";
@@ -22,7 +24,14 @@ import { ChatSession, type RegisterMode, type SessionEvent } from "./session.ts"
 import { type Input, Terminal } from "./terminal.ts";
 import { isValidPassword, isValidUsername } from "../lib/wire/protocol.ts";
 import { type ChatMessage, sameUser } from "./wire.ts";
+import { LOBBY, type RoomEvent, type RoomInfo, roomLabel, roomList } from "./rooms.ts";
+import { ROOM_COMMAND_HELP, roomCommand } from "./room_commands.ts";
+import { renderRoomEvent } from "./room_format.ts";
 
+/** Events of rooms not known yet held for the room list at most (beyond: shown by the room's id). */
+const MAX_HELD_EVENTS = 1000;
+/** Rooms whose names are kept for labels, at most. */
+const MAX_REMEMBERED_ROOMS = 1000;
 /** Messages per /older page, and /history's default. */
 const PAGE = 20;
 const PROMPT = "> ";
@@ -75,6 +84,7 @@ export async function runInteractive(args: ClientArgs): Promise<number> {
           register: identity.register,
           initialHistory: args.history ?? DEFAULT_INTERACTIVE_HISTORY,
           maxReconnectAttempts: Infinity,
+          rooms: true,
         }, (event) => view.onEvent(event));
       } catch (err) {
         view.notice(describeError(err));
@@ -86,6 +96,7 @@ export async function runInteractive(args: ClientArgs): Promise<number> {
         return 1;
       }
       view.notice(`connected to ${args.hostname}:${args.port} as ${session.username}; /help lists the commands`);
+      if (session.roomsEnabled) await view.refreshRooms(session).catch(() => undefined);
       const outcome = await chat(terminal, session, view);
       if (outcome !== "logout") return outcome === "ended" ? 1 : 0;
       preset = { user: undefined, password: undefined, register: false };
@@ -147,12 +158,24 @@ async function ask(terminal: Terminal, prompt: string, secret = false): Promise<
   return input.kind === "line" ? input.text : undefined;
 }
 
-/** What the chat shows: messages, notices, and the oldest message id shown (for /older). */
-class ChatView {
+/**
+ * What the chat shows: messages, notices, the oldest message id shown (for /older), the current
+ * conversation and the names of the user's rooms.
+ */
+export class ChatView {
   readonly #terminal: Terminal;
   readonly #color: boolean;
   readonly #username: string;
   oldestShown: number | undefined;
+  /** The conversation typed lines go to: "lobby" or a room's id. */
+  current = LOBBY;
+  /** The user's rooms, DMs and invitations, by id (protocol v2). */
+  readonly rooms = new Map<string, RoomInfo>();
+  /** Called for an event of a room not known yet (an invitation, say): the list is read again. */
+  onUnknownRoom: () => void = () => this.flushUnknown();
+  #unknown: RoomEvent[] = [];
+  /** Every room seen in this session, also those left since: their last events still need a name. */
+  readonly #names = new Map<string, RoomInfo>();
 
   constructor(terminal: Terminal, color: boolean, username: string) {
     this.#terminal = terminal;
@@ -160,10 +183,39 @@ class ChatView {
     this.#username = username;
   }
 
+  get prompt(): string {
+    return this.current === LOBBY ? PROMPT : `${this.label(this.current)}> `;
+  }
+
+  label(room: string): string {
+    return roomLabel(this.rooms.get(room) ?? this.#names.get(room), room);
+  }
+
+  /** Reads the user's rooms again. */
+  async refreshRooms(session: ChatSession): Promise<RoomInfo[]> {
+    const rooms = roomList(await session.request({ type: "room_list", scope: "joined" }));
+    this.rooms.clear();
+    for (const room of rooms) if (room.id !== LOBBY) this.rooms.set(room.id, room);
+    this.remember(rooms);
+    return rooms;
+  }
+
+  /** Keeps rooms' names for labels (bounded: the oldest are forgotten). */
+  remember(rooms: Iterable<RoomInfo>): void {
+    for (const room of rooms) {
+      this.#names.delete(room.id);
+      this.#names.set(room.id, room);
+    }
+    while (this.#names.size > MAX_REMEMBERED_ROOMS) this.#names.delete(this.#names.keys().next().value!);
+  }
+
   onEvent(event: SessionEvent): void {
     switch (event.kind) {
       case "message":
-        this.show(event.message);
+        this.show(event.message, this.current === LOBBY ? undefined : "lobby");
+        break;
+      case "room_event":
+        this.showRoomEvent(event.event);
         break;
       case "lost":
         this.notice(describeLost(event.cause, event.attempt, event.retryInMs));
@@ -180,10 +232,44 @@ class ChatView {
     }
   }
 
-  show(message: ChatMessage): void {
-    if (this.oldestShown === undefined || message.id < this.oldestShown) this.oldestShown = message.id;
+  /** A lobby message; `where` prefixes it with the conversation's name (not the current one). */
+  show(message: ChatMessage, where?: string): void {
+    if (where === undefined && (this.oldestShown === undefined || message.id < this.oldestShown)) {
+      this.oldestShown = message.id;
+    }
     const own = sameUser(message.sender, this.#username);
-    this.#terminal.print(renderMessage(message, { own, color: this.#color, now: new Date() }));
+    const line = renderMessage(message, { own, color: this.#color, now: new Date() });
+    this.#terminal.print(where === undefined ? line : `[${where}] ${line}`);
+  }
+
+  /**
+   * A room's event. One of a room not known yet (just created, joined or invited to, on this or
+   * another connection) waits for the room list, so that it is shown with the room's name.
+   */
+  showRoomEvent(event: RoomEvent): void {
+    if (!this.rooms.has(event.room) && !this.#names.has(event.room) && this.#unknown.length < MAX_HELD_EVENTS) {
+      this.#unknown.push(event);
+      this.onUnknownRoom();
+      return;
+    }
+    this.#print(event);
+  }
+
+  /** Shows the events held for the room list (known now, or never: then by the room's id). */
+  flushUnknown(): void {
+    const held = this.#unknown;
+    this.#unknown = [];
+    for (const event of held) this.#print(event);
+  }
+
+  #print(event: RoomEvent): void {
+    const where = event.room === this.current ? undefined : this.label(event.room);
+    this.#terminal.print(renderRoomEvent(event, {
+      own: sameUser(event.user, this.#username),
+      color: this.#color,
+      now: new Date(),
+      where,
+    }));
   }
 
   notice(text: string): void {
@@ -198,8 +284,17 @@ async function chat(terminal: Terminal, session: ChatSession, view: ChatView): P
     terminal.cancelRead();
   });
   let unsent = 0;
+  let refreshing = false;
+  view.onUnknownRoom = () => {
+    if (refreshing) return;
+    refreshing = true;
+    view.refreshRooms(session).catch(() => undefined).finally(() => {
+      refreshing = false;
+      view.flushUnknown();
+    });
+  };
   while (true) {
-    const input: Input = await terminal.read(PROMPT);
+    const input: Input = await terminal.read(view.prompt);
     if (ended) {
       if (ended.reason !== "closed") view.notice(describeError(ended));
       return "ended";
@@ -220,7 +315,7 @@ async function chat(terminal: Terminal, session: ChatSession, view: ChatView): P
     if (!session.connected) view.notice("offline: the message will be sent once reconnected");
     unsent++;
     // Not awaited: typing goes on while it is sent; its broadcast is its echo.
-    session.send(text).catch((err) => {
+    session.send(text, view.current).catch((err) => {
       if (!(err instanceof SessionEnded && err.reason === "closed")) {
         view.notice(`not sent (${snippet(text)}): ${describeError(err)}`);
       }
@@ -242,7 +337,7 @@ async function command(line: string, session: ChatSession, view: ChatView): Prom
         view.notice("logged out");
         return "logout";
       case "/help":
-        view.notice(COMMAND_HELP);
+        view.notice(session.roomsEnabled ? `${COMMAND_HELP}\n${ROOM_COMMAND_HELP}` : COMMAND_HELP);
         return undefined;
       case "/users": {
         const users = await session.users();
@@ -255,16 +350,27 @@ async function command(line: string, session: ChatSession, view: ChatView): Prom
           view.notice("usage: /history [n], with n a whole number of at least 1");
           return undefined;
         }
+        if (view.current !== LOBBY) {
+          const events = await session.roomHistory(view.current, { limit });
+          view.notice(`the ${limit} newest events of ${view.label(view.current)}:`);
+          for (const event of events) view.showRoomEvent(event);
+          return undefined;
+        }
         showPage(view, `the ${limit} newest messages`, await session.history({ limit }));
         return undefined;
       }
       case "/older": {
+        if (view.current !== LOBBY) {
+          view.notice("in a room, /history n shows its n newest events");
+          return undefined;
+        }
         const before = view.oldestShown;
         const messages = before === undefined ? [] : await session.history({ limit: PAGE, before });
         showPage(view, "older messages", messages);
         return undefined;
       }
       default:
+        if (await roomCommand(name, params, session, view)) return undefined;
         view.notice(
           `unknown command ${name}; /help lists them (start a message with // to send a line beginning with /)`,
         );

@@ -8,6 +8,8 @@ export interface Outgoing {
   /** Sent with every attempt of this message, unchanged. */
   readonly clientMsgId: string;
   readonly text: string;
+  /** The conversation: "lobby", or a room's id (protocol v2). */
+  readonly room: string;
 }
 
 export class Outbox {
@@ -15,8 +17,8 @@ export class Outbox {
   readonly #pending = new Map<string, Outgoing>();
 
   /** Adds a message with a new client_msg_id (a UUID fits the protocol's 1–64 `[A-Za-z0-9_.:-]`). */
-  add(text: string, clientMsgId: string = crypto.randomUUID()): Outgoing {
-    const outgoing = { clientMsgId, text };
+  add(text: string, clientMsgId: string = crypto.randomUUID(), room = "lobby"): Outgoing {
+    const outgoing = { clientMsgId, text, room };
     this.#pending.set(clientMsgId, outgoing);
     return outgoing;
   }
@@ -47,5 +49,7 @@ export class Outbox {
 
 /** The send_message frame for `outgoing`: the same on the first send and on every resend. */
 export function sendFrame(outgoing: Outgoing): Frame {
-  return { type: "send_message", message: outgoing.text, client_msg_id: outgoing.clientMsgId };
+  const frame: Frame = { type: "send_message", message: outgoing.text, client_msg_id: outgoing.clientMsgId };
+  if (outgoing.room !== "lobby") frame.room = outgoing.room;
+  return frame;
 }

@@ -10,6 +10,7 @@ import { describeError, describeLost, describeReconnected, describeRefusal, snip
 import { writeStderr } from "./output.ts";
 import { ChatSession } from "./session.ts";
 import type { ChatMessage } from "./wire.ts";
+import { joinedRoom, LOBBY } from "./rooms.ts";
 
 /** Longer stdin lines stop the run; the server's own line limit is far below this by default. */
 export const MAX_INPUT_LINE_BYTES = 1024 * 1024;
@@ -26,6 +27,7 @@ export async function runSend(args: ClientArgs, input: ByteReader): Promise<numb
     ...await scriptedLogin(args),
     initialHistory: 0,
     maxReconnectAttempts: RECONNECT_ATTEMPTS,
+    rooms: args.room !== undefined,
   }, (event) => {
     if (event.kind === "lost") writeStderr(describeLost(event.cause, event.attempt, event.retryInMs) + "\n");
     if (event.kind === "reconnected") writeStderr(describeReconnected(event.missed) + "\n");
@@ -33,6 +35,11 @@ export async function runSend(args: ClientArgs, input: ByteReader): Promise<numb
   let refused = 0;
   let failed = false;
   try {
+    const room = args.room === undefined ? LOBBY : await joinedRoom(session, args.room);
+    if (room === undefined) {
+      writeStderr(`nothing sent: you are in no room "${args.room}" (see /rooms in the interactive client)\n`);
+      return 1;
+    }
     await forEachLine(input, MAX_INPUT_LINE_BYTES, async (bytes) => {
       let text: string;
       try {
@@ -49,7 +56,7 @@ export async function runSend(args: ClientArgs, input: ByteReader): Promise<numb
         return;
       }
       try {
-        await sendPatiently(session, text);
+        await sendPatiently(session, text, room);
       } catch (err) {
         if (!(err instanceof ServerRefusal)) {
           writeStderr(`not sent (${snippet(text)}): ${describeError(err)}\n`);
@@ -75,10 +82,10 @@ export async function runSend(args: ClientArgs, input: ByteReader): Promise<numb
  * Sends, waiting out rate limits (nothing was stored then, so the next try is a new message). The
  * session itself sends again after drops and short database outages, with the same client_msg_id.
  */
-async function sendPatiently(session: ChatSession, text: string): Promise<ChatMessage> {
+async function sendPatiently(session: ChatSession, text: string, room: string): Promise<ChatMessage> {
   for (let waits = 0;; waits++) {
     try {
-      return await session.send(text);
+      return await session.send(text, room);
     } catch (err) {
       if (!(err instanceof ServerRefusal)) throw err;
       if (err.code !== "rate_limited" || waits >= MAX_RATE_LIMIT_WAITS) throw err;

@@ -2,7 +2,8 @@
 // history, and when the connection drops reconnects with backoff, logs in again and catches up
 // on what it missed, so every message is delivered exactly once and in id order. Sends are
 // exactly-once across a drop or an `unavailable` too: each message keeps its client_msg_id and is
-// sent again with it until acknowledged.
+// sent again with it until acknowledged. With `rooms`, it speaks protocol v2 (hello): rooms' and
+// DMs' events come too, each room's once and in order, caught up after a reconnect like the lobby.
 
 import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.ts";
 import { Connection } from "./connection.ts";
@@ -12,6 +13,7 @@ import { Sequencer } from "./sequencer.ts";
 import { CATCH_UP_PAGE, catchUp, historyOn, initialSync, type MessageOrigin } from "./sync.ts";
 import type { Frame } from "../lib/wire/protocol.ts";
 import { type ChatMessage, historyMessages, sameUser, toChatMessage } from "./wire.ts";
+import { LOBBY, type RoomEvent, RoomFeeds, toRoomEvent } from "./rooms.ts";
 
 /** "if_free": register first, and an existing account of that name is fine (then just log in). */
 export type RegisterMode = "no" | "if_free" | "new";
@@ -27,12 +29,16 @@ export interface SessionOptions {
   /** Reconnect attempts after a drop before giving up (Infinity: keep trying). */
   readonly maxReconnectAttempts: number;
   readonly backoff?: BackoffPolicy;
+  /** Speak protocol v2 (rooms, DMs); a server without it is spoken to in v1. */
+  readonly rooms?: boolean;
 }
 
 export type { MessageOrigin } from "./sync.ts";
 
 export type SessionEvent =
   | { kind: "message"; message: ChatMessage; origin: MessageOrigin }
+  /** A room's or DM's event (protocol v2): a message, or a membership change. */
+  | { kind: "room_event"; event: RoomEvent; origin: MessageOrigin }
   /** The connection dropped or a reconnect attempt failed (`cause`); the next try is in `retryInMs`. */
   | { kind: "lost"; cause: Error; attempt: number; retryInMs: number }
   | { kind: "reconnected"; missed: number }
@@ -80,6 +86,9 @@ export class ChatSession {
   /** Sends go one at a time, in the order typed, so a resend never overtakes a later message. */
   #sending: Promise<unknown> = Promise.resolve();
   readonly #outbox = new Outbox();
+  readonly #rooms = new RoomFeeds();
+  /** The server speaks protocol v2 on this session's connections. */
+  #v2 = false;
   /**
    * True once the server echoed a client_msg_id: it deduplicates resends (protocol v1.1). Until
    * then a send whose fate a drop left unknown is looked up in history before it is sent again.
@@ -111,6 +120,11 @@ export class ChatSession {
     return this.#conn !== undefined;
   }
 
+  /** Rooms and DMs are available (protocol v2). */
+  get roomsEnabled(): boolean {
+    return this.#v2;
+  }
+
   /** Settles when the session is over: closed, logged out, refused or given up. */
   get ended(): Promise<SessionEnded> {
     return this.#endedSignal.promise;
@@ -127,8 +141,8 @@ export class ChatSession {
    * again with the same client_msg_id after a drop or `unavailable`. Rejects with ServerRefusal
    * when refused, or SessionEnded.
    */
-  send(text: string): Promise<ChatMessage> {
-    const outgoing = this.#outbox.add(text);
+  send(text: string, room: string = LOBBY): Promise<ChatMessage> {
+    const outgoing = this.#outbox.add(text, undefined, room);
     const result = this.#sending.then(() => this.#sendUntilAcknowledged(outgoing))
       .finally(() => this.#outbox.settle(outgoing));
     this.#sending = result.catch(() => undefined);
@@ -143,6 +157,17 @@ export class ChatSession {
   /** `get_history`; throws NotConnected while offline, ServerRefusal or ConnectionLost. */
   async history(query: { limit: number; before?: number; after?: number }): Promise<ChatMessage[]> {
     return historyMessages(await this.#request({ type: "get_history", ...query }));
+  }
+
+  /** A room's history, its events oldest first (v2). */
+  async roomHistory(room: string, query: { limit: number; before?: number; after?: number }): Promise<RoomEvent[]> {
+    const reply = await this.#request({ type: "get_history", room, ...query });
+    return roomEvents(reply, room);
+  }
+
+  /** Any other request (the rooms' requests of v2); a refusal throws ServerRefusal. */
+  request(frame: Frame): Promise<Frame> {
+    return this.#request(frame);
   }
 
   async users(): Promise<string[]> {
@@ -184,10 +209,14 @@ export class ChatSession {
       if (typeof login.username === "string") this.#username = login.username;
       // From here every broadcast reaches this connection: hold them until history is merged.
       this.#sequencer.hold();
+      this.#rooms.hold();
+      if (this.options.rooms) this.#v2 = (await conn.request({ type: "hello", protocol: 2 })).type === "hello_response";
       const deliver = (message: ChatMessage, origin: MessageOrigin) => this.#deliver(message, origin);
-      const missed = first
+      let missed = first
         ? await initialSync(conn, this.#sequencer, this.options.initialHistory, deliver)
         : await catchUp(conn, this.#sequencer, deliver, () => this.#listener({ kind: "history_reset" }));
+      if (!first) missed += await this.#catchUpRooms(conn);
+      for (const event of this.#rooms.release()) this.#listener({ kind: "room_event", event, origin: "live" });
       if (this.#ended) throw this.#ended;
       this.#connecting = undefined;
       this.#conn = conn;
@@ -214,8 +243,38 @@ export class ChatSession {
     throw refusal;
   }
 
+  /** After a reconnect: each room's events after the last one delivered. Returns how many. */
+  async #catchUpRooms(conn: Connection): Promise<number> {
+    let missed = 0;
+    for (const [room, last] of [...this.#rooms.positions]) {
+      let after = last;
+      // Bounded: each page moves `after` forward or ends the room's catch-up.
+      while (true) {
+        const reply = await conn.request({ type: "get_history", room, after, limit: CATCH_UP_PAGE });
+        // Left or kicked meanwhile: nothing more of it is ours.
+        if (reply.type !== "history_response") break;
+        const events = this.#rooms.page(roomEvents(reply, room));
+        for (const event of events) this.#listener({ kind: "room_event", event, origin: "missed" });
+        missed += events.length;
+        const newest = roomEvents(reply, room).at(-1)?.id ?? after;
+        if (newest <= after) break;
+        after = newest;
+      }
+    }
+    return missed;
+  }
+
   #onFrame(generation: number, frame: Frame): void {
-    if (generation !== this.#generation || this.#ended || frame.type !== "new_message") return;
+    if (generation !== this.#generation || this.#ended) return;
+    const room = typeof frame.room === "string" && frame.room !== LOBBY ? frame.room : undefined;
+    if (room !== undefined) {
+      if (this.#outbox.acknowledged(frame)) this.#serverDeduplicates = true;
+      const event = toRoomEvent(frame);
+      if (!event) return;
+      for (const ready of this.#rooms.live(event)) this.#listener({ kind: "room_event", event: ready, origin: "live" });
+      return;
+    }
+    if (frame.type !== "new_message") return;
     if (this.#outbox.acknowledged(frame)) this.#serverDeduplicates = true;
     // A duplicate reply names a message delivered before (or in the catch-up): the sequencer,
     // which drops ids already delivered, shows it once.
@@ -381,6 +440,12 @@ export class ChatSession {
     ready.promise.catch(() => undefined);
     return ready;
   }
+}
+
+/** The events of a room's `history_response`, oldest first, skipping malformed entries. */
+function roomEvents(reply: Frame, room: string): RoomEvent[] {
+  const list = Array.isArray(reply.messages) ? reply.messages : [];
+  return list.map((item) => toRoomEvent(item, room)).filter((e): e is RoomEvent => e !== undefined);
 }
 
 function isRetryable(err: unknown): boolean {

@@ -3,7 +3,7 @@
 // piped stdin and stdout, and, when tmux is installed, the interactive mode in a real terminal.
 
 import { assert, assertEquals, assertMatch, fail } from "./support/assert.ts";
-import { sanitized, uniqueName } from "./support/client.ts";
+import { type Frame, sanitized, type TestClient, uniqueName } from "./support/client.ts";
 import { runServerCommand, type ServerProcess, spawnServer } from "./support/process.ts";
 import { CLIENT_MAIN, CLIENT_PASSWORD, ClientProcess, CONFIG, freePort, runClient } from "./support/client_process.ts";
 
@@ -355,3 +355,205 @@ Deno.test({
 function quote(word: string): string {
   return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
 }
+
+Deno.test({
+  name:
+    "client: --room sends piped lines to a room or DM and --listen --room prints only that room's events; a room you are not in is refused",
+  ...sanitized,
+  async fn() {
+    await withDatabase(async (db) => {
+      await using server = await spawnServer({ ...db, ROOM_LIMIT_PER_MIN: "0" });
+      const at = address(server.port);
+      const alice = uniqueName("alice");
+      const bob = uniqueName("bob");
+      const room = uniqueName("design");
+      for (const name of [alice, bob]) assertEquals((await runClient([at, "--user", name, "--register"])).code, 0);
+      // Alice creates a public room over the protocol; bob joins it.
+      await using a = await server.connect();
+      await ask(a, { type: "login", username: alice, password: CLIENT_PASSWORD });
+      await ask(a, { type: "hello", protocol: 2 });
+      const created = await ask(a, { type: "room_create", name: room, visibility: "public" });
+      const roomId = (created.room as Record<string, unknown>).id as string;
+      await using b = await server.connect();
+      await ask(b, { type: "login", username: bob, password: CLIENT_PASSWORD });
+      await ask(b, { type: "hello", protocol: 2 });
+      const joined = await ask(b, { type: "room_join", room: roomId });
+      assertEquals(joined.type, "room_response", JSON.stringify(joined));
+
+      await using inRoom = new ClientProcess([at, "--listen", "--user", bob, "--room", room]);
+      await using inLobby = new ClientProcess([at, "--listen", "--user", bob]);
+      await inRoom.waitForStderr(/^listening on /);
+      await inLobby.waitForStderr(/^listening on /);
+
+      const sent = await runClient([at, "--user", alice, "--room", `#${room}`], "in the room\nstill in it\n");
+      assertEquals(sent.code, 0, sent.stderr);
+      await inRoom.waitFor("two room messages", () => inRoom.messages().filter((m) => m.sender === alice).length === 2);
+      const printed = inRoom.messages().filter((m) => m.sender === alice);
+      assertEquals(printed.map((m) => [m.room, m.message]), [[roomId, "in the room"], [roomId, "still in it"]]);
+      assert((printed[0].id as number) + 1 === printed[1].id, "room ids are consecutive");
+
+      // A lobby line reaches the lobby listener only; the room's listener printed nothing of it.
+      assertEquals((await runClient([at, "--user", alice], "in the lobby\n")).code, 0);
+      await inLobby.waitFor("the lobby line", () => textsFrom(inLobby, alice).includes("in the lobby"));
+      assertEquals(textsFrom(inLobby, alice), ["in the lobby"]);
+      assert(!inRoom.messages().some((m) => m.message === "in the lobby"), "a lobby line in the room's output");
+
+      // A DM, by the peer's name.
+      assertEquals((await ask(b, { type: "dm_open", user: alice })).type, "room_response");
+      const dm = await runClient([at, "--user", alice, "--room", `@${bob}`], "just for you\n");
+      assertEquals(dm.code, 0, dm.stderr);
+      const history = await ask(b, { type: "get_history", room: await dmRoom(b, alice), limit: 10 });
+      assert((history.messages as Record<string, unknown>[]).some((m) => m.message === "just for you"));
+
+      // A room the sender is not in: nothing sent, exit 1.
+      const nowhere = await runClient([at, "--user", alice, "--room", "no-such-room"], "lost\n");
+      assertEquals(nowhere.code, 1);
+      assertMatch(nowhere.stderr, /you are in no room "no-such-room"/);
+      assertEquals(await inRoom.stop("SIGTERM"), 0);
+      assertEquals(await inLobby.stop("SIGTERM"), 0);
+    });
+  },
+});
+
+/** A request with a request_id of its own, answered by the frame that echoes it (pushes may come first). */
+async function ask(client: TestClient, frame: Frame): Promise<Frame> {
+  const requestId = crypto.randomUUID();
+  await client.send({ ...frame, request_id: requestId });
+  return await client.waitFor((f) => f.request_id === requestId);
+}
+
+/** The id of `client`'s DM with `peer`. */
+async function dmRoom(client: TestClient, peer: string): Promise<string> {
+  const list = await ask(client, { type: "room_list", scope: "joined" });
+  const rooms = list.rooms as Record<string, unknown>[];
+  return rooms.find((r) => r.kind === "dm" && r.name === peer)!.id as string;
+}
+
+Deno.test({
+  name:
+    "client: interactive rooms in a terminal: /create, /join by name, other rooms' messages shown with their name, /dm, /invite, /rooms with unread counts, /leave",
+  ignore: !HAS_TMUX,
+  ...sanitized,
+  async fn() {
+    await withDatabase(async (db) => {
+      await using server: ServerProcess = await spawnServer({ ...db, ROOM_LIMIT_PER_MIN: "0" });
+      const carol = uniqueName("carol");
+      const dave = uniqueName("dave");
+      const room = uniqueName("plans");
+      assertEquals((await runClient([address(server.port), "--user", dave, "--register"])).code, 0);
+      await using tmux = new Tmux();
+      const client = [Deno.execPath(), "run", "-P=client", "--config", CONFIG, CLIENT_MAIN, address(server.port)];
+      const shell = `env CHAT_PASSWORD=${CLIENT_PASSWORD} NO_COLOR=1 ${client.map(quote).join(" ")} --user ${carol} ` +
+        `--register; echo "exited $?"; sleep 60`;
+      await tmux.run("new-session", "-d", "-s", "chat", "-x", "120", "-y", "40", shell);
+      await tmux.waitForScreen(new RegExp(`connected to .* as ${carol}`));
+
+      await tmux.type(`/create ${room}`, "Enter");
+      await tmux.waitForScreen(new RegExp(`^-- now talking in #${room}$`, "m"));
+      await tmux.waitForScreen(new RegExp(`^#${room}>$`, "m"));
+      await tmux.type("first in the room", "Enter");
+      await tmux.waitForScreen(new RegExp(`^\\d\\d:\\d\\d ${carol} \\(you\\): first in the room$`, "m"));
+
+      // Dave joins by name (piped client cannot: he uses the protocol) and writes in the room.
+      await using d = await server.connect();
+      await ask(d, { type: "login", username: dave, password: CLIENT_PASSWORD });
+      await ask(d, { type: "hello", protocol: 2 });
+      const publicRooms = await ask(d, { type: "room_list", scope: "public", query: room });
+      const roomId = (publicRooms.rooms as Record<string, unknown>[])[0].id as string;
+      await ask(d, { type: "room_join", room: roomId });
+      await tmux.waitForScreen(new RegExp(`^-- ${dave} joined$`, "m"));
+
+      // Back in the lobby, the room's messages are shown with the room's name.
+      await tmux.type("/r lobby", "Enter");
+      await tmux.waitForScreen(/^-- now talking in lobby$/m);
+      await ask(d, { type: "send_message", room: roomId, message: "seen from the lobby" });
+      await tmux.waitForScreen(new RegExp(`^\\[#${room}\\] \\d\\d:\\d\\d ${dave}: seen from the lobby$`, "m"));
+      await tmux.type("/rooms", "Enter");
+      await tmux.waitForScreen(new RegExp(`^--   #${room} \\(\\d+ unread\\)$`, "m"));
+
+      // A DM, then an invitation from the room, then leaving it.
+      await tmux.type(`/dm ${dave}`, "Enter");
+      await tmux.waitForScreen(new RegExp(`^-- now talking in @${dave}$`, "m"));
+      await tmux.type("hello dave", "Enter");
+      await tmux.waitForScreen(new RegExp(`${carol} \\(you\\): hello dave$`, "m"));
+      const dms = await dmRoom(d, carol);
+      const dmHistory = await ask(d, { type: "get_history", room: dms, limit: 10 });
+      assert((dmHistory.messages as Record<string, unknown>[]).some((m) => m.message === "hello dave"));
+
+      await tmux.type(`/r ${room}`, "Enter");
+      await tmux.waitForScreen(new RegExp(`^-- now talking in #${room}$`, "m"));
+      await tmux.type(`/kick ${dave}`, "Enter");
+      await tmux.waitForScreen(new RegExp(`^-- removed ${dave}$`, "m"));
+      await tmux.type(`/invite ${dave}`, "Enter");
+      await tmux.waitForScreen(new RegExp(`^-- invited ${dave}$`, "m"));
+      await tmux.type("/leave", "Enter");
+      await tmux.waitForScreen(new RegExp(`^-- left #${room}$`, "m"));
+      await tmux.waitForScreen(/^>$/m);
+      // A public room is joined again by its name.
+      await tmux.type(`/join ${room}`, "Enter");
+      await tmux.waitForScreen(new RegExp(`^-- joined #${room}$`, "m"));
+      const screen = await tmux.waitForScreen(new RegExp(`^#${room}>$`, "m"));
+      assert(!/\[[rd]_[a-z0-9]+\]/.test(screen), `a room shown by its id, not its name:\n${screen}`);
+      await tmux.type("/quit", "Enter");
+      await tmux.waitForScreen(/^exited 0$/m);
+      assertEquals(await server.stop("SIGTERM"), 0);
+    }, { isolated: true });
+  },
+});
+
+Deno.test({
+  name:
+    "client: --listen --room rides out a server restart: the room's events once each, in order, missed ones included",
+  ...sanitized,
+  async fn() {
+    await withDatabase(async (db) => {
+      const port = freePort();
+      const env = { ...db, PORT: String(port), ROOM_LIMIT_PER_MIN: "0" };
+      const alice = uniqueName("alice");
+      const bob = uniqueName("bob");
+      const first = await spawnServer(env);
+      let roomId: string;
+      await using listener = await (async () => {
+        for (const name of [alice, bob]) {
+          assertEquals((await runClient([address(port), "--user", name, "--register"])).code, 0);
+        }
+        await using a = await first.connect();
+        await ask(a, { type: "login", username: alice, password: CLIENT_PASSWORD });
+        await ask(a, { type: "hello", protocol: 2 });
+        const created = await ask(a, { type: "room_create", name: uniqueName("ops"), visibility: "private" });
+        roomId = (created.room as Record<string, unknown>).id as string;
+        await ask(a, { type: "room_invite", room: roomId, user: bob });
+        await using b = await first.connect();
+        await ask(b, { type: "login", username: bob, password: CLIENT_PASSWORD });
+        await ask(b, { type: "hello", protocol: 2 });
+        await ask(b, { type: "room_join", room: roomId });
+        return new ClientProcess([address(port), "--listen", "--user", bob, "--room", roomId]);
+      })();
+      const texts = () => listener.messages().filter((m) => m.message !== undefined).map((m) => m.message as string);
+      const say = async (server: ServerProcess, text: string) => {
+        await using a = await server.connect();
+        await ask(a, { type: "login", username: alice, password: CLIENT_PASSWORD });
+        await ask(a, { type: "hello", protocol: 2 });
+        assertEquals((await ask(a, { type: "send_message", room: roomId, message: text })).type, "new_message");
+      };
+      try {
+        await listener.waitForStderr(/^listening on /);
+        await say(first, "before");
+        await listener.waitFor("the first message", () => texts().length === 1);
+      } finally {
+        assertEquals(await first.stop("SIGTERM"), 0);
+      }
+      await listener.waitForStderr(/^connection lost /);
+      await using second = await spawnServer(env);
+      // Sent at once: the listener may still be away (then it catches up) or back (then it is live).
+      await say(second, "while away");
+      await say(second, "after");
+      await listener.waitFor("every message", () => texts().length >= 3);
+      assertEquals(texts(), ["before", "while away", "after"]);
+      const ids = listener.messages().filter((m) => m.message !== undefined).map((m) => m.id as number);
+      assertEquals(ids, [...ids].sort((x, y) => x - y));
+      assertEquals(await listener.stop("SIGTERM"), 0);
+      assertEquals(await second.stop("SIGTERM"), 0);
+    });
+  },
+});
