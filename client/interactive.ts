@@ -22,8 +22,8 @@ import {
 import { stdoutIsColorTerminal } from "./output.ts";
 import { ChatSession, type RegisterMode, type SessionEvent } from "./session.ts";
 import { type Input, Terminal } from "./terminal.ts";
-import { isValidPassword, isValidUsername } from "../lib/wire/protocol.ts";
-import { type ChatMessage, sameUser } from "./wire.ts";
+import { isFrame, isValidPassword, isValidUsername } from "../lib/wire/protocol.ts";
+import { type ChatMessage, sameUser, toChatMessage } from "./wire.ts";
 import { LOBBY, type RoomEvent, type RoomInfo, roomLabel, roomList } from "./rooms.ts";
 import { ROOM_COMMAND_HELP, roomCommand } from "./room_commands.ts";
 import { renderRoomEvent } from "./room_format.ts";
@@ -169,6 +169,7 @@ export class ChatView {
   oldestShown: number | undefined;
   /** The conversation typed lines go to: "lobby" or a room's id. */
   current = LOBBY;
+  lastSearch: { query: string; next: unknown } | undefined;
   /** The user's rooms, DMs and invitations, by id (protocol v2). */
   readonly rooms = new Map<string, RoomInfo>();
   /** Called for an event of a room not known yet (an invitation, say): the list is read again. */
@@ -253,6 +254,16 @@ export class ChatView {
       return;
     }
     this.#print(event);
+  }
+
+  /** A search result (a `new_message` frame with its room), with its conversation's name. */
+  showResult(result: unknown): void {
+    const room = isFrame(result) && typeof result.room === "string" ? result.room : LOBBY;
+    const message = toChatMessage(result);
+    if (!message) return;
+    const own = sameUser(message.sender, this.#username);
+    const line = renderMessage(message, { own, color: this.#color, now: new Date() });
+    this.#terminal.print(`[${this.label(room)}] ${line}`);
   }
 
   /** Shows the events held for the room list (known now, or never: then by the room's id). */

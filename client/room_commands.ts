@@ -15,6 +15,10 @@ export interface RoomView {
   refreshRooms(session: ChatSession): Promise<RoomInfo[]>;
   /** Keeps rooms' names for showing their events, also after leaving them. */
   remember(rooms: Iterable<RoomInfo>): void;
+  /** A search result: a message with its conversation's name. */
+  showResult(result: unknown): void;
+  /** The last search, for /more. */
+  lastSearch: { query: string; next: unknown } | undefined;
 }
 
 export const ROOM_COMMAND_HELP = `rooms and direct messages:
@@ -25,7 +29,9 @@ export const ROOM_COMMAND_HELP = `rooms and direct messages:
   /dm <user>             a direct conversation with a user
   /invite <user>         invite someone to the current room
   /kick <user>           remove someone from the current room (its owner only)
-  /leave                 leave the current room`;
+  /leave                 leave the current room
+  /search <words>        find messages you may read: "a phrase", -exclude, a or b (newest first)
+  /more                  the next page of the last search`;
 
 /** Runs `name` if it is a room command; false if it is not one. */
 export async function roomCommand(
@@ -95,6 +101,33 @@ export async function roomCommand(
       view.notice(`${name === "/invite" ? "invited" : "removed"} ${arg}`);
       return true;
     }
+    case "/search":
+    case "/more": {
+      const query = name === "/search" ? arg : view.lastSearch?.query;
+      if (!query) return usage(view, "/search <words>");
+      const before = name === "/more" ? view.lastSearch?.next : undefined;
+      if (name === "/more" && before === undefined) {
+        view.notice("no more results");
+        return true;
+      }
+      const reply = await session.request({
+        type: "search",
+        query,
+        limit: SEARCH_PAGE,
+        ...(before === undefined ? {} : { before }),
+      });
+      const results = Array.isArray(reply.results) ? reply.results : [];
+      view.lastSearch = { query, next: reply.next };
+      view.notice(
+        results.length === 0
+          ? `no ${name === "/more" ? "more " : ""}messages match ${JSON.stringify(query)}`
+          : `messages matching ${JSON.stringify(query)}, newest first${
+            reply.next === undefined ? "" : " (/more for older)"
+          }:`,
+      );
+      for (const result of results) view.showResult(result);
+      return true;
+    }
     case "/leave": {
       if (view.current === LOBBY) {
         view.notice("you cannot leave the lobby");
@@ -110,7 +143,22 @@ export async function roomCommand(
   return false;
 }
 
-const ROOM_COMMANDS = new Set(["/rooms", "/r", "/switch", "/join", "/create", "/dm", "/invite", "/kick", "/leave"]);
+const ROOM_COMMANDS = new Set([
+  "/rooms",
+  "/r",
+  "/switch",
+  "/join",
+  "/create",
+  "/dm",
+  "/invite",
+  "/kick",
+  "/leave",
+  "/search",
+  "/more",
+]);
+
+/** Results per /search page. */
+const SEARCH_PAGE = 10;
 
 function usage(view: RoomView, text: string): boolean {
   view.notice(`usage: ${text}`);

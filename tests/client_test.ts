@@ -431,7 +431,7 @@ async function dmRoom(client: TestClient, peer: string): Promise<string> {
 
 Deno.test({
   name:
-    "client: interactive rooms in a terminal: /create, /join by name, other rooms' messages shown with their name, /dm, /invite, /rooms with unread counts, /leave",
+    "client: interactive rooms in a terminal: /create, /join by name, other rooms' messages shown with their name, /dm, /invite, /rooms with unread counts, /search, /leave",
   ignore: !HAS_TMUX,
   ...sanitized,
   async fn() {
@@ -489,6 +489,11 @@ Deno.test({
       await tmux.type("/leave", "Enter");
       await tmux.waitForScreen(new RegExp(`^-- left #${room}$`, "m"));
       await tmux.waitForScreen(/^>$/m);
+      // Search finds messages in every conversation, each shown with its conversation's name.
+      await tmux.type("/search dave", "Enter");
+      await tmux.waitForScreen(new RegExp(`^\\[@${dave}\\] \\d\\d:\\d\\d ${carol} \\(you\\): hello dave$`, "m"));
+      await tmux.type("/search seen -nothing", "Enter");
+      await tmux.waitForScreen(new RegExp(`^\\[#${room}\\] \\d\\d:\\d\\d ${dave}: seen from the lobby$`, "m"));
       // A public room is joined again by its name.
       await tmux.type(`/join ${room}`, "Enter");
       await tmux.waitForScreen(new RegExp(`^-- joined #${room}$`, "m"));
