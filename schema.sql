@@ -465,11 +465,13 @@ CREATE OR REPLACE FUNCTION chat_store_batch(
     p_seen_rooms TEXT[],
     p_seen_ids BIGINT[],
     OUT ids BIGINT[],
-    OUT stamps TEXT[],
-    OUT statuses TEXT[],
-    OUT orig_rooms TEXT[],
-    OUT orig_texts TEXT[],
-    OUT denials TEXT[],
+    OUT batch_stamp TEXT,
+    OUT ex_ords INTEGER[],
+    OUT ex_statuses TEXT[],
+    OUT ex_stamps TEXT[],
+    OUT ex_rooms TEXT[],
+    OUT ex_texts TEXT[],
+    OUT ex_denials TEXT[],
     OUT lobby_through BIGINT,
     OUT lobby_prev BIGINT,
     OUT gap_ids BIGINT[],
@@ -502,6 +504,11 @@ DECLARE
     assigned_ords INTEGER[];
     assigned_ids BIGINT[];
     gap_rows INTEGER;
+    stamps TEXT[];
+    statuses TEXT[];
+    orig_rooms TEXT[];
+    orig_texts TEXT[];
+    denials TEXT[];
     r RECORD;
     i INTEGER;
 BEGIN
@@ -589,9 +596,7 @@ BEGIN
     END IF;
 
     room_list := ARRAY(SELECT DISTINCT t.room FROM unnest(p_rooms) AS t(room) WHERE t.room IS NOT NULL ORDER BY 1);
-    IF cardinality(room_list) = 0 THEN
-        RETURN;
-    END IF;
+    IF cardinality(room_list) > 0 THEN
     -- The rooms' rows, locked in id order; their heads before this batch.
     SELECT array_agg(c.id ORDER BY c.id), array_agg(c.last_id ORDER BY c.id) INTO room_list, heads_before
     FROM (SELECT id, last_id FROM chat_rooms WHERE id = ANY (room_list) ORDER BY id FOR UPDATE) c;
@@ -681,6 +686,17 @@ BEGIN
             ORDER BY e.id LIMIT 1001
         ) e
     ) g;
+    END IF;
+
+    -- Every row but the exceptions is new, stored at batch_stamp: only the exceptions (duplicates,
+    -- refusals) are listed, which keeps the answer small.
+    batch_stamp := stamp;
+    SELECT coalesce(array_agg(t.ord::INTEGER ORDER BY t.ord), '{}'), coalesce(array_agg(t.status ORDER BY t.ord), '{}'),
+           coalesce(array_agg(stamps[t.ord] ORDER BY t.ord), '{}'), coalesce(array_agg(orig_rooms[t.ord] ORDER BY t.ord), '{}'),
+           coalesce(array_agg(orig_texts[t.ord] ORDER BY t.ord), '{}'), coalesce(array_agg(denials[t.ord] ORDER BY t.ord), '{}')
+    INTO ex_ords, ex_statuses, ex_stamps, ex_rooms, ex_texts, ex_denials
+    FROM unnest(statuses) WITH ORDINALITY AS t(status, ord)
+    WHERE t.status <> 'new';
 END
 $fn$;
 

@@ -48,14 +48,19 @@ const COMMIT_TIMEOUT_MS = 10_000;
 const STORE_BATCH_SQL = `SELECT * FROM chat_store_batch($1::text[], $2::int[], $3::text[], $4::text[], $5::text[],
   $6::bigint, $7::text[], $8::bigint[])`;
 
-/** chat_store_batch()'s answer (schema.sql): in its arrays, 0 and "" stand for none. */
+/**
+ * chat_store_batch()'s answer (schema.sql): in its arrays, 0 and "" stand for none. Every row is
+ * new and stored at `batch_stamp` but the exceptions, listed by their 1-based position.
+ */
 interface StoreResult extends Record<string, unknown> {
   ids: (number | string)[];
-  stamps: string[];
-  statuses: ("new" | "dup" | "denied")[];
-  orig_rooms: string[];
-  orig_texts: string[];
-  denials: string[];
+  batch_stamp: string;
+  ex_ords: number[];
+  ex_statuses: ("dup" | "denied")[];
+  ex_stamps: string[];
+  ex_rooms: string[];
+  ex_texts: string[];
+  ex_denials: string[];
   lobby_through: number | string | null;
   /** The lobby's last row before this batch's first (what a bus carrying the batch says it follows). */
   lobby_prev: number | string | null;
@@ -280,18 +285,21 @@ export class MessageService {
     const parts = new Map<string, OwnPart>();
     const lobbyOwn: StoredMessage[] = [];
     const roomOwn = new Map<string, RoomEvent[]>();
+    const exceptions = new Map<number, number>();
+    for (let k = 0; k < result.ex_ords.length; k++) exceptions.set(result.ex_ords[k] - 1, k);
     for (let i = 0; i < rows.length; i++) {
       const send = rows[i];
-      const status = result.statuses[i];
+      const k = exceptions.get(i);
+      const status = k === undefined ? "new" : result.ex_statuses[k];
       if (status === "denied") {
-        outcomes.set(send, { status, error: deniedSend(result.denials[i] || "missing") });
+        outcomes.set(send, { status, error: deniedSend(result.ex_denials[k!] || "missing") });
         continue;
       }
       const id = Number(result.ids[i]);
-      const timestamp = result.stamps[i];
+      const timestamp = k === undefined ? result.batch_stamp : result.ex_stamps[k];
       if (status === "dup") {
-        const room = result.orig_rooms[i] || LOBBY_FEED;
-        const original = { id, sender: send.user.username, message: result.orig_texts[i], timestamp };
+        const room = result.ex_rooms[k!] || LOBBY_FEED;
+        const original = { id, sender: send.user.username, message: result.ex_texts[k!], timestamp };
         outcomes.set(send, { status, original, room });
         continue;
       }
