@@ -174,13 +174,24 @@ export class RoomDelivery {
       return;
     }
     const stream = this.#stream;
+    // A notice that came while the memberships were read is about an event that may be older
+    // than the room's head as read: a room followed now starts before the earliest such event, so
+    // that it is delivered (the user's own join to a room they just created, say).
+    const earliest = new Map<string, number>();
+    for (const userId of users) {
+      for (const notice of this.#loading.get(userId) ?? []) {
+        earliest.set(notice.room, Math.min(earliest.get(notice.room) ?? Infinity, notice.id));
+      }
+    }
+    let followed = false;
     for (const { userId, roomId, joinedId, lastId } of memberships) {
       if (!this.#loading.has(userId)) continue;
       let members = this.#members.get(roomId);
       if (!members) {
-        stream.follow(roomId, lastId);
+        stream.follow(roomId, Math.min(lastId, (earliest.get(roomId) ?? Infinity) - 1));
         members = new Set();
         this.#members.set(roomId, members);
+        followed = true;
       }
       // Joined after what is delivered here: the join event, when it passes, adds them.
       if (joinedId <= (stream.deliveredThrough(roomId) ?? lastId)) members.add(userId);
@@ -194,6 +205,8 @@ export class RoomDelivery {
         else this.#followFrom(notice.room, notice.id);
       }
     }
+    // What was committed in these rooms between the read and now was announced to no one here.
+    if (followed) stream.resync();
     if (this.#loading.size > 0) this.#scheduleLoad(0);
   }
 

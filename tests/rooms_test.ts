@@ -1,0 +1,575 @@
+// Rooms and direct messages on one server (contract v2, "opting in: hello" to "errors (v2)"):
+// every request and push, every error code, who may see what, unread counts and read markers,
+// typing, the limits, and v1 connections untouched while rooms are busy. On both backends.
+// (Across servers: rooms_cluster_test.ts. Search: search_test.ts.)
+
+import { assert, assertEquals, fail } from "./support/assert.ts";
+import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./support/helpers.ts";
+
+/** A logged-in client whose frames are read in the background: replies by request_id, pushes in order. */
+class Peer implements AsyncDisposable {
+  readonly client: TestClient;
+  readonly name: string;
+  /** Every frame without a request_id, in arrival order. */
+  readonly pushes: Frame[] = [];
+  readonly #replies = new Map<string, Frame>();
+  #next = 0;
+  #closing = false;
+  readonly #pump: Promise<void>;
+
+  private constructor(client: TestClient, name: string) {
+    this.client = client;
+    this.name = name;
+    this.#pump = this.#run();
+  }
+
+  /** Registers (unless `name` is given), logs in and, for `protocol` 2, says hello. */
+  static async open(
+    server: { connect(): Promise<TestClient> },
+    protocol: 1 | 2 = 2,
+    name?: string,
+  ): Promise<Peer> {
+    const client = await server.connect();
+    const username = name ?? uniqueName("rt");
+    if (name === undefined) await client.registerAndLogin(username);
+    else assertEquals((await client.request({ type: "login", username, password: "secret123" })).status, "success");
+    if (protocol === 2) assertEquals((await client.request({ type: "hello", protocol: 2 })).type, "hello_response");
+    return new Peer(client, username);
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#closing && !this.client.ended) {
+      let frame: Frame;
+      try {
+        frame = await this.client.next(200);
+      } catch {
+        continue;
+      }
+      if (frame.request_id !== undefined) this.#replies.set(String(frame.request_id), frame);
+      else this.pushes.push(frame);
+    }
+  }
+
+  /** Sends a request and returns its reply. */
+  async ask(frame: Frame, ms = 10_000): Promise<Frame> {
+    const id = `q${this.#next++}`;
+    await this.client.send({ ...frame, request_id: id });
+    await this.until(() => this.#replies.has(id), `the reply to ${JSON.stringify(frame)}`, ms);
+    const reply = this.#replies.get(id)!;
+    this.#replies.delete(id);
+    return reply;
+  }
+
+  /** Sends without a request_id (its reply, if any, arrives as a push). */
+  async tell(frame: Frame): Promise<void> {
+    await this.client.send(frame);
+  }
+
+  /** The pushes about `room`. */
+  inRoom(room: string, type?: string): Frame[] {
+    return this.pushes.filter((f) => f.room === room && (type === undefined || f.type === type));
+  }
+
+  async until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!condition()) {
+      if (Date.now() > deadline) fail(`${this.name}: timed out waiting for ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#closing = true;
+    await this.client.close();
+    await this.#pump;
+  }
+}
+
+async function createRoom(peer: Peer, visibility: "public" | "private", extra: Frame = {}): Promise<Frame> {
+  const reply = await peer.ask({ type: "room_create", name: uniqueName("room"), visibility, ...extra });
+  assertEquals(reply.type, "room_response", JSON.stringify(reply));
+  return reply.room as Frame;
+}
+
+function errorOf(reply: Frame): [unknown, unknown] {
+  return [reply.type, reply.code];
+}
+
+/** Waits a moment and asserts that `peer` got no push about `room`. */
+async function assertNothingFrom(peer: Peer, room: string): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assertEquals(peer.inRoom(room), [], `${peer.name} got pushes of ${room}`);
+}
+
+const SERVER_ENV = { RATE_LIMIT_PER_SEC: "0", ROOM_LIMIT_PER_MIN: "0", SEARCH_LIMIT_PER_MIN: "0" };
+
+for (const backend of backends) {
+  const name = (text: string) => `rooms: ${text} [${backend.name}]`;
+
+  Deno.test(
+    name("hello: v2 on request, the limits told; a bad protocol is bad_request; v1 is the default"),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using client = await server.connect();
+      await client.registerAndLogin();
+      const hello = await client.request({ type: "hello", protocol: 2 });
+      assertEquals([hello.type, hello.protocol, hello.lobby], ["hello_response", 2, "lobby"]);
+      assertEquals(typeof (hello.limits as Frame).max_rooms_per_user, "number");
+      assertEquals(errorOf(await client.request({ type: "hello", protocol: 3 })), ["error", "bad_request"]);
+      // protocol 1 turns v2 pushes off again: the lobby's messages come as v1 frames.
+      assertEquals(await client.request({ type: "hello", protocol: 1 }), { type: "hello_response", protocol: 1 });
+      const own = await client.request({ type: "send_message", message: "as v1 again" });
+      assertEquals([own.type, own.room], ["new_message", undefined]);
+      // Room requests need a login.
+      await using anonymous = await server.connect();
+      assertEquals(errorOf(await anonymous.request({ type: "room_list" })), ["error", "not_authenticated"]);
+    },
+  );
+
+  Deno.test(
+    name("room_create: the room object, its owner and join event id 1; names checked; public names unique in any case"),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using alice = await Peer.open(server);
+      const title = uniqueName("Design");
+      const reply = await alice.ask({ type: "room_create", name: `  ${title}  `, visibility: "public" });
+      const room = reply.room as Frame;
+      assertEquals(
+        [room.kind, room.name, room.role, room.members, room.last_id, room.history],
+        ["public", title, "owner", 1, 1, "shared"],
+      );
+      assert(/^r_[a-z0-9]{12,}$/.test(room.id as string), `room id ${room.id}`);
+      await alice.until(() => alice.inRoom(room.id as string).length === 1, "the creator's join");
+      const join = alice.inRoom(room.id as string)[0];
+      assertEquals([join.type, join.id, join.user, join.membership, join.by], [
+        "member_event",
+        1,
+        alice.name,
+        "join",
+        alice.name,
+      ]);
+
+      assertEquals(
+        errorOf(await alice.ask({ type: "room_create", name: title.toUpperCase(), visibility: "public" })),
+        ["error", "name_taken"],
+      );
+      // Private names need not be unique.
+      assertEquals(
+        (await alice.ask({ type: "room_create", name: title, visibility: "private" })).type,
+        "room_response",
+      );
+      for (const bad of ["", "   ", "x".repeat(65), "bad\u0007name", "zero\u200bwidth"]) {
+        assertEquals(
+          errorOf(await alice.ask({ type: "room_create", name: bad, visibility: "public" })),
+          ["error", "invalid_room_name"],
+          JSON.stringify(bad),
+        );
+      }
+      assertEquals(errorOf(await alice.ask({ type: "room_create", name: "ok", visibility: "secret" })), [
+        "error",
+        "bad_request",
+      ]);
+      // 64 code points are fine, counted as characters, not bytes.
+      const long = "é".repeat(64);
+      assertEquals((await alice.ask({ type: "room_create", name: long, visibility: "private" })).type, "room_response");
+    },
+  );
+
+  Deno.test(
+    name("join, leave, invite, kick: pushes to members and the user concerned; roles and refusals"),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using owner = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      await using carol = await Peer.open(server);
+      const pub = (await createRoom(owner, "public")).id as string;
+
+      const joined = await bob.ask({ type: "room_join", room: pub });
+      assertEquals([(joined.room as Frame).role, (joined.room as Frame).members], ["member", 2]);
+      await owner.until(() => owner.inRoom(pub, "member_event").length === 2, "bob's join at the owner");
+      assertEquals(owner.inRoom(pub).at(-1)!.user, bob.name);
+      // Joining again answers the same and records nothing.
+      assertEquals((await bob.ask({ type: "room_join", room: pub })).type, "room_response");
+      const members = await owner.ask({ type: "room_members", room: pub });
+      assertEquals(
+        (members.members as Frame[]).map((m) => [m.username, m.role]).sort(),
+        [[bob.name, "member"], [owner.name, "owner"]].sort(),
+      );
+
+      // A member may not kick; the owner may; the kicked user gets the kick and nothing after it.
+      assertEquals(errorOf(await bob.ask({ type: "room_kick", room: pub, user: owner.name })), [
+        "error",
+        "not_allowed",
+      ]);
+      assertEquals((await owner.ask({ type: "room_kick", room: pub, user: bob.name })).type, "kick_response");
+      await bob.until(() => bob.inRoom(pub).some((f) => f.membership === "kick"), "the kick");
+      const seenByBob = bob.inRoom(pub).length;
+      assertEquals(
+        (await owner.ask({ type: "send_message", room: pub, message: "after the kick" })).type,
+        "new_message",
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assertEquals(bob.inRoom(pub).length, seenByBob, "something reached bob after his kick");
+      assertEquals(errorOf(await bob.ask({ type: "send_message", room: pub, message: "me?" })), [
+        "error",
+        "not_member",
+      ]);
+      // A public room can be joined again after a kick.
+      assertEquals((await bob.ask({ type: "room_join", room: pub })).type, "room_response");
+
+      // Private: no join without an invitation (as if it did not exist); the invitee is told at once.
+      const priv = (await createRoom(owner, "private")).id as string;
+      const missing = await carol.ask({ type: "room_join", room: priv });
+      const nowhere = await carol.ask({ type: "room_join", room: "r_doesnotexist0000" });
+      assertEquals(missing.code, "room_not_found");
+      assertEquals([missing.type, missing.message], [nowhere.type, nowhere.message]);
+      assertEquals((await owner.ask({ type: "room_invite", room: priv, user: carol.name })).type, "invite_response");
+      await carol.until(() => carol.inRoom(priv).some((f) => f.membership === "invite"), "the invitation");
+      const list = await carol.ask({ type: "room_list", scope: "joined" });
+      assertEquals((list.rooms as Frame[]).find((r) => r.id === priv)?.role, "invited");
+      // Invited, not joined: only the room object.
+      assertEquals(errorOf(await carol.ask({ type: "get_history", room: priv })), ["error", "not_member"]);
+      assertEquals((await carol.ask({ type: "room_join", room: priv })).type, "room_response");
+      assertEquals((await carol.ask({ type: "get_history", room: priv })).type, "history_response");
+
+      // Leaving: room_left; the lobby and a DM cannot be left; the owner leaving hands the room on.
+      assertEquals(errorOf(await carol.ask({ type: "room_leave", room: "lobby" })), ["error", "not_allowed"]);
+      assertEquals(errorOf(await carol.ask({ type: "room_invite", room: "lobby", user: bob.name })), [
+        "error",
+        "not_allowed",
+      ]);
+      assertEquals((await owner.ask({ type: "room_leave", room: priv })).type, "room_left");
+      const after = await carol.ask({ type: "room_join", room: priv });
+      assertEquals((after.room as Frame).role, "owner", "the longest-standing member owns the room now");
+      // A kicked user needs a new invitation to a private room.
+      assertEquals((await carol.ask({ type: "room_invite", room: priv, user: bob.name })).type, "invite_response");
+      assertEquals((await bob.ask({ type: "room_join", room: priv })).type, "room_response");
+      assertEquals((await carol.ask({ type: "room_kick", room: priv, user: bob.name })).type, "kick_response");
+      assertEquals((await bob.ask({ type: "room_join", room: priv })).code, "room_not_found");
+      // Unknown users.
+      assertEquals(errorOf(await carol.ask({ type: "room_invite", room: priv, user: uniqueName("ghost") })), [
+        "error",
+        "user_not_found",
+      ]);
+    },
+  );
+
+  Deno.test(
+    name("a private room or DM one has no part in is indistinguishable from a missing room, for every request"),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using owner = await Peer.open(server);
+      await using peer = await Peer.open(server);
+      await using outsider = await Peer.open(server);
+      const priv = (await createRoom(owner, "private")).id as string;
+      const dm = ((await owner.ask({ type: "dm_open", user: peer.name })).room as Frame).id as string;
+      await owner.ask({ type: "send_message", room: priv, message: "secret" });
+      await owner.ask({ type: "send_message", room: dm, message: "between us" });
+      const missing = "r_zzzzzzzzzzzzzzzzzzzz";
+      const requests: Frame[] = [
+        { type: "room_join" },
+        { type: "room_leave" },
+        { type: "room_invite", user: outsider.name },
+        { type: "room_kick", user: owner.name },
+        { type: "room_members" },
+        { type: "get_history" },
+        { type: "send_message", message: "hi" },
+        { type: "mark_read", id: 1 },
+        { type: "search", query: "secret" },
+      ];
+      for (const request of requests) {
+        const expected = await outsider.ask({ ...request, room: missing });
+        assertEquals(expected.code, "room_not_found", JSON.stringify(expected));
+        for (const room of [priv, dm]) {
+          const got = await outsider.ask({ ...request, room });
+          assertEquals(
+            [got.type, got.code, got.message],
+            [expected.type, expected.code, expected.message],
+            `${request.type} ${room}`,
+          );
+        }
+      }
+      // Typing answers nothing, and tells the members nothing.
+      await outsider.tell({ type: "typing", room: priv, state: "start" });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert(!owner.pushes.some((f) => f.type === "typing"), "an outsider's typing reached a member");
+      // The public list shows public rooms only; the outsider saw no push of either room.
+      const publicList = await outsider.ask({ type: "room_list", scope: "public", limit: 100 });
+      assert(!(publicList.rooms as Frame[]).some((r) => r.id === priv || r.id === dm));
+      assertEquals(outsider.pushes.filter((f) => f.room === priv || f.room === dm), []);
+      // Room ids are random: no two alike, nothing guessable from the order they were made in.
+      const ids = new Set<string>();
+      for (let i = 0; i < 5; i++) ids.add((await createRoom(owner, "private")).id as string);
+      assertEquals(ids.size, 5);
+    },
+  );
+
+  Deno.test(
+    name(
+      "dm_open: one room per pair, made once; both members, both joins pushed to both; yourself or nobody is user_not_found; cannot be left",
+    ),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using alice = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      const first = (await alice.ask({ type: "dm_open", user: bob.name })).room as Frame;
+      assertEquals([first.kind, first.name], ["dm", bob.name]);
+      assert(/^d_[a-z0-9]{12,}$/.test(first.id as string));
+      const again = (await bob.ask({ type: "dm_open", user: alice.name })).room as Frame;
+      assertEquals([again.id, again.name], [first.id, alice.name]);
+      const dm = first.id as string;
+      for (const peer of [alice, bob]) {
+        await peer.until(() => peer.inRoom(dm, "member_event").length === 2, "both joins");
+        assertEquals(peer.inRoom(dm).map((f) => [f.id, f.user, f.membership]), [[1, alice.name, "join"], [
+          2,
+          bob.name,
+          "join",
+        ]]);
+      }
+      assertEquals((await alice.ask({ type: "send_message", room: dm, message: "psst" })).id, 3);
+      await bob.until(() => bob.inRoom(dm, "new_message").length === 1, "the DM's message");
+      assertEquals(errorOf(await alice.ask({ type: "dm_open", user: alice.name })), ["error", "user_not_found"]);
+      assertEquals(errorOf(await alice.ask({ type: "dm_open", user: uniqueName("nobody") })), [
+        "error",
+        "user_not_found",
+      ]);
+      assertEquals(errorOf(await alice.ask({ type: "room_leave", room: dm })), ["error", "not_allowed"]);
+      assertEquals(errorOf(await alice.ask({ type: "room_invite", room: dm, user: bob.name })), [
+        "error",
+        "not_allowed",
+      ]);
+    },
+  );
+
+  Deno.test(
+    name("messages in a room: dense ids, members only, history as pushed, client_msg_id unique across rooms"),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using alice = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      await using eve = await Peer.open(server);
+      const room = (await createRoom(alice, "public")).id as string;
+      await bob.ask({ type: "room_join", room });
+      const sent: Frame[] = [];
+      for (let i = 0; i < 5; i++) sent.push(await alice.ask({ type: "send_message", room, message: `m${i}` }));
+      assertEquals(sent.map((f) => f.id), [3, 4, 5, 6, 7]);
+      assertEquals(sent.map((f) => f.room), Array(5).fill(room));
+      await bob.until(() => bob.inRoom(room, "new_message").length === 5, "the five messages");
+      assertEquals(bob.inRoom(room, "new_message").map((f) => f.message), ["m0", "m1", "m2", "m3", "m4"]);
+      // A public room's messages are pushed to its members only; anyone may read its history.
+      await assertNothingFrom(eve, room);
+      const history = await eve.ask({ type: "get_history", room, limit: 3 });
+      assertEquals(history.room, room);
+      assertEquals((history.messages as Frame[]).map((f) => [f.type, f.id]), [["new_message", 5], ["new_message", 6], [
+        "new_message",
+        7,
+      ]]);
+      const older = await eve.ask({ type: "get_history", room, before: 5, limit: 10 });
+      assertEquals((older.messages as Frame[]).map((f) => [f.type, f.id]), [
+        ["member_event", 1],
+        ["member_event", 2],
+        ["new_message", 3],
+        ["new_message", 4],
+      ]);
+      const newer = await eve.ask({ type: "get_history", room, after: 6 });
+      assertEquals((newer.messages as Frame[]).map((f) => f.id), [7]);
+      assertEquals(errorOf(await eve.ask({ type: "send_message", room, message: "let me in" })), [
+        "error",
+        "not_member",
+      ]);
+      // The lobby by name is v1's history, marked with its room.
+      const lobby = await eve.ask({ type: "get_history", room: "lobby", limit: 1 });
+      assertEquals([lobby.type, lobby.room], ["history_response", "lobby"]);
+
+      // client_msg_id: a repeat in any room answers the original, with its room.
+      const other = (await createRoom(alice, "private")).id as string;
+      const original = await alice.ask({ type: "send_message", room, message: "once", client_msg_id: "k-1" });
+      const repeat = await alice.ask({ type: "send_message", room: other, message: "twice?", client_msg_id: "k-1" });
+      assertEquals([repeat.duplicate, repeat.id, repeat.room, repeat.message], [true, original.id, room, "once"]);
+      const inLobby = await alice.ask({ type: "send_message", message: "lobby?", client_msg_id: "k-1" });
+      assertEquals([inLobby.duplicate, inLobby.room], [true, room]);
+      // null is absent: every such send is new.
+      const a = await alice.ask({ type: "send_message", room, message: "n1", client_msg_id: null });
+      const b = await alice.ask({ type: "send_message", room, message: "n2", client_msg_id: null });
+      assertEquals([a.duplicate, b.duplicate, (b.id as number) - (a.id as number)], [undefined, undefined, 1]);
+    },
+  );
+
+  Deno.test(
+    name('history:"joined": a member reads from their latest join on; "shared" from the start'),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using alice = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      const joinedOnly = (await createRoom(alice, "private", { history: "joined" })).id as string;
+      await alice.ask({ type: "send_message", room: joinedOnly, message: "before bob" });
+      await alice.ask({ type: "room_invite", room: joinedOnly, user: bob.name });
+      await bob.ask({ type: "room_join", room: joinedOnly });
+      await alice.ask({ type: "send_message", room: joinedOnly, message: "after bob" });
+      const seen = await bob.ask({ type: "get_history", room: joinedOnly, limit: 50 });
+      const texts = (seen.messages as Frame[]).filter((f) => f.type === "new_message").map((f) => f.message);
+      assertEquals(texts, ["after bob"]);
+      assert((seen.messages as Frame[]).every((f) => (f.id as number) >= 4), JSON.stringify(seen.messages));
+      const all = await alice.ask({ type: "get_history", room: joinedOnly, limit: 50 });
+      assert((all.messages as Frame[]).some((f) => f.message === "before bob"), "the creator reads it all");
+    },
+  );
+
+  Deno.test(
+    name("read markers and unread counts: forward only, told to the user's other connections; sending reads"),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using alice = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      await using bobPhone = await Peer.open(server, 2, bob.name);
+      const room = (await createRoom(alice, "public")).id as string;
+      await bob.ask({ type: "room_join", room });
+      for (let i = 0; i < 3; i++) await alice.ask({ type: "send_message", room, message: `u${i}` });
+      const unreadOf = async () =>
+        ((await bob.ask({ type: "room_list", scope: "joined" })).rooms as Frame[]).find((r) => r.id === room)!;
+      const before = await unreadOf();
+      assertEquals([before.unread, before.last_id], [3, 5]);
+      const read = await bob.ask({ type: "mark_read", room, id: 4 });
+      assertEquals([read.type, read.room, read.id, read.unread], ["read_response", room, 4, 1]);
+      await bobPhone.until(() => bobPhone.pushes.some((f) => f.type === "read" && f.room === room), "the read push");
+      assertEquals(bobPhone.pushes.find((f) => f.type === "read")!.id, 4);
+      // Backwards answers the current marker.
+      assertEquals((await bob.ask({ type: "mark_read", room, id: 2 })).id, 4);
+      // Sending moves the sender's marker to their message.
+      await bob.ask({ type: "send_message", room, message: "mine" });
+      assertEquals((await unreadOf()).unread, 0);
+      assertEquals(errorOf(await bob.ask({ type: "mark_read", room, id: -1 })), ["error", "bad_request"]);
+      // The lobby has a marker too.
+      assertEquals((await bob.ask({ type: "mark_read", room: "lobby", id: 1 })).type, "read_response");
+    },
+  );
+
+  Deno.test(
+    name(
+      "typing: the room's other members are told, not the typist, not outsiders; no reply; bad state is bad_request",
+    ),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using alice = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      await using eve = await Peer.open(server);
+      const room = (await createRoom(alice, "public")).id as string;
+      await bob.ask({ type: "room_join", room });
+      await alice.tell({ type: "typing", room, state: "start" });
+      await bob.until(() => bob.inRoom(room, "typing").length === 1, "the typing notice");
+      assertEquals(bob.inRoom(room, "typing")[0], { type: "typing", room, user: alice.name, state: "start" });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assertEquals(alice.inRoom(room, "typing"), [], "the typist was told of their own typing");
+      assertEquals(eve.pushes.filter((f) => f.type === "typing"), [], "a non-member was told");
+      assertEquals(errorOf(await alice.ask({ type: "typing", room, state: "dancing" })), ["error", "bad_request"]);
+      // Not stored: history shows no trace of it.
+      const history = await bob.ask({ type: "get_history", room, limit: 50 });
+      assert(!(history.messages as Frame[]).some((f) => f.type === "typing"));
+    },
+  );
+
+  Deno.test(
+    name("room_list: joined lists the lobby, rooms, DMs and invitations; public pages by name prefix"),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using alice = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      const prefix = uniqueName("pfx");
+      for (let i = 0; i < 3; i++) {
+        await alice.ask({ type: "room_create", name: `${prefix} ${i}`, visibility: "public" });
+      }
+      const priv = (await createRoom(alice, "private")).id as string;
+      await alice.ask({ type: "room_invite", room: priv, user: bob.name });
+      await bob.ask({ type: "dm_open", user: alice.name });
+      const joined = await bob.ask({ type: "room_list", scope: "joined" });
+      const kinds = (joined.rooms as Frame[]).map((r) => [r.kind, r.role]);
+      assert(kinds.some(([k]) => k === "lobby"), JSON.stringify(kinds));
+      assert(kinds.some(([k, r]) => k === "private" && r === "invited"));
+      assert(kinds.some(([k, r]) => k === "dm" && r === "member"));
+      const page1 = await bob.ask({ type: "room_list", scope: "public", query: prefix, limit: 2 });
+      assertEquals((page1.rooms as Frame[]).length, 2);
+      assert(page1.next !== undefined, "a next cursor");
+      const page2 = await bob.ask({ type: "room_list", scope: "public", query: prefix, limit: 2, after: page1.next });
+      const names = [...(page1.rooms as Frame[]), ...(page2.rooms as Frame[])].map((r) => r.name);
+      assertEquals(names.sort(), [`${prefix} 0`, `${prefix} 1`, `${prefix} 2`]);
+      assertEquals(errorOf(await bob.ask({ type: "room_list", scope: "everything" })), ["error", "bad_request"]);
+    },
+  );
+
+  Deno.test(
+    name("limits: rooms per user, members per room, and room_create/invite/dm_open throttled per user"),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, {
+        ...SERVER_ENV,
+        MAX_ROOMS_PER_USER: "3",
+        MAX_ROOM_MEMBERS: "2",
+        ROOM_LIMIT_BURST: "5",
+        ROOM_LIMIT_PER_MIN: "1",
+      });
+      await using alice = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      await using carol = await Peer.open(server);
+      const room = (await createRoom(alice, "public")).id as string;
+      await bob.ask({ type: "room_join", room });
+      assertEquals(errorOf(await carol.ask({ type: "room_join", room })), ["error", "limit_exceeded"]);
+      await createRoom(alice, "private");
+      await createRoom(alice, "private");
+      assertEquals(errorOf(await alice.ask({ type: "room_create", name: "fourth", visibility: "private" })), [
+        "error",
+        "limit_exceeded",
+      ]);
+      // Five room requests in a burst (four so far), then one a minute.
+      await bob.ask({ type: "room_create", name: uniqueName("b"), visibility: "private" });
+      const throttled = await alice.ask({ type: "dm_open", user: carol.name });
+      const next = await alice.ask({ type: "dm_open", user: bob.name });
+      const refused = [throttled, next].find((r) => r.code === "rate_limited");
+      assert(refused, `no rate_limited among ${JSON.stringify([throttled, next])}`);
+      assert((refused.retry_after_ms as number) > 0);
+    },
+  );
+
+  Deno.test(
+    name("v1 connections see nothing of rooms, and the messages table holds no room event"),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using v1 = await Peer.open(server, 1);
+      await using alice = await Peer.open(server);
+      const room = (await createRoom(alice, "public")).id as string;
+      const before = Number((await server.service.db.query<{ n: string }>("SELECT count(*) AS n FROM messages"))[0].n);
+      for (let i = 0; i < 5; i++) await alice.ask({ type: "send_message", room, message: `room only ${i}` });
+      const ownLobbyLine = await alice.ask({ type: "send_message", message: "lobby line" });
+      await v1.until(() => v1.pushes.some((f) => f.message === "lobby line"), "the lobby line");
+      // Exactly the v1 frame: no room field, nothing of the room.
+      const lobbyLine = v1.pushes.find((f) => f.message === "lobby line")!;
+      assertEquals(Object.keys(lobbyLine).sort(), ["id", "message", "sender", "timestamp", "type"]);
+      assertEquals(v1.pushes.filter((f) => f.room !== undefined || f.type !== "new_message"), []);
+      const after = Number((await server.service.db.query<{ n: string }>("SELECT count(*) AS n FROM messages"))[0].n);
+      assertEquals(after - before, 1, "room messages went into the messages table");
+      const history = await v1.ask({ type: "get_history", limit: 20 });
+      assert(!(history.messages as Frame[]).some((f) => String(f.message).startsWith("room only")));
+      // v2 requests work on any logged-in connection; only pushes need hello: the v1 connection's
+      // own send to the room is answered, and it gets no push of the room.
+      assertEquals((await v1.ask({ type: "room_join", room })).type, "room_response");
+      const reply = await v1.ask({ type: "send_message", room, message: "by request" });
+      assertEquals([reply.type, reply.room], ["new_message", room]);
+      await alice.ask({ type: "send_message", room, message: "after v1 joined" });
+      // Delivered to every member with alice's reply: anything for v1 is on its socket before a pong.
+      assertEquals((await v1.ask({ type: "ping" })).type, "pong");
+      assertEquals(v1.pushes.filter((f) => f.room !== undefined), [], "a v1 connection got a room's push");
+      // A v2 connection gets the lobby's messages marked with their room.
+      assertEquals(ownLobbyLine.room, "lobby");
+    },
+  );
+}
