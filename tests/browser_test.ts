@@ -205,9 +205,10 @@ Deno.test({
       await waitForText(alice.page, "Nice, I'm on my phone.");
       await sendFromTcp(terminal, "And I'm in a terminal, same chat.");
       await say(alice.page, "<b>markup</b> shows as text");
+      // At phone width the sidebar (with who is online) opens from the Rooms button.
+      await alice.page.locator("#users li", { hasText: "dana_terminal" }).waitFor();
       for (const { page } of [alice, bob]) {
         await waitForText(page, "<b>markup</b> shows as text");
-        await page.locator("#users li", { hasText: "dana_terminal" }).waitFor();
         await waitForNoPending(page);
         await page.locator("#message").blur();
       }
