@@ -240,7 +240,10 @@ function received(frame) {
   if (aboutMe && (frame.membership === "leave" || frame.membership === "kick")) return removed(room, frame);
   if (!state.rooms.has(room) || (aboutMe && frame.membership === "join")) void refreshRooms();
   if (aboutMe && frame.membership === "invite") return;
-  if (frame.type === "new_message") typingNotices.stopped(room, frame.sender);
+  if (frame.type === "new_message") {
+    typingNotices.stopped(room, frame.sender);
+    if (!state.users.includes(frame.sender)) void refreshUsers();
+  }
   const seen = room === state.current && document.visibilityState === "visible";
   state.noteLive(room, frame, seen);
   const conversation = state.conversation(room);
