@@ -4,7 +4,7 @@
 // notices, sends through a resend-safe outbox, and reconnection that catches up every conversation.
 
 import { ChatConnection, ConnectionLost } from "./connection.js";
-import { describeError, describeTyping } from "./format.js";
+import { describeError, describeTyping, formatUnread } from "./format.js";
 import { History } from "./history.js";
 import { Outbox } from "./outbox.js";
 import { RoomPanelView } from "./room_panel.js";
@@ -62,7 +62,8 @@ outbox.onFailed = (entry) => {
 };
 outbox.onProblem = (text) => view.showError(text);
 
-sidebar.onOpen = (room) => void openRoom(room);
+// Opening a conversation from the sidebar moves the focus to its messages (the sidebar may close).
+sidebar.onOpen = (room) => void openRoom(room).then(() => view.el.messages.focus());
 sidebar.onAccept = (room) => void act(() => rooms.join(room), (result) => openRoom(result.room.id));
 sidebar.onDecline = (room) => void act(() => rooms.leave(room));
 sidebar.onJoin = (room) => void act(() => rooms.join(room), (result) => openRoom(result.room.id));
@@ -99,6 +100,11 @@ view.el.message.addEventListener("keydown", (event) => {
 view.el.message.addEventListener("input", () => typingSender.input(state.current, view.el.message.value));
 view.el.message.addEventListener("blur", () => typingSender.stop());
 el("sidebar-button").addEventListener("click", () => setSidebarOpen(!el("chat").classList.contains("sidebar-open")));
+el("sidebar").addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || !el("chat").classList.contains("sidebar-open")) return;
+  setSidebarOpen(false);
+  el("sidebar-button").focus();
+});
 el("leave-button").addEventListener("click", () => {
   const room = state.current;
   void act(() => rooms.leave(room), () => openRoom(LOBBY));
@@ -178,6 +184,8 @@ function forgetSession() {
   typingNotices.clear();
   rooms.clear();
   state.reset();
+  sidebar.clear();
+  el("sidebar-button").textContent = "Rooms";
 }
 
 async function logOut() {
@@ -219,8 +227,9 @@ async function resume() {
     for (const conversation of [...state.conversations.values()]) {
       if (!conversation.loaded) continue;
       const { added, error } = await history.catchUp(conversation);
+      if (state.conversations.get(conversation.id) !== conversation) continue; // left, or logged out
       if (error) view.showError(describeError(error));
-      if (conversation.id === state.current) view.addMessages(added, (m) => state.isOwn(m));
+      if (isCurrent(conversation)) view.addMessages(added, (m) => state.isOwn(m));
     }
     if (!state.conversation(state.current).loaded) await openRoom(state.current);
     await refreshUsers();
@@ -267,8 +276,9 @@ function removed(room, frame) {
 }
 
 async function refreshRooms() {
-  const { gone, error } = await rooms.refresh();
-  if (error) return view.showError(error);
+  const result = await rooms.refresh();
+  if ("error" in result) return result.error && view.showError(result.error);
+  const { gone } = result;
   if (gone.length > 0 && !state.rooms.has(state.current)) await openRoom(LOBBY);
   else {
     panel.show(state.rooms.get(state.current));
@@ -289,17 +299,21 @@ async function openRoom(room) {
   if (!conversation.loaded && connection.isOpen) {
     try {
       const { added, error } = await history.newest(conversation);
+      if (!isCurrent(conversation)) return;
       if (error) return view.showError(describeError(error));
-      if (conversation.id === state.current) {
-        view.addMessages(added, (m) => state.isOwn(m));
-        view.setOlderAvailable(conversation.hasOlder);
-      }
+      view.addMessages(added, (m) => state.isOwn(m));
+      view.setOlderAvailable(conversation.hasOlder);
     } catch (err) {
       if (!(err instanceof ConnectionLost)) throw err;
       return;
     }
   }
   await markSeen();
+}
+
+/** Whether `conversation` is the one shown (not one of a room left since, or of a user logged out). */
+function isCurrent(conversation) {
+  return conversation.id === state.current && state.conversations.get(conversation.id) === conversation;
 }
 
 async function openDm(user) {
@@ -320,8 +334,8 @@ async function loadOlder() {
   loadingOlder = true;
   try {
     const { added, error } = await history.older(conversation);
+    if (!isCurrent(conversation)) return;
     if (error) return view.showError(describeError(error));
-    if (conversation.id !== state.current) return;
     view.addMessages(added, (m) => state.isOwn(m));
     view.setOlderAvailable(conversation.hasOlder);
   } catch (err) {
@@ -334,15 +348,16 @@ async function loadOlder() {
 async function loadMembers() {
   const room = state.current;
   const reply = await rooms.members(room);
-  if (room !== state.current || !panel.toolsOpen) return;
-  if (reply.error) return view.showError(reply.error);
+  if (room !== state.current || !panel.toolsOpen || !credentials) return;
+  if ("error" in reply) return reply.error && view.showError(reply.error);
   const canKick = state.rooms.get(room)?.role === "owner" && state.rooms.get(room)?.kind !== "dm";
   panel.setMembers(reply.members, canKick, (name) => state.isMe(name));
 }
 
 async function browse() {
   const reply = await rooms.browse(el("browse-query").value.trim());
-  if (reply.error) return view.showError(reply.error);
+  if (!credentials) return;
+  if ("error" in reply) return reply.error && view.showError(reply.error);
   sidebar.setPublicRooms(
     reply.rooms,
     (id) => state.rooms.get(id)?.role === "owner" || state.rooms.get(id)?.role === "member",
@@ -364,8 +379,8 @@ async function refreshUsers() {
 /** Runs a room request; shows its error, or hands its result on. Returns whether it worked. */
 async function act(request, then = () => {}) {
   const result = await request();
-  if (result.error) {
-    view.showError(result.error);
+  if ("error" in result) {
+    if (result.error) view.showError(result.error);
     return false;
   }
   view.showError("");
@@ -375,7 +390,13 @@ async function act(request, then = () => {}) {
 }
 
 function renderSidebar() {
-  if (credentials) sidebar.render(state.sidebar(), state.current);
+  if (!credentials) return;
+  const lists = state.sidebar();
+  sidebar.render(lists, state.current);
+  // At phone width the badges are out of sight: the Rooms button counts what is unread elsewhere.
+  let unread = 0;
+  for (const room of [...lists.rooms, ...lists.dms]) if (room.id !== state.current) unread += room.unread;
+  el("sidebar-button").textContent = unread > 0 ? `Rooms (${formatUnread(unread)} unread)` : "Rooms";
 }
 
 /** At phone width the sidebar covers the conversation while it is open. */

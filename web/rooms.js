@@ -1,6 +1,7 @@
 // The room requests of protocol v2 (room_list, room_create, room_join, room_leave, room_invite,
 // room_kick, room_members, dm_open, mark_read), each applied to the state when it succeeds.
-// Every method answers {error: sentence} when it did not work, so callers only show it.
+// Every method answers {error: sentence} when it did not work, so callers only show it; a reply
+// that arrives after clear() (another user logged in meanwhile) changes nothing and answers {error: ""}.
 
 import { ConnectionLost } from "./connection.js";
 import { describeError } from "./format.js";
@@ -14,6 +15,8 @@ export class Rooms {
   #state;
   /** Rooms with a mark_read on its way: one at a time each. */
   #marking = new Set();
+  /** Bumped by clear(): replies to an earlier login's requests are dropped. */
+  #epoch = 0;
 
   constructor(connection, state) {
     this.#connection = connection;
@@ -23,7 +26,7 @@ export class Rooms {
   /** Reads the joined list (lobby, rooms, DMs, invitations); `gone`: the rooms no longer in it. */
   async refresh() {
     const reply = await this.#ask({ type: "room_list", scope: "joined" }, "rooms_response");
-    if (reply.error) return reply;
+    if ("error" in reply) return reply;
     return { gone: this.#state.setRooms(reply.rooms ?? []) };
   }
 
@@ -39,7 +42,7 @@ export class Rooms {
   /** Leaves a room, or declines an invitation. */
   async leave(room) {
     const reply = await this.#ask({ type: "room_leave", room }, "room_left");
-    if (reply.error) return reply;
+    if ("error" in reply) return reply;
     this.#state.removeRoom(room);
     return {};
   }
@@ -71,33 +74,36 @@ export class Rooms {
     this.#marking.add(room);
     try {
       const reply = await this.#ask({ type: "mark_read", room, id }, "read_response");
-      if (!reply.error) this.#state.applyRead(room, reply.id, reply.unread);
+      if (!("error" in reply)) this.#state.applyRead(room, reply.id, reply.unread);
     } finally {
       this.#marking.delete(room);
     }
   }
 
-  /** Forgets marks in flight (logout). */
+  /** Logout: replies still on their way are dropped. */
   clear() {
+    this.#epoch++;
     this.#marking.clear();
   }
 
   async #roomReply(frame) {
     const reply = await this.#ask(frame, "room_response");
-    if (reply.error) return reply;
+    if ("error" in reply) return reply;
     this.#state.upsertRoom(reply.room);
     return { room: this.#state.rooms.get(reply.room?.id) };
   }
 
   /** The reply of type `expected`, or {error: sentence}. */
   async #ask(frame, expected) {
+    const epoch = this.#epoch;
     let reply;
     try {
       reply = await this.#connection.request(frame);
     } catch (err) {
-      if (err instanceof ConnectionLost) return { error: NOT_CONNECTED };
+      if (err instanceof ConnectionLost) return { error: epoch === this.#epoch ? NOT_CONNECTED : "" };
       throw err;
     }
+    if (epoch !== this.#epoch) return { error: "" };
     return reply.type === expected ? reply : { error: describeError(reply) };
   }
 }

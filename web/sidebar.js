@@ -36,6 +36,14 @@ export class SidebarView {
     this.el.invitations.hidden = invitations.length === 0;
   }
 
+  /** Empties every list (logout). */
+  clear() {
+    for (const list of ["room-list", "dm-list", "invite-list", "public-list", "users"]) this.el[list].replaceChildren();
+    this.el.invitations.hidden = true;
+    this.doc.getElementById("browse-details").open = false;
+    this.doc.getElementById("create-details").open = false;
+  }
+
   /** The public rooms a search found; `isMember(id)` says which the user is in already. */
   setPublicRooms(rooms, isMember) {
     if (rooms.length === 0) {
