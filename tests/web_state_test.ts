@@ -6,6 +6,7 @@ import { sanitized } from "./support/client.ts";
 import { ERROR_CODES } from "../lib/core/errors.ts";
 import { Conversation } from "../web/conversation.js";
 import { describeError, describeMembership, describeTyping, formatTime, formatUnread } from "../web/format.js";
+import { Outbox } from "../web/outbox.js";
 import { ChatState, roomTitle } from "../web/state.js";
 import { START_EVERY_MS, TypingNotices, TypingSender } from "../web/typing.js";
 
@@ -214,3 +215,75 @@ Deno.test("web format: membership events, typing and unread badges read as sente
   assertEquals(describeTyping(["a", "b", "c", "d"]), "4 people are typing…");
   assertEquals([formatUnread(3), formatUnread(1000)], ["3", "999+"]);
 });
+
+/** A connection that records requests and answers each with the next reply the test gives. */
+class FakeConnection {
+  isOpen = false;
+  sent: Record<string, unknown>[] = [];
+  #answers: ((reply: Record<string, unknown>) => void)[] = [];
+
+  request(frame: Record<string, unknown>): Promise<Record<string, unknown>> {
+    this.sent.push(frame);
+    return new Promise((resolve) => this.#answers.push(resolve));
+  }
+
+  /** Answers the oldest request still waiting; then lets the outbox run. */
+  async answer(reply: Record<string, unknown>): Promise<void> {
+    this.#answers.shift()!(reply);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+}
+
+Deno.test(
+  "web outbox: a send waits for the connection, is resent with its id, and leaves when acknowledged",
+  sanitized,
+  async () => {
+    const state = new ChatState();
+    const connection = new FakeConnection();
+    const outbox = new Outbox(connection, state);
+    const sent: string[] = [];
+    outbox.onSent = (entry: { text: string }) => sent.push(entry.text);
+    const entry = outbox.send(ROOM_A, "hello room");
+    assertEquals(connection.sent.length, 0);
+    connection.isOpen = true;
+    outbox.resendAll();
+    assertEquals(connection.sent, [
+      { type: "send_message", message: "hello room", client_msg_id: entry.clientMsgId, room: ROOM_A },
+    ]);
+    await connection.answer({ type: "new_message", room: ROOM_A, id: 1, client_msg_id: entry.clientMsgId });
+    assertEquals([sent, state.allPending()], [["hello room"], []]);
+    // A lobby send is v1's: no room field.
+    outbox.send("lobby", "hello lobby");
+    assertEquals(connection.sent[1].room, undefined);
+    await connection.answer({ type: "error", code: "invalid_message", message: "too long" });
+    assertEquals(state.allPending().map((e) => [e.status, e.error]), [[
+      "failed",
+      "The server refused the message: too long.",
+    ]]);
+  },
+);
+
+Deno.test(
+  "web outbox: logout cancels the retry timer and drops late replies: nothing is resent as another user",
+  sanitized,
+  async () => {
+    const state = new ChatState();
+    const connection = new FakeConnection();
+    connection.isOpen = true;
+    const outbox = new Outbox(connection, state);
+    const problems: string[] = [];
+    outbox.onProblem = (text: string) => problems.push(text);
+    outbox.onSent = () => problems.push("sent");
+    outbox.send(ROOM_A, "first");
+    // The database is away: a retry is scheduled...
+    await connection.answer({ type: "error", code: "unavailable" });
+    assertEquals(problems.length, 1);
+    const late = outbox.send(ROOM_A, "second");
+    // ...and the user logs out: the timer goes (the sanitizer would see it), the sends are forgotten.
+    outbox.clear();
+    state.reset();
+    await connection.answer({ type: "new_message", room: ROOM_A, id: 2, client_msg_id: late.clientMsgId });
+    outbox.resendAll();
+    assertEquals([connection.sent.length, problems.length], [2, 1]);
+  },
+);
