@@ -8,6 +8,7 @@ import { describeError, describeTyping, formatUnread } from "./format.js";
 import { History } from "./history.js";
 import { Outbox } from "./outbox.js";
 import { RoomPanelView } from "./room_panel.js";
+import { RoomActions } from "./room_actions.js";
 import { Rooms } from "./rooms.js";
 import { SidebarView } from "./sidebar.js";
 import { ChatState, LOBBY, roomTitle } from "./state.js";
@@ -25,6 +26,8 @@ const connection = new ChatConnection(`${scheme}://${location.host}/ws`);
 const history = new History(connection);
 const rooms = new Rooms(connection, state);
 const outbox = new Outbox(connection, state);
+const actions = new RoomActions(document, { state, rooms, view, sidebar, panel, openRoom: (room) => openRoom(room) });
+actions.onChanged = () => renderSidebar();
 const typingSender = new TypingSender((room, typing) => connection.notify({ type: "typing", room, state: typing }));
 const typingNotices = new TypingNotices((room) => {
   if (room === state.current) view.setTyping(describeTyping(typingNotices.who(room)));
@@ -64,17 +67,6 @@ outbox.onProblem = (text) => view.showError(text);
 
 // Opening a conversation from the sidebar moves the focus to its messages (the sidebar may close).
 sidebar.onOpen = (room) => void openRoom(room).then(() => view.el.messages.focus());
-sidebar.onAccept = (room) => void act(() => rooms.join(room), (result) => openRoom(result.room.id));
-sidebar.onDecline = (room) => void act(() => rooms.leave(room));
-sidebar.onJoin = (room) => void act(() => rooms.join(room), (result) => openRoom(result.room.id));
-sidebar.onMessageUser = (user) => void openDm(user);
-panel.onToolsToggled = (open) => {
-  if (open) void loadMembers();
-};
-panel.onKick = (user) => {
-  const room = state.current;
-  void act(() => rooms.kick(room, user), () => loadMembers());
-};
 
 const el = (id) => document.getElementById(id);
 view.el["login-form"].addEventListener("submit", (event) => {
@@ -104,42 +96,6 @@ el("sidebar").addEventListener("keydown", (event) => {
   if (event.key !== "Escape" || !el("chat").classList.contains("sidebar-open")) return;
   setSidebarOpen(false);
   el("sidebar-button").focus();
-});
-el("leave-button").addEventListener("click", () => {
-  const room = state.current;
-  void act(() => rooms.leave(room), () => openRoom(LOBBY));
-});
-el("create-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  const name = el("room-name").value.trim();
-  if (name === "") return view.showError("Give the room a name.");
-  void act(() => rooms.create(name, el("room-visibility").value), (result) => {
-    el("room-name").value = "";
-    el("create-details").open = false;
-    return openRoom(result.room.id);
-  });
-});
-el("browse-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  void browse();
-});
-el("browse-details").addEventListener("toggle", () => {
-  if (el("browse-details").open) void browse();
-});
-el("dm-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  const user = el("dm-user").value.trim();
-  if (user !== "") void openDm(user).then((opened) => opened && (el("dm-user").value = ""));
-});
-el("invite-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  const user = el("invite-user").value.trim();
-  const room = state.current;
-  if (user === "") return;
-  void act(() => rooms.invite(room, user), () => {
-    el("invite-user").value = "";
-    return loadMembers();
-  });
 });
 document.addEventListener("visibilitychange", () => void markSeen());
 globalThis.addEventListener("focus", () => void markSeen());
@@ -259,7 +215,7 @@ function received(frame) {
   const added = conversation.add([frame]);
   if (room === state.current && added.length > 0) {
     view.addMessages(added, (m) => state.isOwn(m));
-    if (panel.toolsOpen && frame.type === "member_event") void loadMembers();
+    if (panel.toolsOpen && frame.type === "member_event") void actions.loadMembers();
     void markSeen();
   }
   renderSidebar();
@@ -316,10 +272,6 @@ function isCurrent(conversation) {
   return conversation.id === state.current && state.conversations.get(conversation.id) === conversation;
 }
 
-async function openDm(user) {
-  return await act(() => rooms.dmOpen(user), (result) => openRoom(result.room.id));
-}
-
 /** Moves the read marker of the open conversation, when the page is seen and it has new messages. */
 async function markSeen() {
   if (!credentials || document.visibilityState !== "visible") return;
@@ -345,25 +297,6 @@ async function loadOlder() {
   }
 }
 
-async function loadMembers() {
-  const room = state.current;
-  const reply = await rooms.members(room);
-  if (room !== state.current || !panel.toolsOpen || !credentials) return;
-  if ("error" in reply) return reply.error && view.showError(reply.error);
-  const canKick = state.rooms.get(room)?.role === "owner" && state.rooms.get(room)?.kind !== "dm";
-  panel.setMembers(reply.members, canKick, (name) => state.isMe(name));
-}
-
-async function browse() {
-  const reply = await rooms.browse(el("browse-query").value.trim());
-  if (!credentials) return;
-  if ("error" in reply) return reply.error && view.showError(reply.error);
-  sidebar.setPublicRooms(
-    reply.rooms,
-    (id) => state.rooms.get(id)?.role === "owner" || state.rooms.get(id)?.role === "member",
-  );
-}
-
 async function refreshUsers() {
   if (!connection.isOpen || !credentials) return;
   try {
@@ -374,19 +307,6 @@ async function refreshUsers() {
   } catch (err) {
     if (!(err instanceof ConnectionLost)) throw err;
   }
-}
-
-/** Runs a room request; shows its error, or hands its result on. Returns whether it worked. */
-async function act(request, then = () => {}) {
-  const result = await request();
-  if ("error" in result) {
-    if (result.error) view.showError(result.error);
-    return false;
-  }
-  view.showError("");
-  renderSidebar();
-  await then(result);
-  return true;
 }
 
 function renderSidebar() {
