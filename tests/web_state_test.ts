@@ -128,6 +128,22 @@ Deno.test(
   },
 );
 
+Deno.test("web state: messages of a DM that arrive before its room object count once it arrives", sanitized, () => {
+  const state = new ChatState();
+  state.me = { id: 1, username: "alice" };
+  state.setRooms([room("lobby", "lobby")]);
+  const live = (id: number) => ({ type: "new_message", room: DM, ...message(id, "bob") });
+  // bob opened the DM (joins 1 and 2) and wrote twice; the room list was read after message 3.
+  state.noteLive(DM, { type: "member_event", id: 1, room: DM, user: "bob", membership: "join" }, false);
+  state.noteLive(DM, live(3), false);
+  state.noteLive(DM, live(4), false);
+  state.setRooms([room("lobby", "lobby"), room(DM, "dm", { peer: "bob", last_id: 3, unread: 1 })]);
+  assertEquals([state.rooms.get(DM)!.unread, state.rooms.get(DM)!.last_id], [2, 4]);
+  // Counted once: another list does not replay them.
+  state.setRooms([room("lobby", "lobby"), room(DM, "dm", { peer: "bob", last_id: 3, unread: 1 })]);
+  assertEquals(state.rooms.get(DM)!.last_id, 4);
+});
+
 Deno.test(
   "web state: each conversation has its own outbox; every pending send is found for a resend",
   sanitized,

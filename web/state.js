@@ -7,6 +7,8 @@ import { Conversation } from "./conversation.js";
 export const LOBBY = "lobby";
 /** The contract counts unread messages exactly up to this, and reports this beyond. */
 const MAX_UNREAD = 1000;
+/** Live events kept for a room not in the list yet (a DM someone just opened), until it is. */
+const MAX_EARLY_EVENTS = 1000;
 
 export class ChatState {
   /** @type {{id:number,username:string}|null} */
@@ -19,6 +21,8 @@ export class ChatState {
   current = LOBBY;
   /** Users online, sorted. */
   users = [];
+  /** Live events of rooms not listed yet, by room id: counted once the room's object arrives. */
+  #early = new Map();
 
   /** The conversation of `room`, made empty on first use. */
   conversation(room) {
@@ -60,6 +64,10 @@ export class ChatState {
     const merged = { ...room };
     if (known && known.last_id > merged.last_id) merged.last_id = known.last_id;
     this.rooms.set(room.id, merged);
+    // Events that arrived before the room was listed: those after the object's last_id count now.
+    const early = this.#early.get(room.id);
+    this.#early.delete(room.id);
+    for (const { frame, seen } of early ?? []) this.noteLive(room.id, frame, seen);
   }
 
   /** Forgets a room the user left or was removed from; the lobby is shown instead if it was open. */
@@ -79,7 +87,8 @@ export class ChatState {
    */
   noteLive(roomId, frame, seen) {
     const room = this.rooms.get(roomId);
-    if (!room || !Number.isSafeInteger(frame.id) || frame.id <= room.last_id) return;
+    if (!room) return this.#keepEarly(roomId, frame, seen);
+    if (!Number.isSafeInteger(frame.id) || frame.id <= room.last_id) return;
     room.last_id = frame.id;
     if (frame.type === "member_event") return;
     if (this.isOwn(frame)) {
@@ -88,6 +97,15 @@ export class ChatState {
     } else if (!seen && frame.id > room.read_id) {
       room.unread = Math.min(MAX_UNREAD, room.unread + 1);
     }
+  }
+
+  #keepEarly(roomId, frame, seen) {
+    let early = this.#early.get(roomId);
+    if (!early) {
+      early = [];
+      this.#early.set(roomId, early);
+    }
+    if (early.length < MAX_EARLY_EVENTS) early.push({ frame, seen });
   }
 
   /** The read marker moved (read_response, or a read push from another connection): forward only. */
@@ -135,6 +153,7 @@ export class ChatState {
     this.conversations.clear();
     this.current = LOBBY;
     this.users = [];
+    this.#early.clear();
   }
 }
 
