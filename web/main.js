@@ -316,7 +316,10 @@ function renderSidebar() {
   // At phone width the badges are out of sight: the Rooms button counts what is unread elsewhere.
   let unread = 0;
   for (const room of [...lists.rooms, ...lists.dms]) if (room.id !== state.current) unread += room.unread;
-  el("sidebar-button").textContent = unread > 0 ? `Rooms (${formatUnread(unread)} unread)` : "Rooms";
+  const button = el("sidebar-button");
+  button.textContent = unread > 0 ? `Rooms (${formatUnread(unread)})` : "Rooms";
+  if (unread > 0) button.setAttribute("aria-label", `Rooms, ${formatUnread(unread)} unread elsewhere`);
+  else button.removeAttribute("aria-label");
 }
 
 /** At phone width the sidebar covers the conversation while it is open. */

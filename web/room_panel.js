@@ -31,7 +31,10 @@ export class RoomPanelView {
   show(room) {
     const kind = room?.kind ?? "lobby";
     this.el["room-title"].textContent = roomTitle(room) || "Lobby";
-    const members = Number.isSafeInteger(room?.members) && kind !== "lobby" ? `, ${room.members} members` : "";
+    const count = room?.members;
+    const members = Number.isSafeInteger(count) && kind !== "lobby"
+      ? `, ${count} ${count === 1 ? "member" : "members"}`
+      : "";
     this.el["room-info"].textContent = `${KIND_TEXT[kind] ?? kind}${members}`;
     this.el["members-button"].hidden = kind === "lobby";
     this.el["leave-button"].hidden = kind === "lobby" || kind === "dm";

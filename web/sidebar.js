@@ -31,7 +31,10 @@ export class SidebarView {
   /** Renders the lists of `state.sidebar()`, marking `current` as the conversation shown. */
   render({ rooms, dms, invitations }, current) {
     this.el["room-list"].replaceChildren(...rooms.map((room) => this.#roomItem(room, current)));
-    this.el["dm-list"].replaceChildren(...dms.map((room) => this.#roomItem(room, current)));
+    const noDm = this.doc.createElement("li");
+    noDm.className = "empty";
+    noDm.textContent = "None yet: choose someone online.";
+    this.el["dm-list"].replaceChildren(...(dms.length > 0 ? dms.map((room) => this.#roomItem(room, current)) : [noDm]));
     this.el["invite-list"].replaceChildren(...invitations.map((room) => this.#invitationItem(room)));
     this.el.invitations.hidden = invitations.length === 0;
   }
