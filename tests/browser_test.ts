@@ -168,6 +168,7 @@ Deno.test({
       await bob.page.locator("#public-list li", { hasText: roomName }).getByRole("button", { name: /Join/ }).click();
       await bob.page.locator("#room-title", { hasText: roomName }).waitFor();
       await waitForText(alice.page, `${bobName} joined`);
+      await alice.page.locator("#room-info", { hasText: "public room, 2 members" }).waitFor();
 
       await say(alice.page, "hello room");
       await waitForText(bob.page, "hello room");
@@ -212,6 +213,7 @@ Deno.test({
       await roomButton(bob.page, "room-list", roomName).waitFor({ state: "detached" });
       await roomButton(alice.page, "room-list", roomName).click();
       await waitForText(alice.page, `${bobName} left`);
+      await alice.page.locator("#room-info", { hasText: "public room, 1 member" }).waitFor();
 
       // A private room: Alice invites Bob by name, he accepts, then she removes him.
       const secretName = uniqueName("secret");

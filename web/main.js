@@ -37,6 +37,8 @@ let credentials = null;
 let loadingOlder = false;
 let usersTimer;
 let resumeTimer;
+let refreshing = false;
+let refreshAgain = false;
 
 connection.onStatus = (text) => view.setConnectionStatus(text);
 connection.onMessage = (frame) => received(frame);
@@ -203,7 +205,8 @@ function received(frame) {
   const room = typeof frame.room === "string" ? frame.room : LOBBY;
   const aboutMe = frame.type === "member_event" && state.isMe(frame.user);
   if (aboutMe && (frame.membership === "leave" || frame.membership === "kick")) return removed(room, frame);
-  if (!state.rooms.has(room) || (aboutMe && frame.membership === "join")) void refreshRooms();
+  // A room not listed yet, or a membership change (member counts come from the room objects).
+  if (!state.rooms.has(room) || frame.type === "member_event") void refreshRoomsSoon();
   if (aboutMe && frame.membership === "invite") return;
   if (frame.type === "new_message") {
     typingNotices.stopped(room, frame.sender);
@@ -215,7 +218,7 @@ function received(frame) {
   const added = conversation.add([frame]);
   if (room === state.current && added.length > 0) {
     view.addMessages(added, (m) => state.isOwn(m));
-    if (panel.toolsOpen && frame.type === "member_event") void actions.loadMembers();
+    if (frame.type === "member_event" && panel.toolsOpen) void actions.loadMembers();
     void markSeen();
   }
   renderSidebar();
@@ -231,15 +234,31 @@ function removed(room, frame) {
   else renderSidebar();
 }
 
+/** refreshRooms, once for any number of calls while one is on its way (and once more after it). */
+async function refreshRoomsSoon() {
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
+  refreshing = true;
+  try {
+    do {
+      refreshAgain = false;
+      await refreshRooms();
+    } while (refreshAgain && credentials);
+  } finally {
+    refreshing = false;
+  }
+}
+
 async function refreshRooms() {
+  const shown = state.current;
   const result = await rooms.refresh();
   if ("error" in result) return result.error && view.showError(result.error);
-  const { gone } = result;
-  if (gone.length > 0 && !state.rooms.has(state.current)) await openRoom(LOBBY);
-  else {
-    panel.show(state.rooms.get(state.current));
-    renderSidebar();
-  }
+  // The room shown is no longer listed (left or removed meanwhile): the lobby is shown instead.
+  if (state.current !== shown) return await openRoom(state.current);
+  panel.update(state.rooms.get(state.current));
+  renderSidebar();
 }
 
 /** Shows the conversation of `room`, reading its newest history the first time. */

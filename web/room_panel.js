@@ -29,6 +29,12 @@ export class RoomPanelView {
 
   /** Shows the bar for `room` (a room object); the members panel closes. */
   show(room) {
+    this.update(room);
+    this.setToolsOpen(false);
+  }
+
+  /** Shows the newest facts of the room shown (its member count, say); the members panel stays as it is. */
+  update(room) {
     const kind = room?.kind ?? "lobby";
     this.el["room-title"].textContent = roomTitle(room) || "Lobby";
     const count = room?.members;
@@ -39,7 +45,6 @@ export class RoomPanelView {
     this.el["members-button"].hidden = kind === "lobby";
     this.el["leave-button"].hidden = kind === "lobby" || kind === "dm";
     this.el["invite-form"].hidden = kind === "dm";
-    this.setToolsOpen(false);
   }
 
   setToolsOpen(open) {
