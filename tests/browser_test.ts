@@ -256,6 +256,22 @@ Deno.test({
     try {
       const alice = await openAndRegister(browser, url, uniqueName("alice"));
       const bob = await openAndRegister(browser, url, uniqueName("bob"));
+      // A room both are in, whose conversation both have read; then both look at the lobby.
+      const roomName = uniqueName("r");
+      await alice.page.click("#create-details summary");
+      await alice.page.fill("#room-name", roomName);
+      await alice.page.click("#create-button");
+      await alice.page.locator("#room-title", { hasText: roomName }).waitFor();
+      await bob.page.click("#browse-details summary");
+      await bob.page.fill("#browse-query", roomName);
+      await bob.page.click("#browse-form button");
+      await bob.page.locator("#public-list li", { hasText: roomName }).getByRole("button", { name: /Join/ }).click();
+      await say(alice.page, "room before the restart");
+      await waitForText(bob.page, "room before the restart");
+      for (const { page } of [alice, bob]) {
+        await roomButton(page, "room-list", "Lobby").click();
+        await page.locator("#room-title", { hasText: "Lobby" }).waitFor();
+      }
       await say(alice.page, "before the restart");
       await waitForText(bob.page, "before the restart");
 
@@ -268,6 +284,11 @@ Deno.test({
       await using terminal = await server.connect();
       await terminal.registerAndLogin();
       for (let i = 0; i < 5; i++) await sendFromTcp(terminal, `while away ${i}`);
+      // And one in the room, which the pages learn of from the room list and their catch-up.
+      const found = await terminal.request({ type: "room_list", scope: "public", query: roomName });
+      const roomId = (found.rooms as Frame[])[0].id;
+      await terminal.request({ type: "room_join", room: roomId });
+      await terminal.request({ type: "send_message", room: roomId, message: "room while away" });
 
       for (const { page } of [alice, bob]) {
         for (let i = 0; i < 5; i++) await waitForText(page, `while away ${i}`, 20_000);
@@ -284,6 +305,11 @@ Deno.test({
         assertEquals(ids, all.slice(all.indexOf(ids[0])));
         assertEquals(dialogs, []);
         assertEquals(errors.filter((e) => !/WebSocket|ERR_CONNECTION_REFUSED/.test(e)), []);
+        // The room's message shows as unread, then once in the room.
+        await roomButton(page, "room-list", roomName).locator(".badge", { hasText: "1" }).waitFor();
+        await roomButton(page, "room-list", roomName).click();
+        await waitForText(page, "room while away");
+        assertEquals(await page.locator("#messages li .text", { hasText: "room while away" }).count(), 1);
       }
     } finally {
       await browser.close();
