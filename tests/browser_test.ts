@@ -136,6 +136,112 @@ Deno.test({
   },
 });
 
+/** The sidebar's button for the conversation titled `title`. */
+function roomButton(page: Page, list: "room-list" | "dm-list", title: string) {
+  return page.locator(`#${list} button.room`, { hasText: title });
+}
+
+Deno.test({
+  name: "browser: rooms and DMs: create, join, chat, unread badge, typing notice, invite, remove, leave",
+  ...browserTest,
+  async fn() {
+    await using server = await startTestServer(backends[0], { RATE_LIMIT_PER_SEC: "0" }, { httpPort: 0 });
+    const url = `http://127.0.0.1:${server.service.httpPort}/`;
+    const browser = await launchBrowser();
+    try {
+      const aliceName = uniqueName("alice");
+      const alice = await openAndRegister(browser, url, aliceName);
+      const bob = await openAndRegister(browser, url, uniqueName("bob"));
+      const bobName = (await bob.page.textContent("#me"))!;
+
+      // Alice creates a public room; Bob finds it among the public rooms and joins it.
+      const roomName = uniqueName("plans");
+      await alice.page.click("#create-details summary");
+      await alice.page.fill("#room-name", roomName);
+      await alice.page.selectOption("#room-visibility", "public");
+      await alice.page.click("#create-button");
+      await alice.page.locator("#room-title", { hasText: roomName }).waitFor();
+      await roomButton(alice.page, "room-list", roomName).waitFor();
+      await bob.page.click("#browse-details summary");
+      await bob.page.fill("#browse-query", roomName);
+      await bob.page.click("#browse-form button");
+      await bob.page.locator("#public-list li", { hasText: roomName }).getByRole("button", { name: /Join/ }).click();
+      await bob.page.locator("#room-title", { hasText: roomName }).waitFor();
+      await waitForText(alice.page, `${bobName} joined`);
+      await alice.page.locator("#room-info", { hasText: "public room, 2 members" }).waitFor();
+
+      await say(alice.page, "hello room");
+      await waitForText(bob.page, "hello room");
+
+      // Bob looks at the lobby: Alice's next message shows as an unread badge on the room, in bold.
+      await roomButton(bob.page, "room-list", "Lobby").click();
+      await bob.page.locator("#room-title", { hasText: "Lobby" }).waitFor();
+      await say(alice.page, "are you there?");
+      const badge = roomButton(bob.page, "room-list", roomName).locator(".badge");
+      await badge.waitFor();
+      assertEquals(await badge.textContent(), "1");
+      assert(await roomButton(bob.page, "room-list", roomName).evaluate((b) => b.classList.contains("unread")));
+      assert(!(await bob.page.isVisible("#messages >> text=are you there?")), "a room's message shows in the lobby");
+
+      // Opening the room shows the message and clears the badge (the read marker moves).
+      await roomButton(bob.page, "room-list", roomName).click();
+      await waitForText(bob.page, "are you there?");
+      await badge.waitFor({ state: "detached" });
+
+      // Alice types without sending: Bob sees that she is typing.
+      await alice.page.focus("#message");
+      await alice.page.keyboard.type("I am typ");
+      await bob.page.locator("#typing", { hasText: `${aliceName} is typing…` }).waitFor();
+      await alice.page.fill("#message", "");
+
+      // Bob opens a DM with Alice from the online list; Alice, in the room, sees it as unread.
+      await bob.page.locator("#users button", { hasText: aliceName }).click();
+      await bob.page.locator("#room-title", { hasText: aliceName }).waitFor();
+      await say(bob.page, "psst, a secret");
+      await waitForText(bob.page, "psst, a secret");
+      const dm = roomButton(alice.page, "dm-list", bobName);
+      await dm.locator(".badge", { hasText: "1" }).waitFor();
+      await dm.click();
+      await waitForText(alice.page, "psst, a secret");
+      await say(alice.page, "secret received");
+      await waitForText(bob.page, "secret received");
+
+      // Bob leaves the room: it leaves his sidebar, and Alice sees him go.
+      await roomButton(bob.page, "room-list", roomName).click();
+      await bob.page.click("#leave-button");
+      await bob.page.locator("#room-title", { hasText: "Lobby" }).waitFor();
+      await roomButton(bob.page, "room-list", roomName).waitFor({ state: "detached" });
+      await roomButton(alice.page, "room-list", roomName).click();
+      await waitForText(alice.page, `${bobName} left`);
+      await alice.page.locator("#room-info", { hasText: "public room, 1 member" }).waitFor();
+
+      // A private room: Alice invites Bob by name, he accepts, then she removes him.
+      const secretName = uniqueName("secret");
+      await alice.page.click("#create-details summary");
+      await alice.page.fill("#room-name", secretName);
+      await alice.page.selectOption("#room-visibility", "private");
+      await alice.page.click("#create-button");
+      await alice.page.locator("#room-title", { hasText: secretName }).waitFor();
+      await alice.page.click("#members-button");
+      await alice.page.fill("#invite-user", bobName);
+      await alice.page.click("#invite-form button");
+      await waitForText(alice.page, `${aliceName} invited ${bobName}`);
+      await bob.page.locator("#invite-list li", { hasText: secretName }).getByRole("button", { name: /Accept/ })
+        .click();
+      await bob.page.locator("#room-title", { hasText: secretName }).waitFor();
+      await waitForText(alice.page, `${bobName} joined`);
+      await alice.page.locator("#member-list li", { hasText: bobName }).getByRole("button", { name: /Remove/ }).click();
+      await bob.page.locator("#chat-status", { hasText: `${aliceName} removed you from ${secretName}` }).waitFor();
+      await roomButton(bob.page, "room-list", secretName).waitFor({ state: "detached" });
+      assertEquals(await bob.page.textContent("#room-title"), "Lobby");
+
+      for (const { dialogs, errors } of [alice, bob]) assertEquals([dialogs, errors], [[], []]);
+    } finally {
+      await browser.close();
+    }
+  },
+});
+
 Deno.test({
   name: "browser: the server restarts under the pages; they reconnect, catch up and miss or double nothing",
   ...browserTest,
@@ -150,6 +256,22 @@ Deno.test({
     try {
       const alice = await openAndRegister(browser, url, uniqueName("alice"));
       const bob = await openAndRegister(browser, url, uniqueName("bob"));
+      // A room both are in, whose conversation both have read; then both look at the lobby.
+      const roomName = uniqueName("r");
+      await alice.page.click("#create-details summary");
+      await alice.page.fill("#room-name", roomName);
+      await alice.page.click("#create-button");
+      await alice.page.locator("#room-title", { hasText: roomName }).waitFor();
+      await bob.page.click("#browse-details summary");
+      await bob.page.fill("#browse-query", roomName);
+      await bob.page.click("#browse-form button");
+      await bob.page.locator("#public-list li", { hasText: roomName }).getByRole("button", { name: /Join/ }).click();
+      await say(alice.page, "room before the restart");
+      await waitForText(bob.page, "room before the restart");
+      for (const { page } of [alice, bob]) {
+        await roomButton(page, "room-list", "Lobby").click();
+        await page.locator("#room-title", { hasText: "Lobby" }).waitFor();
+      }
       await say(alice.page, "before the restart");
       await waitForText(bob.page, "before the restart");
 
@@ -162,6 +284,11 @@ Deno.test({
       await using terminal = await server.connect();
       await terminal.registerAndLogin();
       for (let i = 0; i < 5; i++) await sendFromTcp(terminal, `while away ${i}`);
+      // And one in the room, which the pages learn of from the room list and their catch-up.
+      const found = await terminal.request({ type: "room_list", scope: "public", query: roomName });
+      const roomId = (found.rooms as Frame[])[0].id;
+      await terminal.request({ type: "room_join", room: roomId });
+      await terminal.request({ type: "send_message", room: roomId, message: "room while away" });
 
       for (const { page } of [alice, bob]) {
         for (let i = 0; i < 5; i++) await waitForText(page, `while away ${i}`, 20_000);
@@ -178,6 +305,11 @@ Deno.test({
         assertEquals(ids, all.slice(all.indexOf(ids[0])));
         assertEquals(dialogs, []);
         assertEquals(errors.filter((e) => !/WebSocket|ERR_CONNECTION_REFUSED/.test(e)), []);
+        // The room's message shows as unread, then once in the room.
+        await roomButton(page, "room-list", roomName).locator(".badge", { hasText: "1" }).waitFor();
+        await roomButton(page, "room-list", roomName).click();
+        await waitForText(page, "room while away");
+        assertEquals(await page.locator("#messages li .text", { hasText: "room while away" }).count(), 1);
       }
     } finally {
       await browser.close();
@@ -197,23 +329,44 @@ Deno.test({
     await terminal.registerAndLogin("dana_terminal");
     const browser = await launchBrowser();
     try {
-      const alice = await openAndRegister(browser, url, "alice", { width: 820, height: 480 });
-      const bob = await openAndRegister(browser, url, "bob", { width: 390, height: 480 });
+      const alice = await openAndRegister(browser, url, "alice", { width: 820, height: 520 });
+      const bob = await openAndRegister(browser, url, "bob", { width: 390, height: 520 });
       await say(alice.page, "Hi Bob! The web page is up.");
       await waitForText(bob.page, "Hi Bob! The web page is up.");
-      await say(bob.page, "Nice, I'm on my phone.");
-      await waitForText(alice.page, "Nice, I'm on my phone.");
       await sendFromTcp(terminal, "And I'm in a terminal, same chat.");
-      await say(alice.page, "<b>markup</b> shows as text");
-      for (const { page } of [alice, bob]) {
-        await waitForText(page, "<b>markup</b> shows as text");
-        await page.locator("#users li", { hasText: "dana_terminal" }).waitFor();
-        await waitForNoPending(page);
-        await page.locator("#message").blur();
-      }
+      await waitForText(alice.page, "And I'm in a terminal, same chat.");
+      // A public room: Alice makes it, Bob (on his phone) finds it and joins.
+      await alice.page.click("#create-details summary");
+      await alice.page.fill("#room-name", "weekend plans");
+      await alice.page.click("#create-button");
+      await alice.page.locator("#room-title", { hasText: "weekend plans" }).waitFor();
+      await bob.page.click("#sidebar-button");
+      await bob.page.click("#browse-details summary");
+      await bob.page.locator("#public-list li", { hasText: "weekend plans" }).getByRole("button", { name: /Join/ })
+        .click();
+      await bob.page.locator("#room-title", { hasText: "weekend plans" }).waitFor();
+      await say(alice.page, "Hike on Saturday?");
+      await waitForText(bob.page, "Hike on Saturday?");
+      await say(bob.page, "Yes! <b>markup</b> shows as text, by the way.");
+      await waitForText(alice.page, "Yes! <b>markup</b> shows as text, by the way.");
+      // Meanwhile in the lobby and in a DM: unread badges on Alice's sidebar.
+      await sendFromTcp(terminal, "Anyone up for lunch?");
+      const dm = await terminal.request({ type: "dm_open", user: "alice" });
+      const dmRoom = (dm.room as Frame).id;
+      await terminal.send({ type: "send_message", room: dmRoom, message: "psst: cake in the kitchen" });
+      await terminal.send({ type: "send_message", room: dmRoom, message: "bring a fork" });
+      await roomButton(alice.page, "dm-list", "dana_terminal").locator(".badge", { hasText: "2" }).waitFor();
+      await roomButton(alice.page, "room-list", "Lobby").locator(".badge", { hasText: "1" }).waitFor();
+      await alice.page.locator("#users li", { hasText: "dana_terminal" }).waitFor();
+      await alice.page.focus("#message");
+      await alice.page.keyboard.type("Great, I'll bring");
+      await bob.page.locator("#typing", { hasText: "alice is typing…" }).waitFor();
+      for (const { page } of [alice, bob]) await waitForNoPending(page);
+      // (Alice keeps the focus: leaving the field would say she stopped typing.)
+      await bob.page.locator("#message").blur();
       const shots = [await alice.page.screenshot(), await bob.page.screenshot()];
       // Composed on a blank page of its own (no CSP there), then saved as one picture.
-      const canvas = await browser.newPage({ viewport: { width: 820 + 390 + 48, height: 480 + 32 } });
+      const canvas = await browser.newPage({ viewport: { width: 820 + 390 + 48, height: 520 + 32 } });
       await canvas.setContent(
         `<body style="margin:0;padding:16px;background:#d1d5db;display:flex;gap:16px;align-items:flex-start">${
           shots.map((shot) => `<img style="border-radius:8px" src="data:image/png;base64,${shot.toString("base64")}">`)

@@ -1,5 +1,6 @@
 // The WebSocket to the chat server: requests matched to replies by request_id, broadcasts handed
-// on, and reconnection with backoff. Knows nothing of the DOM.
+// on, and reconnection with backoff. Knows nothing of the DOM. One WebSocket message may carry
+// several frames separated by "\n" (contract v1.2, "WebSocket batching").
 
 const REQUEST_TIMEOUT_MS = 15_000;
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15_000];
@@ -12,6 +13,8 @@ export class ConnectionLost extends Error {
 export class ChatConnection {
   /** Called with every new_message frame (live, or the own copy of a send). */
   onMessage = (_frame) => {};
+  /** Called with every v2 push other than new_message: member_event, read, typing. */
+  onPush = (_frame) => {};
   /** Called with every error frame no request waits for (refusals before a close, say). */
   onError = (_frame) => {};
   /** Called each time the socket is open, before anything else is sent on it. */
@@ -63,6 +66,13 @@ export class ChatConnection {
     });
   }
 
+  /** Sends `frame`, which gets no reply (a typing notice); false when not connected. */
+  notify(frame) {
+    if (!this.isOpen) return false;
+    this.#socket.send(JSON.stringify(frame));
+    return true;
+  }
+
   #connect() {
     this.onStatus("connecting…");
     const socket = new WebSocket(this.#url);
@@ -72,7 +82,10 @@ export class ChatConnection {
       this.onStatus("connected");
       this.onOpen();
     };
-    socket.onmessage = (event) => this.#receive(event.data);
+    socket.onmessage = (event) => {
+      if (typeof event.data !== "string") return;
+      for (const line of event.data.split("\n")) if (line.trim() !== "") this.#receive(line);
+    };
     socket.onclose = () => {
       if (this.#socket !== socket) return;
       this.#socket = null;
@@ -100,6 +113,7 @@ export class ChatConnection {
     }
     if (frame === null || typeof frame !== "object") return;
     if (frame.type === "new_message") this.onMessage(frame);
+    else if (frame.type === "member_event" || frame.type === "read" || frame.type === "typing") this.onPush(frame);
     const waiting = frame.request_id === undefined ? undefined : this.#waiting.get(frame.request_id);
     if (waiting) {
       this.#waiting.delete(frame.request_id);

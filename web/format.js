@@ -23,6 +23,41 @@ export function formatDelay(ms) {
   return `${Math.round(ms / 60_000)} min`;
 }
 
+function lowerFirst(text) {
+  return text.charAt(0).toLowerCase() + text.slice(1);
+}
+
+/** A membership event as a line of the conversation: "alice invited bob". */
+export function describeMembership(event) {
+  const by = typeof event.by === "string" && event.by !== event.user ? event.by : undefined;
+  switch (event.membership) {
+    case "join":
+      return `${event.user} joined`;
+    case "leave":
+      return `${event.user} left`;
+    case "invite":
+      return by ? `${by} invited ${event.user}` : `${event.user} was invited`;
+    case "kick":
+      return by ? `${by} removed ${event.user}` : `${event.user} was removed`;
+    default:
+      return `${event.user}: ${event.membership}`;
+  }
+}
+
+/** "alice is typing…", "alice and bob are typing…", "4 people are typing…"; "" when nobody. */
+export function describeTyping(names) {
+  if (names.length === 0) return "";
+  if (names.length === 1) return `${names[0]} is typing…`;
+  if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
+  if (names.length === 3) return `${names[0]}, ${names[1]} and ${names[2]} are typing…`;
+  return `${names.length} people are typing…`;
+}
+
+/** An unread badge's text: the count, "999+" beyond (the server reports 1000 for "1000 or more"). */
+export function formatUnread(count) {
+  return count > 999 ? "999+" : String(count);
+}
+
 /** A sentence for an error frame (or a register/login error reply), for every code of the contract. */
 export function describeError(frame) {
   const retry = typeof frame.retry_after_ms === "number" ? formatDelay(frame.retry_after_ms) : undefined;
@@ -63,19 +98,19 @@ export function describeError(frame) {
     case "internal_error":
       return "The server ran into an internal error, try again.";
     case "room_not_found":
-      return "There is no such room (or you are not in it).";
+      return "There is no such room, or you cannot see it (perhaps you were removed from it).";
     case "not_member":
-      return "You are not a member of that room.";
+      return "Join the room first: only its members can do that.";
     case "not_allowed":
-      return detail ? `Not allowed: ${detail}.` : "That is not allowed in this room.";
+      return detail ? `Not allowed: ${lowerFirst(detail)}.` : "That is not allowed in this room.";
     case "name_taken":
-      return "A public room with that name exists already.";
+      return "A public room with that name exists already; choose another name, or join it.";
     case "invalid_room_name":
       return "A room name is 1 to 64 characters, without control characters.";
     case "user_not_found":
-      return "There is no such user.";
+      return "There is no user of that name (and you cannot message yourself).";
     case "limit_exceeded":
-      return "Too many rooms or members.";
+      return "Too many rooms or members: you are in as many rooms as allowed, or the room is full.";
     default:
       return detail ? `${detail} (${frame.code})` : `Error ${frame.code}.`;
   }

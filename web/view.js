@@ -1,7 +1,7 @@
-// The DOM: renders the state and reads the forms. Every text from the network goes in with
-// textContent, never as HTML.
+// The DOM of the login form and of the open conversation: its messages and membership events,
+// pending sends, the typing line. Every text from the network goes in with textContent, never as HTML.
 
-import { formatTime } from "./format.js";
+import { describeMembership, formatTime } from "./format.js";
 
 export class ChatView {
   constructor(doc) {
@@ -21,8 +21,8 @@ export class ChatView {
         "logout-button",
         "older-button",
         "messages",
-        "users",
         "chat-status",
+        "typing",
         "send-form",
         "message",
       ].map((id) => [id, doc.getElementById(id)]),
@@ -46,7 +46,7 @@ export class ChatView {
     this.el.chat.hidden = false;
     this.el.me.textContent = username;
     this.el.messages.replaceChildren();
-    this.el.users.replaceChildren();
+    this.el.typing.textContent = "";
     this.el["chat-status"].textContent = "";
     this.el.message.focus();
   }
@@ -64,7 +64,25 @@ export class ChatView {
     this.el["older-button"].hidden = !available;
   }
 
-  /** Inserts messages (new ones, any ids) in id order, before the pending sends. */
+  /** Shows `conversation` alone: its events in id order, then its pending sends. */
+  showConversation(conversation, isOwn) {
+    this.el.messages.replaceChildren();
+    const events = [...conversation.events.values()].sort((a, b) => a.id - b.id);
+    this.addMessages(events, isOwn);
+    for (const entry of conversation.pending.values()) {
+      this.addPending(entry);
+      if (entry.status === "failed") this.failPending(entry.clientMsgId, entry.error ?? "");
+    }
+    this.setOlderAvailable(conversation.hasOlder && conversation.loaded);
+    this.el.messages.scrollTop = this.el.messages.scrollHeight;
+  }
+
+  /** The typing line under the messages ("" clears it). */
+  setTyping(text) {
+    this.el.typing.textContent = text;
+  }
+
+  /** Inserts events (new ones, any ids) in id order, before the pending sends. */
   addMessages(messages, isOwn) {
     const list = this.el.messages;
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
@@ -101,14 +119,6 @@ export class ChatView {
     item.querySelector(".note").textContent = `not sent: ${reason}`;
   }
 
-  setUsers(usernames, me) {
-    this.el.users.replaceChildren(...usernames.map((name) => {
-      const item = this.doc.createElement("li");
-      item.textContent = name.toLowerCase() === me.toLowerCase() ? `${name} (you)` : name;
-      return item;
-    }));
-  }
-
   /** Whether the message list is scrolled to (near) its top, where older messages are asked for. */
   nearTop() {
     return this.el.messages.scrollTop < 40;
@@ -117,6 +127,13 @@ export class ChatView {
   #messageItem(message, own) {
     const item = this.doc.createElement("li");
     item.dataset.id = String(message.id);
+    if (message.kind === "member") {
+      item.className = "notice";
+      const time = this.#span("time", formatTime(message.timestamp));
+      time.title = message.timestamp + " UTC";
+      item.append(time, this.#span("text", describeMembership(message)));
+      return item;
+    }
     if (own) item.className = "own";
     const time = this.#span("time", formatTime(message.timestamp));
     time.title = message.timestamp + " UTC";
