@@ -503,3 +503,62 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "browser: search finds messages in the lobby and in rooms, each with its conversation; a result opens its room at the message, paging back to it",
+  ...browserTest,
+  async fn() {
+    await using server = await startTestServer(
+      backends[0],
+      { RATE_LIMIT_PER_SEC: "0", SEARCH_LIMIT_PER_MIN: "0" },
+      { httpPort: 0 },
+    );
+    const url = `http://127.0.0.1:${server.service.httpPort}/`;
+    const browser = await launchBrowser();
+    try {
+      const alice = await openAndRegister(browser, url, uniqueName("alice"));
+      const tag = crypto.randomUUID().replace(/[^a-f]/g, "").slice(0, 8);
+      const roomName = uniqueName("archive");
+      await alice.page.click("#create-details summary");
+      await alice.page.fill("#room-name", roomName);
+      await alice.page.click("#create-button");
+      await alice.page.locator("#room-title", { hasText: roomName }).waitFor();
+      // The word to find, then more than a page (50) of other messages after it.
+      await say(alice.page, `the old${tag} plan`);
+      await waitForText(alice.page, `the old${tag} plan`);
+      for (let i = 0; i < 60; i++) await say(alice.page, `filler ${i}`);
+      await waitForText(alice.page, "filler 59");
+      await waitForNoPending(alice.page);
+      await roomButton(alice.page, "room-list", "Lobby").or(alice.page.locator("button.room", { hasText: "Lobby" }))
+        .first().click();
+      await say(alice.page, `old${tag} in the lobby too`);
+      await waitForText(alice.page, `old${tag} in the lobby too`);
+
+      await alice.page.click("#search-details summary");
+      await alice.page.fill("#search-query", `OLD${tag}`);
+      await alice.page.click("#search-form button");
+      const results = alice.page.locator("#search-results .search-result");
+      await results.nth(1).waitFor({ timeout: 10_000 });
+      assertEquals(await results.count(), 2);
+      const shown = await results.allTextContents();
+      assert(shown[0].startsWith("Lobby"), `newest first, from the lobby: ${shown[0]}`);
+      assert(shown[1].includes(roomName) && shown[1].includes(`the old${tag} plan`), shown[1]);
+
+      // The room's result opens the room, pages back past the newest 50, and marks the message.
+      await results.nth(1).click();
+      await alice.page.locator("#room-title", { hasText: roomName }).waitFor();
+      const found = alice.page.locator("#messages li.found");
+      await found.waitFor({ timeout: 10_000 });
+      assertEquals((await found.locator(".text").textContent())?.trim(), `the old${tag} plan`);
+
+      // A query matching nothing says so.
+      await alice.page.fill("#search-query", `nothing${tag}`);
+      await alice.page.click("#search-form button");
+      await alice.page.locator("#search-status", { hasText: "No messages match." }).waitFor();
+      assertEquals(alice.errors, []);
+    } finally {
+      await browser.close();
+    }
+  },
+});

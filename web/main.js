@@ -10,6 +10,7 @@ import { Outbox } from "./outbox.js";
 import { RoomPanelView } from "./room_panel.js";
 import { RoomActions } from "./room_actions.js";
 import { Rooms } from "./rooms.js";
+import { SearchView } from "./search.js";
 import { SidebarView } from "./sidebar.js";
 import { ChatState, LOBBY, roomTitle } from "./state.js";
 import { TypingNotices, TypingSender } from "./typing.js";
@@ -28,6 +29,12 @@ const rooms = new Rooms(connection, state);
 const outbox = new Outbox(connection, state);
 const actions = new RoomActions(document, { state, rooms, view, sidebar, panel, openRoom: (room) => openRoom(room) });
 actions.onChanged = () => renderSidebar();
+const search = new SearchView(
+  document,
+  connection,
+  (room) => room === LOBBY ? "Lobby" : roomTitle(state.rooms.get(room)) || "a room",
+);
+search.onOpen = (result) => void openAt(result.room, result.id);
 const typingSender = new TypingSender((room, typing) => connection.notify({ type: "typing", room, state: typing }));
 const typingNotices = new TypingNotices((room) => {
   if (room === state.current) view.setTyping(describeTyping(typingNotices.who(room)));
@@ -138,6 +145,7 @@ function forgetSession() {
   clearInterval(usersTimer);
   clearTimeout(resumeTimer);
   outbox.clear();
+  search.clear();
   typingSender.clear();
   typingNotices.clear();
   rooms.clear();
@@ -284,6 +292,20 @@ async function openRoom(room) {
     }
   }
   await markSeen();
+}
+
+/** Pages back this far at most to show a message found by search. */
+const MAX_PAGES_BACK = 40;
+
+/** Opens `room` at message `id` (a search result): older pages are read until it is shown. */
+async function openAt(room, id) {
+  await openRoom(room);
+  const conversation = state.conversation(state.current);
+  for (let page = 0; page < MAX_PAGES_BACK && isCurrent(conversation); page++) {
+    if (conversation.oldestId === undefined || conversation.oldestId <= id || !conversation.hasOlder) break;
+    await loadOlder();
+  }
+  if (isCurrent(conversation) && !view.highlight(id)) view.showError("That message is too far back to show here.");
 }
 
 /** Whether `conversation` is the one shown (not one of a room left since, or of a user logged out). */

@@ -119,6 +119,16 @@ export class ChatView {
     item.querySelector(".note").textContent = `not sent: ${reason}`;
   }
 
+  /** Scrolls to message `id` and marks it for a moment; false if it is not shown. */
+  highlight(id) {
+    const item = this.el.messages.querySelector(`li[data-id="${Number(id)}"]`);
+    if (!item) return false;
+    for (const old of this.el.messages.querySelectorAll("li.found")) old.classList.remove("found");
+    item.classList.add("found");
+    item.scrollIntoView({ block: "center" });
+    return true;
+  }
+
   /** Whether the message list is scrolled to (near) its top, where older messages are asked for. */
   nearTop() {
     return this.el.messages.scrollTop < 40;
