@@ -10,7 +10,7 @@
 // lobby), and the server's own search SQL timed in SQL. Last, what the indexes cost to ingest:
 // the server's send path (the ingest traffic helpers) and the database's (chat_store_batch()
 // batches of realistic texts, serial), in three phases of one run: indexes present, dropped,
-// re-created (the re-creation timed too).
+// re-created (the re-creation timed too), each phase after a VACUUM of messages.
 
 import { LoadClient } from "../client.ts";
 import type { BenchDatabase } from "../database.ts";
@@ -515,10 +515,15 @@ export async function search(ctx: BenchContext): Promise<ScenarioReport> {
       const label = `ingest phase ${i + 1}/${params.ingest_phases.length}, search indexes ${
         indexes ? "present" : "dropped"
       }`;
+      // Each phase starts from a vacuumed table (the GIN pending list merged, no autovacuum debt
+      // of the phase before), the database's arm first, then the server's.
+      progress(`  ${label}: VACUUM messages`);
+      const [, vacuumS] = await timed(() => db.query("VACUUM messages"));
       progress(`  ${label}`);
+      const store = await storeRound();
       const traffic = await run(label);
       problems.push(...trafficProblems(label, traffic));
-      phases.push({ indexes, traffic, store: await storeRound() });
+      phases.push({ indexes, traffic, store, vacuum_s: round3(vacuumS) });
     }
   } finally {
     await server.stop();
@@ -661,7 +666,7 @@ export async function search(ctx: BenchContext): Promise<ScenarioReport> {
       },
       store_batch: {
         kind: `database: chat_store_batch() serial, ${params.store_batch} realistic texts per batch`,
-        phases: phases.map((p) => ({ indexes: p.indexes, ...p.store })),
+        phases: phases.map((p) => ({ indexes: p.indexes, vacuum_s: p.vacuum_s, ...p.store })),
         with_mean_per_s: round(storeWith, 1),
         without_mean_per_s: round(storeWithout, 1),
         with_over_without: round(storeWith / storeWithout, 3),
@@ -771,6 +776,8 @@ async function storeBatches(
 
 interface Phase {
   indexes: boolean;
+  /** The VACUUM before the phase. */
+  vacuum_s: number;
   traffic: TrafficResult;
   store: StoreRound;
 }
