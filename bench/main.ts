@@ -2,7 +2,7 @@
 // measures the ceilings in the same run, prints one JSON line and a table per scenario, then a
 // summary of the targets, and saves the output under bench/results/.
 //
-//   deno task bench [--scenario ingest,fanout,paced,burst,logins,idle,history,cluster,ws,flood] [--embedded] [--quick]
+//   deno task bench [--scenario ingest,fanout,paced,burst,logins,idle,history,cluster,ws,flood,search] [--embedded] [--quick]
 //                   [--profile] [--no-save]
 
 import { type BenchDatabase, openBenchDatabase } from "./database.ts";
@@ -20,11 +20,24 @@ import { idle } from "./scenarios/idle.ts";
 import { ingest } from "./scenarios/ingest.ts";
 import { logins } from "./scenarios/logins.ts";
 import { paced } from "./scenarios/paced.ts";
+import { search } from "./scenarios/search.ts";
 import { ws } from "./scenarios/ws.ts";
 
 type Scenario = (ctx: BenchContext) => Promise<ScenarioReport>;
 
-const SCENARIOS: Record<string, Scenario> = { ingest, fanout, paced, burst, logins, idle, history, cluster, ws, flood };
+const SCENARIOS: Record<string, Scenario> = {
+  ingest,
+  fanout,
+  paced,
+  burst,
+  logins,
+  idle,
+  history,
+  cluster,
+  ws,
+  flood,
+  search,
+};
 
 const USAGE = `deno task bench [options]
   --scenario a,b   run only these (${Object.keys(SCENARIOS).join(", ")}); default all
