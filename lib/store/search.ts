@@ -44,26 +44,29 @@ const INDEXES: { name: string; sql: string }[] = [
 
 /** A build of an index takes long on a big table: it must not be cut short as a user query would. */
 const BUILD_TIMEOUT_MS = 6 * 3600_000;
-// The order of results is (time, room, id) descending; the lobby counts as room "" there.
+// The order of results is (time, room, id) descending; the lobby counts as room "" there. Each
+// part sorts its matches on the stored columns and keeps `limit`; only the rows kept are
+// formatted (formatting every match of a common word cost more than finding them).
 const QUERY = `WITH q AS (SELECT websearch_to_tsquery('simple', $1::text) AS q)`;
-const AFTER_CURSOR = `($2::bigint IS NULL OR (micros, room_key, id) < ($2::bigint, $3::text, $4::bigint))`;
-const LOBBY_HITS = `SELECT 'lobby' AS room, '' AS room_key, m.id::bigint AS id, m.sender_username AS sender,
-    m.message_text AS message, to_char(m.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp,
-    (extract(epoch FROM m.timestamp) * 1000000)::bigint AS micros
-  FROM messages m, q WHERE $6::boolean AND to_tsvector('simple', m.message_text) @@ q.q`;
+/** The cursor's time ($2, microseconds since the epoch) as a stored timestamp. */
+const CURSOR_AT = `('epoch'::timestamp + $2::bigint * interval '1 microsecond')`;
+const LOBBY_HITS = `SELECT 'lobby'::text AS room, ''::text AS room_key, m.id::bigint AS id, m.sender_username::text AS sender,
+    m.message_text AS message, m.timestamp AS at
+  FROM messages m, q WHERE $6::boolean AND to_tsvector('simple', m.message_text) @@ q.q
+    AND ($2::bigint IS NULL OR (m.timestamp, '', m.id) < (${CURSOR_AT}, $3::text, $4::bigint))
+  ORDER BY m.timestamp DESC, m.id DESC LIMIT $5`;
 const ROOM_HITS = `SELECT e.room_id AS room, e.room_id AS room_key, e.id, e.username AS sender, e.body AS message,
-    to_char(e.created_at, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp,
-    (extract(epoch FROM e.created_at) * 1000000)::bigint AS micros
+    e.created_at AS at
   FROM chat_room_events e JOIN unnest($7::text[], $8::bigint[]) AS s(room, from_id) ON e.room_id = s.room, q
-  WHERE e.kind = 'message' AND e.id >= s.from_id AND to_tsvector('simple', e.body) @@ q.q`;
+  WHERE e.kind = 'message' AND e.id >= s.from_id AND to_tsvector('simple', e.body) @@ q.q
+    AND ($2::bigint IS NULL OR (e.created_at, e.room_id, e.id) < (${CURSOR_AT}, $3::text, $4::bigint))
+  ORDER BY e.created_at DESC, e.room_id DESC, e.id DESC LIMIT $5`;
 const SEARCH_SQL = `${QUERY}
-  SELECT room, id, sender, message, timestamp, micros::text FROM (
-    (SELECT * FROM (${LOBBY_HITS}) l WHERE ${AFTER_CURSOR} ORDER BY micros DESC, id DESC LIMIT $5)
-    UNION ALL
-    (SELECT * FROM (${ROOM_HITS}) r WHERE ${AFTER_CURSOR} ORDER BY micros DESC, room_key DESC, id DESC LIMIT $5)
-  ) hits, q
+  SELECT room, id, sender, message, to_char(at, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp,
+    (extract(epoch FROM at) * 1000000)::bigint::text AS micros
+  FROM ((${LOBBY_HITS}) UNION ALL (${ROOM_HITS})) hits, q
   WHERE numnode(q.q) > 0 AND querytree(q.q) <> 'T'
-  ORDER BY micros DESC, room_key DESC, id DESC LIMIT $5`;
+  ORDER BY at DESC, room_key DESC, id DESC LIMIT $5`;
 
 export class SearchStore {
   readonly #db: Database;
