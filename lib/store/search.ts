@@ -50,7 +50,8 @@ const BUILD_TIMEOUT_MS = 6 * 3600_000;
 const QUERY = `WITH q AS (SELECT websearch_to_tsquery('simple', $1::text) AS q)`;
 /** The cursor's time ($2, microseconds since the epoch) as a stored timestamp. */
 const CURSOR_AT = `('epoch'::timestamp + $2::bigint * interval '1 microsecond')`;
-const LOBBY_HITS = `SELECT 'lobby'::text AS room, ''::text AS room_key, m.id::bigint AS id, m.sender_username::text AS sender,
+const LOBBY_HITS =
+  `SELECT 'lobby'::text AS room, ''::text AS room_key, m.id::bigint AS id, m.sender_username::text AS sender,
     m.message_text AS message, m.timestamp AS at
   FROM messages m, q WHERE $6::boolean AND to_tsvector('simple', m.message_text) @@ q.q
     AND ($2::bigint IS NULL OR (m.timestamp, '', m.id) < (${CURSOR_AT}, $3::text, $4::bigint))
