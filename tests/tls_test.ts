@@ -2,6 +2,7 @@
 // line-protocol listener, while PORT stays plain; a bad certificate stops start-up with one clear
 // line. The certificates are made by openssl for each run: a CA, and a leaf for localhost signed by it.
 
+import { uniqueName } from "./support/inbox.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { backends, sanitized, startTestServer } from "./support/helpers.ts";
 import { runServerCommand } from "./support/process.ts";
@@ -91,6 +92,8 @@ Deno.test({
       await using wss = await RawWsClient.connect(httpPort, [certs.ca]);
       await wss.sendText(JSON.stringify({ type: "ping", request_id: "over-wss" }));
       assertMatch(await wss.readUntil("over-wss"), /"type":"pong"/);
+      await wss.sendText(JSON.stringify({ type: "hello", protocol: 2, request_id: "wss-hello" }));
+      assertMatch(await wss.readUntil("wss-hello"), /"type":"hello_response","protocol":2/);
 
       const tls = await Deno.connectTls({ hostname: "localhost", port: tlsPort, caCerts: [certs.ca] });
       try {
@@ -100,6 +103,24 @@ Deno.test({
           first = JSON.parse(new TextDecoder().decode(line));
         }, () => first !== undefined);
         assertEquals(first, { type: "pong" });
+        // Protocol v2 over TLS: a room made, its join pushed, then the reply.
+        const user = uniqueName("tls");
+        const lines = [
+          { type: "register", username: user, password: "secret123" },
+          { type: "login", username: user, password: "secret123" },
+          { type: "hello", protocol: 2 },
+          { type: "room_create", name: uniqueName("tls room"), visibility: "private", request_id: "tls-room" },
+        ].map((frame) => JSON.stringify(frame) + "\n").join("");
+        await tls.write(new TextEncoder().encode(lines));
+        const frames: Record<string, unknown>[] = [];
+        const joined = () => frames.some((f) => f.type === "member_event" && f.membership === "join");
+        await forEachLine(tls, 65536, (line) => {
+          frames.push(JSON.parse(new TextDecoder().decode(line)));
+        }, () => frames.some((f) => f.request_id === "tls-room") && joined());
+        const room = frames.find((f) => f.request_id === "tls-room")!;
+        assertEquals(room.type, "room_response", JSON.stringify(frames));
+        const id = (room.room as Record<string, unknown>).id;
+        assert(frames.some((f) => f.type === "member_event" && f.room === id && f.user === user));
       } finally {
         try {
           tls.close();
