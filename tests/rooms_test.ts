@@ -13,6 +13,8 @@ class Peer implements AsyncDisposable {
   /** Every frame without a request_id, in arrival order. */
   readonly pushes: Frame[] = [];
   readonly #replies = new Map<string, Frame>();
+  /** The request_ids of the replies, in arrival order. */
+  readonly replyOrder: string[] = [];
   #next = 0;
   #closing = false;
   readonly #pump: Promise<void>;
@@ -45,8 +47,10 @@ class Peer implements AsyncDisposable {
       } catch {
         continue;
       }
-      if (frame.request_id !== undefined) this.#replies.set(String(frame.request_id), frame);
-      else this.pushes.push(frame);
+      if (frame.request_id !== undefined) {
+        this.#replies.set(String(frame.request_id), frame);
+        this.replyOrder.push(String(frame.request_id));
+      } else this.pushes.push(frame);
     }
   }
 
@@ -58,6 +62,12 @@ class Peer implements AsyncDisposable {
     const reply = this.#replies.get(id)!;
     this.#replies.delete(id);
     return reply;
+  }
+
+  /** The reply to a request sent with `id` by hand. */
+  async replyTo(id: string, ms = 10_000): Promise<Frame> {
+    await this.until(() => this.#replies.has(id), `the reply to ${id}`, ms);
+    return this.#replies.get(id)!;
   }
 
   /** Sends without a request_id (its reply, if any, arrives as a push). */
@@ -105,6 +115,51 @@ const SERVER_ENV = { RATE_LIMIT_PER_SEC: "0", ROOM_LIMIT_PER_MIN: "0", SEARCH_LI
 
 for (const backend of backends) {
   const name = (text: string) => `rooms: ${text} [${backend.name}]`;
+
+  Deno.test(
+    name(
+      "a sender writing to several rooms in turn: its sends share transactions, its replies keep request order, every member gets each room in id order",
+    ),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using alice = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      const rooms = [
+        (await createRoom(alice, "public")).id as string,
+        (await createRoom(alice, "public")).id as string,
+      ];
+      for (const room of rooms) await bob.ask({ type: "room_join", room });
+      // 120 sends pipelined, alternating: room 0, room 1, the lobby, room 0, …
+      const feeds = [rooms[0], rooms[1], "lobby"];
+      const ids: string[] = [];
+      for (let i = 0; i < 120; i++) {
+        const id = `p${i}`;
+        ids.push(id);
+        const room = feeds[i % 3];
+        await alice.client.send({
+          type: "send_message",
+          message: `alt ${i}`,
+          request_id: id,
+          ...(room === "lobby" ? {} : { room }),
+        });
+      }
+      const replies = await Promise.all(ids.map((id) => alice.replyTo(id)));
+      assertEquals(replies.map((r) => r.message), ids.map((_, i) => `alt ${i}`));
+      assertEquals(alice.replyOrder.filter((id) => id.startsWith("p")), ids, "replies out of request order");
+      for (const room of rooms) {
+        await bob.until(() => bob.inRoom(room, "new_message").length === 40, `40 messages of ${room}`);
+        const got = bob.inRoom(room, "new_message").map((f) => f.id as number);
+        assertEquals(got, [...got].sort((a, b) => a - b), "a room out of id order");
+      }
+      // Batched: far fewer transactions than sends (before, each switch of room started a new batch).
+      const [row] = await server.service.db.query<{ n: number | string }>(
+        `SELECT count(DISTINCT xmin::text) AS n FROM chat_room_events WHERE room_id = ANY ($1::text[]) AND kind = 'message'`,
+        [rooms],
+      );
+      assert(Number(row.n) <= 40, `${row.n} transactions for 80 room messages`);
+    },
+  );
 
   Deno.test(
     name("hello: v2 on request, the limits told; a bad protocol is bad_request; v1 is the default"),

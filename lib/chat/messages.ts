@@ -97,6 +97,12 @@ interface PendingSend {
    * send's message as a duplicate.
    */
   sameAs: PendingSend | undefined;
+  /**
+   * Its part of the batch: a part holds at most one conversation per sender, and a sender's send
+   * to another conversation starts the next part. Parts are delivered in order, so that each
+   * sender's replies go out in request order, woven into their conversations' deliveries.
+   */
+  segment: number;
 }
 
 /** What one stored row got. */
@@ -120,10 +126,11 @@ export class MessageService {
   readonly #stream: MessageStream;
   readonly #commitTimeoutMs: number;
   readonly #groupCommit: GroupCommit<PendingSend>;
-  /** The open batch; its sends with a client_msg_id by user and id; each sender's conversation in it. */
+  /** The open batch; its sends with a client_msg_id by user and id; each sender's conversation in its open part. */
   #openBatch: Batch<PendingSend> | undefined;
   #openSends = new Map<string, PendingSend>();
   #openFeeds = new Map<Session, string>();
+  #openSegment = 0;
   /** Sends accepted and not answered yet. */
   #unanswered = 0;
   #idle: PromiseWithResolvers<void> | undefined;
@@ -203,17 +210,25 @@ export class MessageService {
       extra: { requestId, clientMsgId },
       reply: this.#counted(reply),
       sameAs: undefined,
+      segment: 0,
     };
-    // One conversation per sender in a batch: a send to another one starts the next batch.
-    const sendersFeed = this.#groupCommit.isOpen(this.#openBatch) ? this.#openFeeds.get(session) : undefined;
-    const batch = this.#groupCommit.openBatch(text.length, sendersFeed !== undefined && sendersFeed !== feed);
+    const batch = this.#groupCommit.openBatch(text.length);
     if (batch !== this.#openBatch) {
       // Repeats of a send in an earlier batch are stored again: the database, which commits that
       // batch first on the same connection, answers them with the original.
       this.#openBatch = batch;
       this.#openSends = new Map();
       this.#openFeeds = new Map();
+      this.#openSegment = 0;
     }
+    // One conversation per sender in a part: a send to another one starts the batch's next part
+    // (a sender writing to several rooms in turn still shares one transaction with everyone).
+    const sendersFeed = this.#openFeeds.get(session);
+    if (sendersFeed !== undefined && sendersFeed !== feed) {
+      this.#openSegment++;
+      this.#openFeeds = new Map();
+    }
+    send.segment = this.#openSegment;
     this.#openFeeds.set(session, feed);
     const key = clientMsgId === undefined ? undefined : `${user.id}:${clientMsgId}`;
     const original = key === undefined ? undefined : this.#openSends.get(key);
@@ -356,26 +371,64 @@ export class MessageService {
     };
   }
 
-  /** Delivers an own batch, conversation by conversation, each sender's replies woven into its own. */
+  /**
+   * Delivers an own batch part by part, and in each part conversation by conversation, each
+   * sender's replies woven into its own. A conversation's rows go with the part of its own rows
+   * (other writers' rows, which come before them, with its first part).
+   */
   #deliver(sends: PendingSend[], outcomes: Map<PendingSend, Outcome>, delivered: Map<string, FeedRow[]>): void {
-    const byFeed = new Map<string, Map<Session, PendingReply[]>>();
+    const parts = sends.at(-1)!.segment + 1;
+    const partOfId = new Map<string, Map<number, number>>();
+    const firstPart = new Map<string, number>();
     for (const send of sends) {
-      let replies = byFeed.get(send.feed);
-      if (!replies) byFeed.set(send.feed, replies = new Map());
-      const list = replies.get(send.session);
-      const reply = this.#pendingReply(send, outcomes.get(send.sameAs ?? send)!);
-      if (list) list.push(reply);
-      else replies.set(send.session, [reply]);
+      if (!firstPart.has(send.feed)) firstPart.set(send.feed, send.segment);
+      const outcome = outcomes.get(send);
+      if (send.sameAs || outcome?.status !== "new") continue;
+      let ids = partOfId.get(send.feed);
+      if (!ids) partOfId.set(send.feed, ids = new Map());
+      ids.set(outcome.id, send.segment);
     }
+    // Each delivered row's part: its own send's; another writer's row, that of the next own row
+    // (they all come before the batch's own), else the feed's first part.
+    const rowParts = new Map<string, number[]>();
     for (const [feed, rows] of delivered) {
-      const replies = byFeed.get(feed);
-      byFeed.delete(feed);
-      if (feed === LOBBY_FEED) this.#lobby.deliver(rows as StoredMessage[], replies);
-      else this.#rooms.deliver(feed, rows as RoomEvent[], replies);
+      const ids = partOfId.get(feed);
+      const partOf: number[] = new Array(rows.length);
+      let next = firstPart.get(feed) ?? 0;
+      for (let i = rows.length - 1; i >= 0; i--) {
+        const own = ids?.get(rows[i].id);
+        if (own !== undefined) next = own;
+        partOf[i] = next;
+      }
+      rowParts.set(feed, partOf);
     }
-    // Conversations this server does not follow (a room its sender just left, say): replies alone.
-    for (const replies of byFeed.values()) {
-      for (const [session, list] of replies) sendRemaining(session, list, { at: 0 });
+    const deliveredOnce = new Set<string>();
+    for (let part = 0; part < parts; part++) {
+      const byFeed = new Map<string, Map<Session, PendingReply[]>>();
+      for (const send of sends) {
+        if (send.segment !== part) continue;
+        let replies = byFeed.get(send.feed);
+        if (!replies) byFeed.set(send.feed, replies = new Map());
+        const list = replies.get(send.session);
+        const reply = this.#pendingReply(send, outcomes.get(send.sameAs ?? send)!);
+        if (list) list.push(reply);
+        else replies.set(send.session, [reply]);
+      }
+      for (const [feed, rows] of delivered) {
+        const partOf = rowParts.get(feed)!;
+        const partRows = rows.filter((_, i) => partOf[i] === part);
+        const replies = byFeed.get(feed);
+        byFeed.delete(feed);
+        // Every followed conversation of the batch is delivered at least once (in its last part).
+        if (partRows.length === 0 && !replies && (deliveredOnce.has(feed) || part < parts - 1)) continue;
+        deliveredOnce.add(feed);
+        if (feed === LOBBY_FEED) this.#lobby.deliver(partRows as StoredMessage[], replies);
+        else this.#rooms.deliver(feed, partRows as RoomEvent[], replies);
+      }
+      // Conversations this server does not follow (a room its sender just left, say): replies alone.
+      for (const replies of byFeed.values()) {
+        for (const [session, list] of replies) sendRemaining(session, list, { at: 0 });
+      }
     }
     for (const send of sends) {
       if (!send.reply.first) this.#log.error("a reply went out of request order", { session: send.session.id });
