@@ -19,6 +19,8 @@ export interface Delivery {
   seq: number;
   /** The echoed request_id, or -1. */
   requestId: number;
+  /** A v2 frame's "room" (read on the slow path); "" for a v1 frame. */
+  room: string;
 }
 
 export interface ClientOptions {
@@ -73,7 +75,7 @@ export class LoadClient {
   readonly #conn: LineConn;
   readonly #options: ClientOptions;
   readonly #pending = new Map<number, Pending>();
-  readonly #delivery: Delivery = { id: 0, sentAtUs: 0, sender: 0, seq: 0, requestId: -1 };
+  readonly #delivery: Delivery = { id: 0, sentAtUs: 0, sender: 0, seq: 0, requestId: -1, room: "" };
   #nextControlId = FIRST_CONTROL_ID;
   #out: string[] = [];
   #flushQueued = false;
@@ -281,6 +283,7 @@ export class LoadClient {
     d.seq = v;
     d.id = id;
     d.requestId = tailRequestId(b, s, e);
+    d.room = "";
     return true;
   }
 
@@ -300,6 +303,7 @@ export class LoadClient {
     d.sender = Number(match[2]);
     d.seq = Number(match[3]);
     d.requestId = typeof frame.request_id === "number" ? frame.request_id : -1;
+    d.room = typeof frame.room === "string" ? frame.room : "";
     return true;
   }
 }

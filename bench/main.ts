@@ -2,7 +2,7 @@
 // measures the ceilings in the same run, prints one JSON line and a table per scenario, then a
 // summary of the targets, and saves the output under bench/results/.
 //
-//   deno task bench [--scenario ingest,fanout,paced,burst,logins,idle,history,cluster,ws,flood,search] [--embedded] [--quick]
+//   deno task bench [--scenario ingest,fanout,paced,burst,logins,idle,history,cluster,ws,flood,search,rooms] [--embedded] [--quick]
 //                   [--profile] [--no-save]
 
 import { type BenchDatabase, openBenchDatabase } from "./database.ts";
@@ -20,6 +20,7 @@ import { idle } from "./scenarios/idle.ts";
 import { ingest } from "./scenarios/ingest.ts";
 import { logins } from "./scenarios/logins.ts";
 import { paced } from "./scenarios/paced.ts";
+import { rooms } from "./scenarios/rooms.ts";
 import { search } from "./scenarios/search.ts";
 import { ws } from "./scenarios/ws.ts";
 
@@ -37,6 +38,7 @@ const SCENARIOS: Record<string, Scenario> = {
   ws,
   flood,
   search,
+  rooms,
 };
 
 const USAGE = `deno task bench [options]
