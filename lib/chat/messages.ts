@@ -390,44 +390,51 @@ export class MessageService {
     }
     // Each delivered row's part: its own send's; another writer's row, that of the next own row
     // (they all come before the batch's own), else the feed's first part.
-    const rowParts = new Map<string, number[]>();
+    const rowsByPart: Map<string, FeedRow[]>[] = Array.from({ length: parts }, () => new Map());
     for (const [feed, rows] of delivered) {
       const ids = partOfId.get(feed);
-      const partOf: number[] = new Array(rows.length);
       let next = firstPart.get(feed) ?? 0;
+      const partOf: number[] = new Array(rows.length);
       for (let i = rows.length - 1; i >= 0; i--) {
         const own = ids?.get(rows[i].id);
         if (own !== undefined) next = own;
         partOf[i] = next;
       }
-      rowParts.set(feed, partOf);
+      for (let i = 0; i < rows.length; i++) {
+        const byFeed = rowsByPart[partOf[i]];
+        const list = byFeed.get(feed);
+        if (list) list.push(rows[i]);
+        else byFeed.set(feed, [rows[i]]);
+      }
     }
-    const deliveredOnce = new Set<string>();
+    const repliesByPart: Map<string, Map<Session, PendingReply[]>>[] = Array.from({ length: parts }, () => new Map());
+    for (const send of sends) {
+      const byFeed = repliesByPart[send.segment];
+      let replies = byFeed.get(send.feed);
+      if (!replies) byFeed.set(send.feed, replies = new Map());
+      const list = replies.get(send.session);
+      const reply = this.#pendingReply(send, outcomes.get(send.sameAs ?? send)!);
+      if (list) list.push(reply);
+      else replies.set(send.session, [reply]);
+    }
+    const untouched = new Set(delivered.keys());
     for (let part = 0; part < parts; part++) {
-      const byFeed = new Map<string, Map<Session, PendingReply[]>>();
-      for (const send of sends) {
-        if (send.segment !== part) continue;
-        let replies = byFeed.get(send.feed);
-        if (!replies) byFeed.set(send.feed, replies = new Map());
-        const list = replies.get(send.session);
-        const reply = this.#pendingReply(send, outcomes.get(send.sameAs ?? send)!);
-        if (list) list.push(reply);
-        else replies.set(send.session, [reply]);
-      }
-      for (const [feed, rows] of delivered) {
-        const partOf = rowParts.get(feed)!;
-        const partRows = rows.filter((_, i) => partOf[i] === part);
-        const replies = byFeed.get(feed);
-        byFeed.delete(feed);
-        // Every followed conversation of the batch is delivered at least once (in its last part).
-        if (partRows.length === 0 && !replies && (deliveredOnce.has(feed) || part < parts - 1)) continue;
-        deliveredOnce.add(feed);
-        if (feed === LOBBY_FEED) this.#lobby.deliver(partRows as StoredMessage[], replies);
-        else this.#rooms.deliver(feed, partRows as RoomEvent[], replies);
-      }
-      // Conversations this server does not follow (a room its sender just left, say): replies alone.
-      for (const replies of byFeed.values()) {
-        for (const [session, list] of replies) sendRemaining(session, list, { at: 0 });
+      const rowsOf = rowsByPart[part];
+      const repliesOf = repliesByPart[part];
+      // Every followed conversation of the batch is delivered at least once (in the last part).
+      const feeds = new Set([...rowsOf.keys(), ...repliesOf.keys()]);
+      if (part === parts - 1) { for (const feed of untouched) feeds.add(feed); }
+      for (const feed of feeds) {
+        const replies = repliesOf.get(feed);
+        if (!delivered.has(feed)) {
+          // A conversation this server does not follow (a room its sender just left, say): replies alone.
+          for (const [session, list] of replies ?? []) sendRemaining(session, list, { at: 0 });
+          continue;
+        }
+        untouched.delete(feed);
+        const rows = rowsOf.get(feed) ?? [];
+        if (feed === LOBBY_FEED) this.#lobby.deliver(rows as StoredMessage[], replies);
+        else this.#rooms.deliver(feed, rows as RoomEvent[], replies);
       }
     }
     for (const send of sends) {
