@@ -21,6 +21,7 @@ import {
   type StoredMessage,
 } from "./support/reliability.ts";
 import { sleep, waitUntil } from "./support/util.ts";
+import { connect as connectNats } from "nats";
 import { natsMissing, startNats } from "./support/nats.ts";
 
 // These tests bring their own databases; the shared in-process PGlite is not needed.
@@ -926,5 +927,61 @@ Deno.test({
     const rows = await converge(peers, db);
     assertSenderOrder(rows);
     for (const peer of peers) assertSawExactly(peer, rows, "across a frozen NATS");
+  },
+});
+
+Deno.test({
+  name:
+    "cluster (NATS bus): a server that stops reading is cut off by NATS as a slow consumer; it reconnects and catches up: every client gets every message once, in id order",
+  ignore: ignore || natsMissing !== undefined,
+  ...sanitized,
+  async fn() {
+    await using nats = await startNats({ maxPendingBytes: 256 * 1024 });
+    await using db = await createScratchDatabase(postgresUrl!);
+    await using cluster = await startCluster([db.url, db.url, db.url], { NATS_URL: nats.url });
+    await waitUntil(
+      () => cluster.servers.every((s) => logged(s, "NATS bus connected") === 1),
+      10_000,
+      "every server on the bus",
+    );
+    const { senders, receivers } = await sendersAndReceivers(cluster.servers);
+    const peers = [...senders, ...receivers];
+    await using _peers = closing(peers);
+    await Promise.all(senders.map((s, i) => s.sendMany(`a${i}`, { max: 30, window: 5 })));
+    await converge(peers, db);
+
+    // Server C stops reading. A publisher floods the lobby's subject with rows every server has
+    // delivered already (the others drop them): NATS holds C's share until it may hold no more,
+    // then cuts C off.
+    const stalled = cluster.servers[2];
+    Deno.kill(stalled.pid, "SIGSTOP");
+    const flood = await connectNats({ servers: nats.url });
+    try {
+      const stale = JSON.stringify({
+        s: "flood",
+        f: "lobby",
+        p: 0,
+        r: [{ id: 1, sender: "x", message: "x".repeat(100_000), timestamp: "2026-01-01T00:00:00" }],
+      });
+      const bytes = new TextEncoder().encode(stale);
+      for (let i = 0; i < 400; i++) flood.publish("chat.lobby", bytes);
+      await flood.flush();
+      // Meanwhile the others go on.
+      await Promise.all(senders.slice(0, 2).map((s, i) => s.sendMany(`b${i}`, { max: 30, window: 5 })));
+    } finally {
+      Deno.kill(stalled.pid, "SIGCONT");
+      await flood.close();
+    }
+    await waitUntil(
+      () => logged(stalled, "NATS bus away; catching up from the database") > 0,
+      20_000,
+      "the stalled server to be cut off",
+    );
+    await waitUntil(() => logged(stalled, "NATS bus connected") === 2, 20_000, "the stalled server back on the bus");
+    await Promise.all(senders.map((s, i) => s.sendMany(`c${i}`, { max: 30, window: 5 })));
+    for (const s of senders) assertEquals([...s.failed], [], "a send was refused");
+    const rows = await converge(peers, db);
+    assertEquals(rows.length, 30 * 3 + 30 * 2 + 30 * 3);
+    for (const peer of peers) assertSawExactly(peer, rows, "after a slow-consumer cut-off");
   },
 });

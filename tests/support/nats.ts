@@ -16,6 +16,14 @@ export const natsMissing: string | undefined = natsServerPath
   ? undefined
   : "no nats-server installed (apt-get install nats-server)";
 
+export interface NatsOptions {
+  /**
+   * Bytes the server holds for a client that does not read fast enough before it cuts the
+   * client off as a slow consumer (nats-server's max_pending; default 64 MiB).
+   */
+  maxPendingBytes?: number;
+}
+
 export interface NatsServer extends AsyncDisposable {
   /** nats://127.0.0.1:<port> */
   readonly url: string;
@@ -30,13 +38,25 @@ export interface NatsServer extends AsyncDisposable {
 }
 
 /** Starts a NATS server on a free port and waits until it accepts connections. */
-export async function startNats(): Promise<NatsServer> {
+export async function startNats(options: NatsOptions = {}): Promise<NatsServer> {
   if (!natsServerPath) throw new Error(natsMissing);
   const port = freePort();
+  const args = ["-a", "127.0.0.1", "-p", String(port)];
+  let configDir: string | undefined;
+  if (options.maxPendingBytes !== undefined) {
+    configDir = await Deno.makeTempDir({ prefix: "nats-test-" });
+    // A message may not be bigger than what a client may have pending.
+    const payload = Math.min(options.maxPendingBytes, 1024 * 1024);
+    await Deno.writeTextFile(
+      `${configDir}/nats.conf`,
+      `max_pending: ${options.maxPendingBytes}\nmax_payload: ${payload}\n`,
+    );
+    args.push("-c", `${configDir}/nats.conf`);
+  }
   let child: Deno.ChildProcess | undefined;
   const start = async () => {
     child = new Deno.Command(natsServerPath, {
-      args: ["-a", "127.0.0.1", "-p", String(port)],
+      args,
       stdin: "null",
       stdout: "null",
       stderr: "null",
@@ -60,6 +80,7 @@ export async function startNats(): Promise<NatsServer> {
   const dispose = async () => {
     signal("SIGCONT");
     await stop();
+    if (configDir) await Deno.remove(configDir, { recursive: true });
   };
   await start();
   return {
