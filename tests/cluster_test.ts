@@ -985,3 +985,39 @@ Deno.test({
     for (const peer of peers) assertSawExactly(peer, rows, "after a slow-consumer cut-off");
   },
 });
+
+Deno.test({
+  name:
+    "cluster (NATS bus): servers started while NATS is down subscribe to the rooms their users are already in once it starts",
+  ignore: ignore || natsMissing !== undefined,
+  ...sanitized,
+  async fn() {
+    await using nats = await startNats();
+    await nats.stop();
+    await using db = await createScratchDatabase(postgresUrl!);
+    await using cluster = await startCluster([db.url, db.url], { NATS_URL: nats.url });
+    // A room with a member on each server, made while NATS is away.
+    const clients: TestClient[] = [];
+    try {
+      for (const server of cluster.servers) {
+        const client = await server.connect();
+        clients.push(client);
+        await client.registerAndLogin(uniqueName("nr"), PASSWORD);
+        await client.request({ type: "hello", protocol: 2 });
+      }
+      await clients[0].send({ type: "room_create", name: uniqueName("nr"), visibility: "public", request_id: "c" });
+      const room = ((await clients[0].waitFor((f) => f.request_id === "c")).room as Frame).id as string;
+      await clients[1].send({ type: "room_join", room, request_id: "j" });
+      assertEquals((await clients[1].waitFor((f) => f.request_id === "j")).type, "room_response");
+
+      await nats.start();
+      await waitUntil(
+        async () => (await nats.subjects()).filter((s) => s === `chat.room.${room}`).length === 2,
+        20_000,
+        "both servers subscribed to the room",
+      );
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+    }
+  },
+});

@@ -40,7 +40,8 @@ export class NatsBus implements Bus {
   readonly #log: Logger;
   #nc: NatsConnection | undefined;
   #listener: BusListener | undefined;
-  readonly #rooms = new Map<string, Subscription>();
+  /** The rooms followed, with their subscription (none until NATS is first reached). */
+  readonly #rooms = new Map<string, Subscription | undefined>();
   readonly state: BusState = { kind: "nats", up: false, reconnects: 0 };
   #closed = false;
   #connecting: Promise<void> | undefined;
@@ -78,9 +79,10 @@ export class NatsBus implements Bus {
     this.#nc.publish(SIGNALS_SUBJECT, encoder.encode(payload));
   }
 
+  /** A room followed before NATS was first reached is subscribed when it is. */
   follow(room: string): void {
-    if (this.#rooms.has(room) || !this.#nc) return;
-    this.#rooms.set(room, this.#subscribe(roomSubject(room), (data) => this.#rows(data)));
+    if (this.#rooms.has(room)) return;
+    this.#rooms.set(room, this.#nc ? this.#subscribeRoom(room) : undefined);
   }
 
   unfollow(room: string): void {
@@ -118,12 +120,7 @@ export class NatsBus implements Bus {
     }
     this.#subscribe(LOBBY_SUBJECT, (data) => this.#rows(data));
     this.#subscribe(SIGNALS_SUBJECT, (data) => this.#listener?.signal(decoder.decode(data)));
-    for (const room of this.#rooms.keys()) {
-      this.#rooms.set(
-        room,
-        this.#subscribe(roomSubject(room), (d) => this.#rows(d)),
-      );
-    }
+    for (const room of this.#rooms.keys()) this.#rooms.set(room, this.#subscribeRoom(room));
     this.#up(true);
     void this.#watch(nc);
   }
@@ -148,6 +145,10 @@ export class NatsBus implements Bus {
     this.#log[up ? "info" : "warn"](up ? "NATS bus connected" : "NATS bus away; catching up from the database");
     // Whatever was published while this server was away, it reads from the database.
     if (up) this.#listener?.suspect();
+  }
+
+  #subscribeRoom(room: string): Subscription {
+    return this.#subscribe(roomSubject(room), (data) => this.#rows(data));
   }
 
   #subscribe(subject: string, onData: (data: Uint8Array) => void): Subscription {

@@ -35,13 +35,16 @@ export interface NatsServer extends AsyncDisposable {
   pause(): void;
   /** Lets it run again (SIGCONT). */
   resume(): void;
+  /** The subjects its clients subscribe to now (one entry per subscription; NATS's own left out). */
+  subjects(): Promise<string[]>;
 }
 
 /** Starts a NATS server on a free port and waits until it accepts connections. */
 export async function startNats(options: NatsOptions = {}): Promise<NatsServer> {
   if (!natsServerPath) throw new Error(natsMissing);
   const port = freePort();
-  const args = ["-a", "127.0.0.1", "-p", String(port)];
+  const monitorPort = freePort();
+  const args = ["-a", "127.0.0.1", "-p", String(port), "-m", String(monitorPort)];
   let configDir: string | undefined;
   if (options.maxPendingBytes !== undefined) {
     configDir = await Deno.makeTempDir({ prefix: "nats-test-" });
@@ -89,6 +92,11 @@ export async function startNats(options: NatsOptions = {}): Promise<NatsServer> 
     stop,
     pause: () => signal("SIGSTOP"),
     resume: () => signal("SIGCONT"),
+    async subjects() {
+      const response = await fetch(`http://127.0.0.1:${monitorPort}/subsz?subs=1&limit=10000`);
+      const body = await response.json() as { subscriptions_list?: { subject: string }[] };
+      return (body.subscriptions_list ?? []).map((s) => s.subject).filter((subject) => !subject.startsWith("$SYS"));
+    },
     [Symbol.asyncDispose]: dispose,
   };
 }
