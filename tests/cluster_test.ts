@@ -22,7 +22,7 @@ import {
 } from "./support/reliability.ts";
 import { sleep, waitUntil } from "./support/util.ts";
 import { connect as connectNats } from "nats";
-import { natsMissing, startNats } from "./support/nats.ts";
+import { startNats, testBuses } from "./support/nats.ts";
 
 // These tests bring their own databases; the shared in-process PGlite is not needed.
 await closeSharedPglite();
@@ -30,10 +30,7 @@ await closeSharedPglite();
 const ignore = !postgresUrl;
 const PASSWORD = "cluster-pass";
 /** The delivery buses the main cluster tests run on (NATS where a nats-server is installed). */
-const BUSES = [
-  { label: "", nats: false, ignore },
-  { label: " (NATS bus)", nats: true, ignore: ignore || natsMissing !== undefined },
-];
+const BUSES = testBuses(ignore);
 /** Bounds of every wait for messages to arrive everywhere. */
 const CONVERGE_MS = 20_000;
 
@@ -777,7 +774,7 @@ function logged(server: ServerProcess, msg: string): number {
 Deno.test({
   name:
     "cluster (NATS bus): three servers, senders on each; NATS killed for 2 s mid-traffic and started again: every client gets every message once, in id order; every server reconnects",
-  ignore: ignore || natsMissing !== undefined,
+  ignore: BUSES[1].ignore,
   ...sanitized,
   async fn() {
     await using nats = await startNats();
@@ -829,7 +826,7 @@ Deno.test({
 Deno.test({
   name:
     "cluster (NATS bus): servers started while NATS is down serve, and deliver each other's messages from the database; when NATS starts they join the bus",
-  ignore: ignore || natsMissing !== undefined,
+  ignore: BUSES[1].ignore,
   ...sanitized,
   async fn() {
     await using nats = await startNats();
@@ -862,7 +859,7 @@ Deno.test({
 Deno.test({
   name:
     "cluster (NATS bus): a message committed and never published (its server died between COMMIT and publish) reaches every client by the periodic check; a row the seed's server inserts comes by its NOTIFY",
-  ignore: ignore || natsMissing !== undefined,
+  ignore: BUSES[1].ignore,
   ...sanitized,
   async fn() {
     await using nats = await startNats();
@@ -891,7 +888,7 @@ Deno.test({
 Deno.test({
   name:
     "cluster (NATS bus): NATS frozen for 3 s mid-traffic (connections open, nothing moving): messages come by the head check meanwhile, the late publishes are dropped: every client gets every message once, in id order",
-  ignore: ignore || natsMissing !== undefined,
+  ignore: BUSES[1].ignore,
   ...sanitized,
   async fn() {
     await using nats = await startNats();
@@ -933,7 +930,7 @@ Deno.test({
 Deno.test({
   name:
     "cluster (NATS bus): a server that stops reading is cut off by NATS as a slow consumer; it reconnects and catches up: every client gets every message once, in id order",
-  ignore: ignore || natsMissing !== undefined,
+  ignore: BUSES[1].ignore,
   ...sanitized,
   async fn() {
     await using nats = await startNats({ maxPendingBytes: 256 * 1024 });
@@ -989,7 +986,7 @@ Deno.test({
 Deno.test({
   name:
     "cluster (NATS bus): servers started while NATS is down subscribe to the rooms their users are already in once it starts",
-  ignore: ignore || natsMissing !== undefined,
+  ignore: BUSES[1].ignore,
   ...sanitized,
   async fn() {
     await using nats = await startNats();

@@ -13,7 +13,7 @@ import { type ServerProcess, spawnServer } from "./support/process.ts";
 import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
 import { createScratchDatabase, Prng, type ScratchDatabase, seedFromEnv } from "./support/reliability.ts";
 import { sleep } from "./support/util.ts";
-import { natsMissing, startNats } from "./support/nats.ts";
+import { startNats, testBuses } from "./support/nats.ts";
 
 const postgresUrl = Deno.env.get("TEST_DATABASE_URL") || undefined;
 const ignore = !postgresUrl;
@@ -26,10 +26,7 @@ function serverEnv(url: string): Record<string, string> {
 }
 
 /** The delivery buses the property and failure tests run on (NATS where a nats-server is installed). */
-const BUSES = [
-  { label: "", nats: false, ignore },
-  { label: " (NATS bus)", nats: true, ignore: ignore || natsMissing !== undefined },
-];
+const BUSES = testBuses(ignore);
 
 async function startServers(
   urls: string[],

@@ -16,6 +16,22 @@ export const natsMissing: string | undefined = natsServerPath
   ? undefined
   : "no nats-server installed (apt-get install nats-server)";
 
+/** A delivery bus a cluster test runs on: PostgreSQL's NOTIFY, or NATS. */
+export interface TestBus {
+  /** Appended to the test's name. */
+  label: string;
+  nats: boolean;
+  ignore: boolean;
+}
+
+/** Both buses for tests that need a PostgreSQL server (`ignore` when there is none); NATS also needs nats-server. */
+export function testBuses(ignore: boolean): [TestBus, TestBus] {
+  return [
+    { label: "", nats: false, ignore },
+    { label: " (NATS bus)", nats: true, ignore: ignore || natsMissing !== undefined },
+  ];
+}
+
 export interface NatsOptions {
   /**
    * Bytes the server holds for a client that does not read fast enough before it cuts the
