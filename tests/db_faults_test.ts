@@ -78,7 +78,7 @@ async function assertHistoryConsistent(client: TestClient, logs: TrafficLog[]): 
   let ambiguous = 0;
   for (const log of logs) {
     for (const [text, code] of log.failed) {
-      assertEquals(code, "unavailable", `${text}: unexpected error code`);
+      assertEquals(code, "unavailable", `${text}: unexpected error code: ${JSON.stringify(log.errors)}`);
       // Stored although refused: the commit went through and its reply was lost with the
       // connection (the unavoidable window of any commit acknowledgement). Such a message is
       // still delivered, in order, like any committed one (a client_msg_id resend gets it back).

@@ -233,6 +233,54 @@ for (const backend of backends) {
   );
 
   Deno.test(
+    name(
+      "room_create sent with the login: the creator's join is pushed exactly once while their rooms are still being read",
+    ),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      // The server reads a user's rooms when they log in; a room created meanwhile may be in that
+      // read while its join's notice is still on its way. Many users at once make the race likely.
+      const users = await Promise.all(Array.from({ length: 16 }, async () => {
+        const client = await server.connect();
+        const username = uniqueName("rc");
+        assertEquals((await client.request({ type: "register", username, password: "secret123" })).status, "success");
+        return { client, username };
+      }));
+      try {
+        await Promise.all(users.map(({ client, username }) =>
+          client.send(
+            [
+              { type: "login", username, password: "secret123" },
+              { type: "hello", protocol: 2 },
+              { type: "room_create", name: uniqueName("first"), visibility: "private", request_id: "c" },
+            ].map((frame) => JSON.stringify(frame) + "\n").join(""),
+          )
+        ));
+        for (const { client, username } of users) {
+          // The reply and the push may come in either order.
+          const frames: Frame[] = [];
+          const deadline = Date.now() + 10_000;
+          const joins = () => frames.filter((f) => f.type === "member_event");
+          while (!(frames.some((f) => f.request_id === "c") && joins().length > 0) && Date.now() < deadline) {
+            frames.push(await client.next(Math.max(1, deadline - Date.now())).catch(() => ({})));
+          }
+          await client.expectNothing(100);
+          const created = frames.find((f) => f.request_id === "c")!;
+          assertEquals(created.type, "room_response", JSON.stringify(frames));
+          assertEquals(
+            joins().map((f) => [f.room, f.id, f.user, f.membership]),
+            [[(created.room as Frame).id, 1, username, "join"]],
+            `${username}: ${JSON.stringify(frames)}`,
+          );
+        }
+      } finally {
+        await Promise.all(users.map(({ client }) => client.close()));
+      }
+    },
+  );
+
+  Deno.test(
     name("join, leave, invite, kick: pushes to members and the user concerned; roles and refusals"),
     sanitized,
     async () => {

@@ -166,6 +166,7 @@ export class RoomDelivery {
     const users = [...this.#loading.keys()];
     if (users.length === 0 || !this.#stream) return;
     let memberships;
+    const stream = this.#stream;
     try {
       memberships = await this.#store.memberships(users);
     } catch (err) {
@@ -173,7 +174,10 @@ export class RoomDelivery {
       this.#scheduleLoad(LOAD_RETRY_MS);
       return;
     }
-    const stream = this.#stream;
+    // The read may have seen events whose notices are still on their way (a room the user
+    // created a moment ago, say): once they are all in, the rooms below start before them.
+    await stream.noticeBarrier();
+    if (this.#stopped) return;
     // A notice that came while the memberships were read is about an event that may be older
     // than the room's head as read: a room followed now starts before the earliest such event, so
     // that it is delivered (the user's own join to a room they just created, say).

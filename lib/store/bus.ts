@@ -47,6 +47,11 @@ export interface Bus {
    * time, has it handed over at once.
    */
   membership(room: string, id: number, userId: number): void;
+  /**
+   * Resolves once every membership event committed before the call has been handed to the
+   * listener (a NOTIFY round trip; bounded, for a listener that is away).
+   */
+  noticeBarrier(): Promise<void>;
   /** Sends a signal to every server, this one included. Lost when the bus is away. */
   signal(payload: string): void;
   /** Starts or stops carrying a room's events to this server. */

@@ -326,6 +326,15 @@ export class MessageStream {
     });
   }
 
+  /**
+   * Resolves once every membership notice of what committed before the call has been handed on
+   * (a NOTIFY round trip): a read of memberships followed by it has seen, by then, the notice of
+   * every event it saw.
+   */
+  noticeBarrier(): Promise<void> {
+    return this.#bus.noticeBarrier();
+  }
+
   /** The room has events committed through `id`: read up to it (a no-op unless followed). */
   expect(room: string, id: number): void {
     const feed = this.#rooms.get(room);

@@ -12,7 +12,7 @@ import type { Logger } from "../core/log.ts";
 import type { Bus, BusListener, BusState } from "./bus.ts";
 import type { Database } from "./db.ts";
 import type { FeedRow } from "./feed.ts";
-import { listenForCommits } from "./notify_bus.ts";
+import { listenForCommits, NoticeBarriers } from "./notify_bus.ts";
 
 const LOBBY_SUBJECT = "chat.lobby";
 const SIGNALS_SUBJECT = "chat.signals";
@@ -38,6 +38,7 @@ export class NatsBus implements Bus {
   readonly #serverId: string;
   readonly #db: Database;
   readonly #log: Logger;
+  readonly #barriers: NoticeBarriers;
   #nc: NatsConnection | undefined;
   #listener: BusListener | undefined;
   /** The rooms followed, with their subscription (none until NATS is first reached). */
@@ -51,12 +52,13 @@ export class NatsBus implements Bus {
     this.#serverId = serverId;
     this.#db = db;
     this.#log = log;
+    this.#barriers = new NoticeBarriers(db);
   }
 
   /** LISTENs on the database, and connects to NATS in the background: a server starts (and serves) while NATS is away. */
   async start(listener: BusListener): Promise<void> {
     this.#listener = listener;
-    await listenForCommits(this.#db, listener);
+    await listenForCommits(this.#db, listener, this.#barriers);
     this.#connecting = this.#connect();
   }
 
@@ -72,6 +74,10 @@ export class NatsBus implements Bus {
 
   membership(): void {
     // The database announces membership events (listenForCommits), in commit order.
+  }
+
+  noticeBarrier(): Promise<void> {
+    return this.#barriers.wait();
   }
 
   signal(payload: string): void {
@@ -92,6 +98,7 @@ export class NatsBus implements Bus {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.#barriers.close();
     await this.#connecting;
     await this.#nc?.close().catch(() => {});
   }

@@ -13,14 +13,74 @@ const SIGNAL_SQL = `SELECT pg_notify('${SIGNALS_CHANNEL}', $1::text)`;
 /** NOTIFY's payload limit is 8000 bytes; a signal is far smaller, but never send one that is not. */
 const MAX_SIGNAL_CHARS = 2000;
 
+/** How long a barrier waits for its own notice (the listener may be reconnecting). */
+const BARRIER_WAIT_MS = 2000;
+/** A barrier's notice on chat_rooms: '~' and a token of the server that sent it (room ids never start so). */
+const BARRIER_PREFIX = "~";
+
+/**
+ * NOTIFY round trips. PostgreSQL delivers notices in commit order, so once a notice this server
+ * sent comes back, every notice of a transaction that committed before it was sent has come too.
+ */
+export class NoticeBarriers {
+  readonly #db: Database;
+  readonly #token = crypto.randomUUID().slice(0, 8);
+  #next = 0;
+  readonly #waiting = new Map<string, () => void>();
+
+  constructor(db: Database) {
+    this.#db = db;
+  }
+
+  /**
+   * Resolves once every notice of what committed before the call has been handed on (at most
+   * BARRIER_WAIT_MS: a listener that is reconnecting catches up by itself afterwards).
+   */
+  wait(): Promise<void> {
+    if (this.#db.kind === "embedded") {
+      // One transaction at a time, notices handed over at once: a turn of the event loop lets
+      // the continuations of what committed before run.
+      return new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    const payload = `${BARRIER_PREFIX}${this.#token}.${this.#next++}`;
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, BARRIER_WAIT_MS);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#waiting.set(payload, () => {
+        this.#waiting.delete(payload);
+        done();
+      });
+      this.#db.query(`SELECT pg_notify('${ROOMS_CHANNEL}', $1::text)`, [payload]).catch(() =>
+        this.#waiting.get(payload)?.()
+      );
+    });
+  }
+
+  /** Whether `payload` is a barrier's notice (this server's or another's); settles its wait if it is ours. */
+  reached(payload: string): boolean {
+    if (!payload.startsWith(BARRIER_PREFIX)) return false;
+    this.#waiting.get(payload)?.();
+    return true;
+  }
+
+  /** Settles every wait (the server stops). */
+  close(): void {
+    for (const settle of [...this.#waiting.values()]) settle();
+  }
+}
+
 /**
  * LISTENs for what the database announces: the lobby's commits (chat_messages) and rooms' commits
  * and membership events (chat_rooms: 'room:id', or 'room:id:user' for a membership event), in
  * commit order. Every (re)LISTEN is followed by a catch-up.
  */
-export async function listenForCommits(db: Database, listener: BusListener): Promise<void> {
+export async function listenForCommits(db: Database, listener: BusListener, barriers: NoticeBarriers): Promise<void> {
   const onListen = () => listener.suspect();
   await db.listen(ROOMS_CHANNEL, (payload) => {
+    if (barriers.reached(payload)) return;
     const [room, id, user] = payload.split(":");
     if (user === undefined) listener.committed(room, Number(id));
     else listener.membership(room, Number(id), Number(user));
@@ -31,17 +91,19 @@ export async function listenForCommits(db: Database, listener: BusListener): Pro
 export class NotifyBus implements Bus {
   readonly #db: Database;
   readonly #log: Logger;
+  readonly #barriers: NoticeBarriers;
   #listener: BusListener | undefined;
   readonly state: BusState = { kind: "notify", up: true, reconnects: 0 };
 
   constructor(db: Database, log: Logger) {
     this.#db = db;
     this.#log = log;
+    this.#barriers = new NoticeBarriers(db);
   }
 
   async start(listener: BusListener): Promise<void> {
     this.#listener = listener;
-    await listenForCommits(this.#db, listener);
+    await listenForCommits(this.#db, listener, this.#barriers);
     await this.#db.listen(SIGNALS_CHANNEL, (payload) => listener.signal(payload), () => listener.suspect());
   }
 
@@ -64,11 +126,18 @@ export class NotifyBus implements Bus {
     this.#db.query(SIGNAL_SQL, [payload]).catch((err) => this.#log.debug("signal not sent", databaseErrorFields(err)));
   }
 
+  noticeBarrier(): Promise<void> {
+    return this.#barriers.wait();
+  }
+
   follow(): void {
     // Every room's announcements come on one channel.
   }
 
   unfollow(): void {}
 
-  async close(): Promise<void> {}
+  close(): Promise<void> {
+    this.#barriers.close();
+    return Promise.resolve();
+  }
 }

@@ -297,6 +297,8 @@ export interface TrafficLog {
   readonly acked: Set<string>;
   /** Own texts answered with an error: text → code. */
   readonly failed: Map<string, string>;
+  /** Those error frames in full (for a failure's message). */
+  readonly errors: Frame[];
   /** Other frames (not new_message, not an answer to an own send). */
   readonly other: Frame[];
 }
@@ -321,7 +323,7 @@ export interface TrafficOptions {
 }
 
 export function newTrafficLog(): TrafficLog {
-  return { sent: [], received: [], acked: new Set(), failed: new Map(), other: [] };
+  return { sent: [], received: [], acked: new Set(), failed: new Map(), errors: [], other: [] };
 }
 
 /**
@@ -345,6 +347,7 @@ export async function runTraffic(
       }
     } else if (own && frame.type === "error") {
       log.failed.set(frame.request_id as string, frame.code as string);
+      log.errors.push(frame);
       answered++;
     } else {
       log.other.push(frame);
