@@ -174,6 +174,7 @@ export class RoomDelivery {
       this.#scheduleLoad(LOAD_RETRY_MS);
       return;
     }
+    if (this.#stopped) return;
     // The read may have seen events whose notices are still on their way (a room the user
     // created a moment ago, say): once they are all in, the rooms below start before them.
     await stream.noticeBarrier();

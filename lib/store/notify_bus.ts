@@ -27,6 +27,7 @@ export class NoticeBarriers {
   readonly #token = crypto.randomUUID().slice(0, 8);
   #next = 0;
   readonly #waiting = new Map<string, () => void>();
+  #closed = false;
 
   constructor(db: Database) {
     this.#db = db;
@@ -37,25 +38,21 @@ export class NoticeBarriers {
    * BARRIER_WAIT_MS: a listener that is reconnecting catches up by itself afterwards).
    */
   wait(): Promise<void> {
-    if (this.#db.kind === "embedded") {
-      // One transaction at a time, notices handed over at once: a turn of the event loop lets
-      // the continuations of what committed before run.
-      return new Promise((resolve) => setTimeout(resolve, 0));
-    }
+    if (this.#closed) return Promise.resolve();
     const payload = `${BARRIER_PREFIX}${this.#token}.${this.#next++}`;
     return new Promise((resolve) => {
-      const timer = setTimeout(done, BARRIER_WAIT_MS);
-      function done() {
+      // The embedded database runs one transaction at a time and hands notices over at once: a
+      // turn of the event loop lets the continuations of what committed before run.
+      const embedded = this.#db.kind === "embedded";
+      const timer = setTimeout(settle, embedded ? 0 : BARRIER_WAIT_MS);
+      const waiting = this.#waiting;
+      function settle() {
         clearTimeout(timer);
+        waiting.delete(payload);
         resolve();
       }
-      this.#waiting.set(payload, () => {
-        this.#waiting.delete(payload);
-        done();
-      });
-      this.#db.query(`SELECT pg_notify('${ROOMS_CHANNEL}', $1::text)`, [payload]).catch(() =>
-        this.#waiting.get(payload)?.()
-      );
+      waiting.set(payload, settle);
+      if (!embedded) this.#db.query(`SELECT pg_notify('${ROOMS_CHANNEL}', $1::text)`, [payload]).catch(settle);
     });
   }
 
@@ -66,8 +63,9 @@ export class NoticeBarriers {
     return true;
   }
 
-  /** Settles every wait (the server stops). */
+  /** Settles every wait, and every later one at once (the server stops). */
   close(): void {
+    this.#closed = true;
     for (const settle of [...this.#waiting.values()]) settle();
   }
 }
