@@ -6,7 +6,7 @@
 // passes the bound is cut off.
 
 import { ChatError } from "../core/errors.ts";
-import { forEachLine, LineTooLongError } from "../wire/framing.ts";
+import { type LineSink, LineTooLongError, readLines } from "../wire/framing.ts";
 import { encodeLine, errorReply } from "../wire/protocol.ts";
 import type { CloseReason, User } from "../chat/session.ts";
 import type { Connection, ConnectionHost, Transport } from "./transport.ts";
@@ -26,7 +26,7 @@ const EMPTY_SEND_BUFFER_BYTES = 4096;
 const COALESCE_BYTES = 64 * 1024;
 const DIRECT_WRITE_BYTES = 16 * 1024;
 
-export class LineConnection implements Connection {
+export class LineConnection implements Connection, LineSink {
   readonly id: number;
   readonly transport: Transport;
   readonly remoteAddress: string;
@@ -65,28 +65,41 @@ export class LineConnection implements Connection {
     return this.#closeReason !== undefined;
   }
 
-  /** Reads and dispatches frames until the peer leaves or the connection is closed. */
-  async run(): Promise<void> {
-    try {
-      await forEachLine(this.#conn, this.#host.maxLineBytes, (line) => {
-        this.lastActivity = this.#host.clock;
-        return this.#host.handleLine(this, line);
-      }, () => this.closed);
+  /**
+   * Reads and dispatches frames until the peer leaves or the connection is closed. The reading is
+   * the one suspended function an idle connection holds; it tells the host when it has ended.
+   */
+  run(): void {
+    this.#host.readStarted();
+    void readLines(this.#conn, this.#host.maxLineBytes, this);
+  }
+
+  /** A frame (LineSink). */
+  onLine(line: Uint8Array): Promise<void> | void {
+    this.lastActivity = this.#host.clock;
+    return this.#host.handleLine(this, line);
+  }
+
+  /** Reading is over (LineSink). */
+  onEnd(error?: unknown): void {
+    this.#host.readEnded();
+    if (error === undefined) {
       // The peer has sent all it will (it may have only shut down its sending side): answer every
       // request read, then close.
       const settled = this.#host.settled(this);
-      if (settled) await settled;
-      this.close("peer_closed");
-    } catch (err) {
-      if (err instanceof LineTooLongError) {
-        const error = new ChatError("line_too_long", `Line longer than ${err.maxLineBytes} bytes; closing connection`);
-        this.close("line_too_long", encodeLine(errorReply(error)));
-      } else if (this.closed) {
-        // The socket was closed under the pending read (shutdown, slow consumer): expected.
-      } else {
-        this.#closeDetail = errorName(err);
-        this.close(describeSocketError(err, "read_error"));
-      }
+      if (settled) void settled.then(() => this.close("peer_closed"));
+      else this.close("peer_closed");
+    } else if (error instanceof LineTooLongError) {
+      const chatError = new ChatError(
+        "line_too_long",
+        `Line longer than ${error.maxLineBytes} bytes; closing connection`,
+      );
+      this.close("line_too_long", encodeLine(errorReply(chatError)));
+    } else if (this.closed) {
+      // The socket was closed under the pending read (shutdown, slow consumer): expected.
+    } else {
+      this.#closeDetail = errorName(error);
+      this.close(describeSocketError(error, "read_error"));
     }
   }
 

@@ -102,6 +102,6 @@ export class LineListeners {
         // The peer may already be gone; the read loop will notice.
       }
     }
-    registry.track(connection.run());
+    connection.run();
   }
 }

@@ -10,6 +10,7 @@ import type { Metrics } from "../core/metrics.ts";
 import { encodeLine, errorReply } from "../wire/protocol.ts";
 import type { CloseReason, Session } from "../chat/session.ts";
 import { RefusalLog } from "./refusal_log.ts";
+import { QuietCollector } from "../core/quiet_gc.ts";
 import { type Connection, type ConnectionHost, type Transport, TRANSPORTS } from "./transport.ts";
 
 export interface RegistryOptions {
@@ -56,9 +57,14 @@ export class ConnectionRegistry implements ConnectionHost {
   readonly #connections = new Set<Connection>();
   readonly #connectionsPerIp = new Map<string, number>();
   readonly #connectionsByTransport = new Map<Transport, number>(TRANSPORTS.map((t) => [t, 0]));
-  readonly #running = new Set<Promise<void>>();
+  /** Read loops running (a count, not a set of promises: nothing per connection). */
+  #reading = 0;
+  #readingEnded: (() => void) | undefined;
   #nextId = 1;
   readonly #refusals: RefusalLog;
+  readonly #quietGc = new QuietCollector();
+  /** A request came in since the last tick. */
+  #busy = false;
   readonly #clockTimer: ReturnType<typeof setInterval>;
   readonly #clockTickMs: number;
   /** performance.now() as of the last tick: connections stamp their activity with it, for free. */
@@ -96,6 +102,11 @@ export class ConnectionRegistry implements ConnectionHost {
       () => TRANSPORTS.map((transport) => [{ transport }, this.#connectionsByTransport.get(transport) ?? 0] as const),
     );
     metrics.addGauge("chat_logged_in_connections", "Connections logged in", () => hub.loggedIn);
+    metrics.addGauge(
+      "chat_quiet_collections",
+      "Garbage collections run after a burst, once the server went quiet (lib/core/quiet_gc.ts)",
+      () => this.#quietGc.collections,
+    );
   }
 
   /** Addresses the refusal log keeps state for (bounded whatever the number of addresses refused). */
@@ -118,6 +129,7 @@ export class ConnectionRegistry implements ConnectionHost {
   }
 
   handleLine(session: Session, line: Uint8Array): Promise<void> | void {
+    this.#busy = true;
     return this.#dispatcher.handleLine(session, line);
   }
 
@@ -191,15 +203,19 @@ export class ConnectionRegistry implements ConnectionHost {
     this.#onStop.push(stop);
   }
 
-  /** Keeps a connection's read loop in the set shutdown waits for. */
-  track(running: Promise<void>): void {
-    this.#running.add(running);
-    running.finally(() => this.#running.delete(running));
+  readStarted(): void {
+    this.#reading++;
+  }
+
+  readEnded(): void {
+    if (--this.#reading === 0) this.#readingEnded?.();
   }
 
   #tick(): void {
     this.clock = performance.now();
     this.#refusals.tick(this.clock);
+    this.#quietGc.tick(this.#busy, this.clock);
+    this.#busy = false;
     if (this.#options.loginIdleTimeoutSec > 0) this.#closeIdle();
   }
 
@@ -233,7 +249,7 @@ export class ConnectionRegistry implements ConnectionHost {
     const allClosed = new Promise<void>((resolve) => this.#connectionsClosed = resolve);
     for (const connection of this.#connections) connection.close("server_shutdown");
     if (this.#connections.size > 0) await withTimeout(allClosed, deadline);
-    await withTimeout(Promise.allSettled([...this.#running]).then(() => {}), deadline);
+    if (this.#reading > 0) await withTimeout(new Promise<void>((resolve) => this.#readingEnded = resolve), deadline);
   }
 }
 

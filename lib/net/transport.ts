@@ -23,6 +23,9 @@ export interface ConnectionHost {
   /** A coarse clock (ms), cheaper to read per frame than performance.now(). */
   readonly clock: number;
   handleLine(session: Session, line: Uint8Array): Promise<void> | void;
+  /** A connection's read loop started; readEnded() follows once it has ended (shutdown waits for it). */
+  readStarted(): void;
+  readEnded(): void;
   /** Settles once every request read from `session` is answered; undefined when none is pending. */
   settled(session: Session): Promise<void> | undefined;
   /** Called once per connection, when it has closed. */
