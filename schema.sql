@@ -474,21 +474,11 @@ CREATE OR REPLACE FUNCTION chat_store_batch(
     OUT ex_denials TEXT[],
     OUT lobby_through BIGINT,
     OUT lobby_prev BIGINT,
-    OUT gap_ids BIGINT[],
-    OUT gap_senders TEXT[],
-    OUT gap_texts TEXT[],
-    OUT gap_stamps TEXT[],
+    OUT gap_rows JSON,
     OUT gap_complete BOOLEAN,
     OUT room_list TEXT[],
     OUT room_heads BIGINT[],
-    OUT rg_rooms TEXT[],
-    OUT rg_ids BIGINT[],
-    OUT rg_kinds TEXT[],
-    OUT rg_user_ids INTEGER[],
-    OUT rg_usernames TEXT[],
-    OUT rg_bodies TEXT[],
-    OUT rg_bys TEXT[],
-    OUT rg_stamps TEXT[],
+    OUT rg_rows JSON,
     OUT rg_incomplete TEXT[]
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -503,7 +493,7 @@ DECLARE
     heads_before BIGINT[];
     assigned_ords INTEGER[];
     assigned_ids BIGINT[];
-    gap_rows INTEGER;
+    gap_count INTEGER;
     stamps TEXT[];
     statuses TEXT[];
     orig_rooms TEXT[];
@@ -580,18 +570,20 @@ BEGIN
         -- The trigger chat_messages_announce NOTIFYs the last id. Under the lock every smaller id
         -- is committed or never will be: the rows the caller has not seen are exactly these (the
         -- drawn ids are this batch's own rows, or holes).
-        SELECT coalesce(array_agg(g.id ORDER BY g.id), '{}'), coalesce(array_agg(g.sender_username ORDER BY g.id), '{}'),
-               coalesce(array_agg(g.message_text ORDER BY g.id), '{}'),
-               coalesce(array_agg(to_char(g.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') ORDER BY g.id), '{}'), count(*)
-        INTO gap_ids, gap_senders, gap_texts, gap_stamps, gap_rows
+        -- Rows with texts go back as JSON: postgres.js parses a text array character by character
+        -- (a string piece per character, a third of the server's garbage at full ingest).
+        SELECT coalesce(json_agg(json_build_array(g.id, g.sender_username, g.message_text,
+                                                  to_char(g.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS')) ORDER BY g.id), '[]'::json),
+               count(*)
+        INTO gap_rows, gap_count
         FROM (
             SELECT m.id, m.sender_username, m.message_text, m.timestamp FROM messages m
             WHERE m.id > p_seen_lobby AND m.id <= lobby_through AND NOT (m.id = ANY (drawn))
             ORDER BY m.id LIMIT 1001
         ) g;
-        gap_complete := gap_rows <= 1000;
+        gap_complete := gap_count <= 1000;
         IF NOT gap_complete THEN
-            gap_ids := '{}'; gap_senders := '{}'; gap_texts := '{}'; gap_stamps := '{}';
+            gap_rows := '[]'::json;
         END IF;
     END IF;
 
@@ -666,17 +658,11 @@ BEGIN
     END IF;
 
     -- Each followed room's events the caller has not seen, up to this batch's own.
-    SELECT coalesce(array_agg(g.room_id ORDER BY g.room_id, g.id) FILTER (WHERE g.total <= 1000), '{}'),
-           coalesce(array_agg(g.id ORDER BY g.room_id, g.id) FILTER (WHERE g.total <= 1000), '{}'),
-           coalesce(array_agg(g.kind ORDER BY g.room_id, g.id) FILTER (WHERE g.total <= 1000), '{}'),
-           coalesce(array_agg(coalesce(g.user_id, 0) ORDER BY g.room_id, g.id) FILTER (WHERE g.total <= 1000), '{}'),
-           coalesce(array_agg(g.username ORDER BY g.room_id, g.id) FILTER (WHERE g.total <= 1000), '{}'),
-           coalesce(array_agg(coalesce(g.body, '') ORDER BY g.room_id, g.id) FILTER (WHERE g.total <= 1000), '{}'),
-           coalesce(array_agg(coalesce(g.by_username, '') ORDER BY g.room_id, g.id) FILTER (WHERE g.total <= 1000), '{}'),
-           coalesce(array_agg(to_char(g.created_at, 'YYYY-MM-DD"T"HH24:MI:SS') ORDER BY g.room_id, g.id)
-                    FILTER (WHERE g.total <= 1000), '{}'),
+    SELECT coalesce(json_agg(json_build_array(g.room_id, g.id, g.kind, g.user_id, g.username, g.body, g.by_username,
+                                              to_char(g.created_at, 'YYYY-MM-DD"T"HH24:MI:SS')) ORDER BY g.room_id, g.id)
+                    FILTER (WHERE g.total <= 1000), '[]'::json),
            coalesce(array_agg(DISTINCT g.room_id) FILTER (WHERE g.total > 1000), '{}')
-    INTO rg_rooms, rg_ids, rg_kinds, rg_user_ids, rg_usernames, rg_bodies, rg_bys, rg_stamps, rg_incomplete
+    INTO rg_rows, rg_incomplete
     FROM (
         SELECT e.*, count(*) OVER (PARTITION BY e.room_id) AS total
         FROM unnest(room_list, heads_before) AS h(room, head)

@@ -122,10 +122,10 @@ export function personalPieces(
 
 /**
  * A reply a sender is owed from a batch, in request order: its own copy of message `id` (`line`
- * is the message's line as that connection gets it), or bytes.
+ * builds the message's line as that connection gets it, when no delivery carried it), or bytes.
  */
 export type PendingReply =
-  | { kind: "own"; id: number; extra: OwnExtra; line: string }
+  | { kind: "own"; id: number; extra: OwnExtra; line: () => string }
   | { kind: "bytes"; bytes: Uint8Array };
 
 /**
@@ -157,7 +157,7 @@ export function takeRunReplies(
 export function sendRemaining(session: Session, replies: readonly PendingReply[], cursor: { at: number }): void {
   for (; cursor.at < replies.length; cursor.at++) {
     const reply = replies[cursor.at];
-    session.send(reply.kind === "bytes" ? reply.bytes : encodeText(withExtras(reply.line, reply.extra)));
+    session.send(reply.kind === "bytes" ? reply.bytes : encodeText(withExtras(reply.line(), reply.extra)));
   }
 }
 

@@ -64,21 +64,13 @@ interface StoreResult extends Record<string, unknown> {
   lobby_through: number | string | null;
   /** The lobby's last row before this batch's first (what a bus carrying the batch says it follows). */
   lobby_prev: number | string | null;
-  gap_ids: (number | string)[] | null;
-  gap_senders: string[] | null;
-  gap_texts: string[] | null;
-  gap_stamps: string[] | null;
+  /** Others' lobby rows before this batch's: [id, sender, text, timestamp] (JSON). */
+  gap_rows: [number, string, string, string][] | null;
   gap_complete: boolean | null;
   room_list: string[] | null;
   room_heads: (number | string)[] | null;
-  rg_rooms: string[] | null;
-  rg_ids: (number | string)[] | null;
-  rg_kinds: RoomEvent["kind"][] | null;
-  rg_user_ids: number[] | null;
-  rg_usernames: string[] | null;
-  rg_bodies: string[] | null;
-  rg_bys: string[] | null;
-  rg_stamps: string[] | null;
+  /** Others' room events before this batch's: [room, id, kind, user id, username, body, by, timestamp] (JSON). */
+  rg_rows: [string, number, RoomEvent["kind"], number | null, string, string | null, string | null, string][] | null;
   rg_incomplete: string[] | null;
 }
 
@@ -92,6 +84,8 @@ interface PendingSend {
   extra: OwnExtra;
   /** Where its answer goes: its place in its connection's line of replies. */
   reply: ReplyPlace;
+  /** Answered (counted towards drained()); a place ignores a second answer, and so does the count. */
+  answered: boolean;
   /**
    * A send repeating the client_msg_id of one in the same batch: it is not stored, and gets that
    * send's message as a duplicate.
@@ -208,7 +202,8 @@ export class MessageService {
       feed,
       text,
       extra: { requestId, clientMsgId },
-      reply: this.#counted(reply),
+      reply,
+      answered: false,
       sameAs: undefined,
       segment: 0,
     };
@@ -440,6 +435,7 @@ export class MessageService {
     for (const send of sends) {
       if (!send.reply.first) this.#log.error("a reply went out of request order", { session: send.session.id });
       send.reply.answeredInBand();
+      this.#done(send);
     }
   }
 
@@ -455,19 +451,23 @@ export class MessageService {
         : { original: this.#messageOf(send.sameAs!, outcome), room: send.sameAs!.feed };
       return { kind: "bytes", bytes: encodeText(duplicateLine(original, send.extra, room, send.session.protocol)) };
     }
-    const message = this.#messageOf(send, outcome);
-    const line = send.feed === LOBBY_FEED
-      ? (send.session.protocol === 2 ? lobbyLineV2(message) : newMessageLine(message))
-      : roomEventLine(send.feed, {
-        id: message.id,
-        kind: "message",
-        userId: send.user.id,
-        username: message.sender,
-        body: message.message,
-        by: null,
-        timestamp: message.timestamp,
-      });
-    return { kind: "own", id: message.id, extra: send.extra, line };
+    const id = outcome.id;
+    // Built only if no delivery carries it (the batch's own copies are views of the shared bytes).
+    const line = () => {
+      const message = this.#messageOf(send, outcome);
+      return send.feed === LOBBY_FEED
+        ? (send.session.protocol === 2 ? lobbyLineV2(message) : newMessageLine(message))
+        : roomEventLine(send.feed, {
+          id,
+          kind: "message",
+          userId: send.user.id,
+          username: message.sender,
+          body: message.message,
+          by: null,
+          timestamp: message.timestamp,
+        });
+    };
+    return { kind: "own", id, extra: send.extra, line };
   }
 
   #messageOf(send: PendingSend, outcome: Outcome & { status: "new" }): StoredMessage {
@@ -488,66 +488,40 @@ export class MessageService {
 
   /** Answers every send of `sends` not answered yet with `error`. */
   #answerAll(sends: PendingSend[], error: ChatError): void {
-    for (const send of sends) send.reply.answer(encodeLine(errorReply(error, send.extra.requestId)));
+    for (const send of sends) {
+      send.reply.answer(encodeLine(errorReply(error, send.extra.requestId)));
+      this.#done(send);
+    }
   }
 
-  /** `reply`, counting its answer towards drained(). */
-  #counted(reply: ReplyPlace): ReplyPlace {
-    let answered = false;
-    const done = () => {
-      if (answered) return;
-      answered = true;
-      if (--this.#unanswered === 0 && this.#idle) {
-        this.#idle.resolve();
-        this.#idle = undefined;
-      }
-    };
-    return {
-      get first() {
-        return reply.first;
-      },
-      answer(bytes) {
-        reply.answer(bytes);
-        done();
-      },
-      answeredInBand() {
-        reply.answeredInBand();
-        done();
-      },
-    };
+  /** Counts `send` answered towards drained(), once. */
+  #done(send: PendingSend): void {
+    if (send.answered) return;
+    send.answered = true;
+    if (--this.#unanswered === 0 && this.#idle) {
+      this.#idle.resolve();
+      this.#idle = undefined;
+    }
   }
 }
 
 function lobbyGap(result: StoreResult): StoredMessage[] {
-  const ids = result.gap_ids ?? [];
-  const gap: StoredMessage[] = new Array(ids.length);
-  for (let i = 0; i < ids.length; i++) {
-    gap[i] = {
-      id: Number(ids[i]),
-      sender: result.gap_senders![i],
-      message: result.gap_texts![i],
-      timestamp: result.gap_stamps![i],
-    };
+  const rows = result.gap_rows ?? [];
+  const gap: StoredMessage[] = new Array(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    const [id, sender, message, timestamp] = rows[i];
+    gap[i] = { id: Number(id), sender, message, timestamp };
   }
   return gap;
 }
 
 function roomGaps(result: StoreResult): Map<string, RoomEvent[]> {
   const gaps = new Map<string, RoomEvent[]>();
-  const rooms = result.rg_rooms ?? [];
-  for (let i = 0; i < rooms.length; i++) {
-    const event: RoomEvent = {
-      id: Number(result.rg_ids![i]),
-      kind: result.rg_kinds![i],
-      userId: Number(result.rg_user_ids![i]) || null,
-      username: result.rg_usernames![i],
-      body: result.rg_bodies![i] || null,
-      by: result.rg_bys![i] || null,
-      timestamp: result.rg_stamps![i],
-    };
-    const list = gaps.get(rooms[i]);
+  for (const [room, id, kind, userId, username, body, by, timestamp] of result.rg_rows ?? []) {
+    const event: RoomEvent = { id: Number(id), kind, userId: userId ?? null, username, body, by, timestamp };
+    const list = gaps.get(room);
     if (list) list.push(event);
-    else gaps.set(rooms[i], [event]);
+    else gaps.set(room, [event]);
   }
   return gaps;
 }
