@@ -476,6 +476,7 @@ CREATE OR REPLACE FUNCTION chat_store_batch(
     OUT lobby_prev BIGINT,
     OUT gap_rows JSON,
     OUT gap_complete BOOLEAN,
+    OUT gap_skipped_through BIGINT,
     OUT room_list TEXT[],
     OUT room_heads BIGINT[],
     OUT rg_rows JSON,
@@ -494,6 +495,9 @@ DECLARE
     assigned_ords INTEGER[];
     assigned_ids BIGINT[];
     gap_count INTEGER;
+    prev_drawn TEXT[];
+    skip_from BIGINT := 0;
+    skip_through BIGINT := 0;
     stamps TEXT[];
     statuses TEXT[];
     orig_rooms TEXT[];
@@ -570,6 +574,17 @@ BEGIN
         -- The trigger chat_messages_announce NOTIFYs the last id. Under the lock every smaller id
         -- is committed or never will be: the rows the caller has not seen are exactly these (the
         -- drawn ids are this batch's own rows, or holes).
+        -- The lobby ids the previous batch on this connection drew (its rows, or holes): its own
+        -- delivery carries them, so they are left out here (at full rate every answer would
+        -- otherwise repeat the batch before it). The caller treats this answer's gap as complete
+        -- only once it has delivered through gap_skipped_through (else it reads). A session
+        -- setting, kept only by a committed batch; a new connection starts without one.
+        prev_drawn := string_to_array(nullif(current_setting('chat.prev_lobby_drawn', true), ''), ':');
+        IF cardinality(prev_drawn) = 2 THEN
+            skip_from := prev_drawn[1]::BIGINT;
+            skip_through := prev_drawn[2]::BIGINT;
+        END IF;
+        PERFORM set_config('chat.prev_lobby_drawn', drawn[1] || ':' || drawn[lobby_n], false);
         -- Rows with texts go back as JSON: postgres.js parses a text array character by character
         -- (a string piece per character, a third of the server's garbage at full ingest).
         SELECT coalesce(json_agg(json_build_array(g.id, g.sender_username, g.message_text,
@@ -579,9 +594,11 @@ BEGIN
         FROM (
             SELECT m.id, m.sender_username, m.message_text, m.timestamp FROM messages m
             WHERE m.id > p_seen_lobby AND m.id <= lobby_through AND NOT (m.id = ANY (drawn))
+              AND NOT (m.id BETWEEN skip_from AND skip_through)
             ORDER BY m.id LIMIT 1001
         ) g;
         gap_complete := gap_count <= 1000;
+        gap_skipped_through := CASE WHEN skip_through > p_seen_lobby THEN skip_through ELSE 0 END;
         IF NOT gap_complete THEN
             gap_rows := '[]'::json;
         END IF;

@@ -67,6 +67,8 @@ interface StoreResult extends Record<string, unknown> {
   /** Others' lobby rows before this batch's: [id, sender, text, timestamp] (JSON). */
   gap_rows: [number, string, string, string][] | null;
   gap_complete: boolean | null;
+  /** The gap leaves out the previous own batch's ids up to this one (0: none). */
+  gap_skipped_through: number | string | null;
   room_list: string[] | null;
   room_heads: (number | string)[] | null;
   /** Others' room events before this batch's: [room, id, kind, user id, username, body, by, timestamp] (JSON). */
@@ -337,6 +339,7 @@ export class MessageService {
         throughId: Number(result.lobby_through),
         others: lobbyGap(result),
         complete: result.gap_complete === true,
+        skippedThrough: Number(result.gap_skipped_through ?? 0),
       });
     }
     const gaps = roomGaps(result);

@@ -96,6 +96,11 @@ export interface OwnPart<Row extends FeedRow = FeedRow> {
   others: Row[];
   /** Whether `others` is all of them (else the stream reads them first). */
   complete: boolean;
+  /**
+   * `others` leaves out the rows up to this id that an earlier own batch drew (0: none): complete
+   * only once the feed is delivered through it (that batch delivered them), else read.
+   */
+  skippedThrough?: number;
 }
 
 /** What an own batch committed, for its delivery. */
@@ -476,7 +481,7 @@ export class MessageStream {
         const feed = this.#feed(key);
         const before = firstIdOf(part) - 1;
         if (!feed || !hasOwnShare(key, part, head) || feed.lastDelivered >= before) continue;
-        if (!part.complete || !head.seen.has(key)) {
+        if (!part.complete || !head.seen.has(key) || feed.lastDelivered < (part.skippedThrough ?? 0)) {
           // Too many others' rows to have come with the answer (or none asked for): read them first.
           feed.target = Math.max(feed.target, before);
           blocked = true;

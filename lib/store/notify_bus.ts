@@ -52,7 +52,14 @@ export class NoticeBarriers {
         resolve();
       }
       waiting.set(payload, settle);
-      if (!embedded) this.#db.query(`SELECT pg_notify('${ROOMS_CHANNEL}', $1::text)`, [payload]).catch(settle);
+      // On the server's own control connection: never one of the users' pool slots, which a
+      // barrier sent as the database goes away would otherwise hold until its query timed out.
+      if (!embedded) {
+        this.#db.query(`SELECT pg_notify('${ROOMS_CHANNEL}', $1::text)`, [payload], {
+          lane: "control",
+          timeoutMs: BARRIER_WAIT_MS,
+        }).catch(settle);
+      }
     });
   }
 
