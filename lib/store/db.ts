@@ -17,6 +17,8 @@ const DEFAULT_QUERY_TIMEOUT_MS = 10_000;
  * connections are not answering at all (a network partition): they are replaced.
  */
 const CANCEL_GRACE_MS = 2000;
+/** How long close() waits for its sockets' 'close' events (they come within milliseconds). */
+const SOCKETS_CLOSE_WAIT_MS = 1000;
 /** Timeouts in a row, with no query answered in between, that prove an instance's connections dead. */
 const MAX_TIMEOUTS_IN_A_ROW = 2;
 /**
@@ -129,6 +131,8 @@ function openPostgres(url: string, poolSize: number, log: Logger, quiet: boolean
   const target = plainTcpTarget(url);
   /** When a connection last failed: postgres.js may have a reconnect timer pending until then + the backoff. */
   let lastFailure = -Infinity;
+  /** Sockets that have not emitted 'close' yet (a closed one emits it a moment later: pg_socket.ts). */
+  const sockets = new Set<DenoPgSocket>();
   /**
    * `role` names the connections in pg_stat_activity: chat-server, chat-server/writer,
    * chat-server/listener. `end()` also stops the instance from opening sockets: postgres.js
@@ -143,6 +147,8 @@ function openPostgres(url: string, poolSize: number, log: Logger, quiet: boolean
           if (ended) throw new Error("the database connection pool was closed");
           const opened = new DenoPgSocket(target.hostname, target.port);
           opened.once("error", () => lastFailure = performance.now());
+          sockets.add(opened);
+          opened.once("close", () => sockets.delete(opened));
           return opened as unknown as import("node:net").Socket;
         },
       }
@@ -223,6 +229,15 @@ function openPostgres(url: string, poolSize: number, log: Logger, quiet: boolean
     },
     async close(): Promise<void> {
       await Promise.all([pool.end(5), writer.end(5), control.end(5), listener?.end(0)]);
+      // Every socket has been told to close; its 'close' (and postgres.js's cleanup on it) follows.
+      if (sockets.size > 0) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          Promise.all([...sockets].map((socket) => new Promise((resolve) => socket.once("close", resolve)))),
+          new Promise((resolve) => timer = setTimeout(resolve, SOCKETS_CLOSE_WAIT_MS)),
+        ]);
+        clearTimeout(timer);
+      }
       // A reconnect timer postgres.js armed after a failure outlives end(); it does nothing once
       // ended (the socket factory refuses), but let it fire before saying the database is closed.
       const pending = lastFailure + MAX_RECONNECT_DELAY_MS + 50 - performance.now();

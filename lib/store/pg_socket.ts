@@ -6,22 +6,29 @@
 // What postgres.js asks of it (src/connection.js): the socket is handed over at once and written
 // to before it is connected (writes wait); 'data' gets Buffers; a failure emits 'error', then
 // 'close' with hadError = true; end() and destroy() emit 'close' once; readyState is 'open' while
-// usable and 'closed' after.
+// usable and 'closed' once 'close' is emitted (which waits for a write postgres.js had pending).
 
 import { Buffer } from "node:buffer";
 import { EventEmitter } from "node:events";
 
 const READ_BUFFER_BYTES = 64 * 1024;
+/** How long 'close' waits for a write postgres.js had pending (see #emitLater). */
+const CLOSE_EVENT_DELAY_MS = 20;
 
 type WriteCallback = (err?: Error | null) => void;
 
 export class DenoPgSocket extends EventEmitter {
-  readyState: "opening" | "open" | "closed" = "opening";
+  /** "closing" from when it is shut until 'close' is emitted (postgres.js waits for that). */
+  readyState: "opening" | "open" | "closing" | "closed" = "opening";
+  /** Shut: nothing is read or written any more. */
+  #shut = false;
   #conn: Deno.TcpConn | undefined;
   #queue: Uint8Array[] = [];
   #callbacks: WriteCallback[] = [];
   #writing = false;
   #ending = false;
+  #closeEmitted = false;
+  #onWriteAfterClose: (() => void) | undefined;
 
   constructor(hostname: string, port: number) {
     super();
@@ -29,8 +36,9 @@ export class DenoPgSocket extends EventEmitter {
   }
 
   write(data: Uint8Array, callback?: WriteCallback): boolean {
-    if (this.readyState === "closed") {
+    if (this.#shut) {
       callback?.(new Error("write after close"));
+      this.#onWriteAfterClose?.();
       return false;
     }
     this.#queue.push(data);
@@ -73,7 +81,7 @@ export class DenoPgSocket extends EventEmitter {
       this.#fail(err);
       return;
     }
-    if (this.readyState === "closed") {
+    if (this.#shut) {
       conn.close();
       return;
     }
@@ -100,7 +108,7 @@ export class DenoPgSocket extends EventEmitter {
       }
       this.#close(false);
     } catch (err) {
-      if (this.readyState !== "closed") this.#fail(err);
+      if (!this.#shut) this.#fail(err);
     }
   }
 
@@ -118,7 +126,7 @@ export class DenoPgSocket extends EventEmitter {
         for (const callback of callbacks) callback();
       }
     } catch (err) {
-      if (this.readyState !== "closed") this.#fail(err);
+      if (!this.#shut) this.#fail(err);
       return;
     } finally {
       this.#writing = false;
@@ -127,16 +135,20 @@ export class DenoPgSocket extends EventEmitter {
   }
 
   #fail(err: unknown): void {
-    if (this.readyState === "closed") return;
-    // An 'error' nobody listens for throws; postgres.js stops listening once it has let go of the
-    // socket (a pool that was ended), and a throw here would be an unhandled rejection.
-    if (this.listenerCount("error") > 0) this.emit("error", err instanceof Error ? err : new Error(String(err)));
-    this.#close(true);
+    if (this.#shut) return;
+    this.#shutDown();
+    this.#emitLater(err instanceof Error ? err : new Error(String(err)));
   }
 
   #close(hadError: boolean): void {
-    if (this.readyState === "closed") return;
-    this.readyState = "closed";
+    if (this.#shut) return;
+    this.#shutDown();
+    this.#emitLater(hadError ? new Error("socket closed") : undefined);
+  }
+
+  #shutDown(): void {
+    this.#shut = true;
+    this.readyState = "closing";
     const error = new Error("socket closed");
     for (const callback of this.#callbacks) callback(error);
     this.#queue = [];
@@ -146,7 +158,30 @@ export class DenoPgSocket extends EventEmitter {
     } catch {
       // Already closed by the peer.
     }
-    this.emit("close", hadError);
+  }
+
+  /**
+   * Emits 'error' (if any) and 'close' once postgres.js has no write pending. postgres.js (3.4.9)
+   * sends small writes from a setImmediate, and on 'close' clears that immediate without
+   * forgetting it (nor the bytes it held): a connection whose socket closed with such a write
+   * pending never writes again (its next startup message waits for ever: CONNECT_TIMEOUT on every
+   * query). So 'close' waits for that write to arrive (it is dropped here), or for
+   * CLOSE_EVENT_DELAY_MS without one, which is longer than any immediate takes to run.
+   */
+  #emitLater(error: Error | undefined): void {
+    const emit = () => {
+      if (this.#closeEmitted) return;
+      this.#closeEmitted = true;
+      clearTimeout(timer);
+      this.readyState = "closed";
+      // An 'error' nobody listens for throws; postgres.js stops listening once it has let go of
+      // the socket (a pool that was ended), and a throw here would be an uncaught exception.
+      if (error && this.listenerCount("error") > 0) this.emit("error", error);
+      this.emit("close", error !== undefined);
+    };
+    const timer = setTimeout(emit, CLOSE_EVENT_DELAY_MS);
+    // After the write that arrives: postgres.js forgets its immediate once that write returns.
+    this.#onWriteAfterClose = () => queueMicrotask(emit);
   }
 }
 

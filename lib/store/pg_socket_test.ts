@@ -1,5 +1,6 @@
 import { assertEquals } from "../../tests/support/assert.ts";
 import { sanitized } from "../../tests/support/util.ts";
+import { setImmediate } from "node:timers";
 import { DenoPgSocket, plainTcpTarget } from "./pg_socket.ts";
 
 Deno.test("plainTcpTarget takes plain TCP URLs and leaves TLS, sockets and multi-host URLs to node:net", () => {
@@ -33,5 +34,32 @@ Deno.test(
     const closed = new Promise<boolean>((resolve) => socket.once("close", resolve));
     assertEquals(await closed, true);
     assertEquals(socket.readyState, "closed");
+  },
+);
+
+Deno.test(
+  "DenoPgSocket: 'close' comes after a write its user had queued from an immediate before the socket closed",
+  sanitized,
+  async () => {
+    // postgres.js (3.4.9) sends small writes from a setImmediate and, on 'close', clears that
+    // immediate without forgetting it: were 'close' to come first, that connection would never
+    // write again. Here a write is queued that way, then the socket closes under it.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const accepted = listener.accept();
+    const socket = new DenoPgSocket("127.0.0.1", (listener.addr as Deno.NetAddr).port);
+    const events: string[] = [];
+    socket.on("close", () => events.push("close"));
+    const peer = await accepted;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    setImmediate(() => {
+      events.push("write");
+      socket.write(new Uint8Array([1]));
+    });
+    socket.destroy();
+    await new Promise((resolve) => socket.once("close", resolve));
+    assertEquals(events, ["write", "close"]);
+    assertEquals(socket.readyState, "closed");
+    peer.close();
+    listener.close();
   },
 );
