@@ -71,3 +71,26 @@ Deno.test({
     await Promise.all(busy);
   },
 });
+
+Deno.test({
+  name:
+    "db pool: a query that times out while pipelined behind another is left to run, and the queries after it get their own answers",
+  ignore: postgresUrl === undefined,
+  ...sanitized,
+  async fn() {
+    const backend: Backend = { name: "postgres", env: { DATABASE_URL: postgresUrl! } };
+    await using server = await startTestServer(backend, {});
+    const db = server.service.db;
+    // On the ordered connection (the writer, where batches are pipelined): a slow statement, one
+    // queued behind it that times out while it waits, then one more.
+    const slow = db.ordered<{ a: number }>("SELECT 1 AS a FROM pg_sleep(0.6)", [], { timeoutMs: 5000 });
+    const behind = db.ordered<{ b: number }>("SELECT 2 AS b", [], { timeoutMs: 200 }).then(
+      (rows) => rows,
+      (err) => String(err),
+    );
+    assert(String(await behind).includes("timed out"), `the queued query did not time out: ${await behind}`);
+    const after = db.ordered<{ c: number }>("SELECT 3 AS c", [], { timeoutMs: 5000 });
+    assertEquals([...await slow], [{ a: 1 }]);
+    assertEquals([...await after], [{ c: 3 }], "a query got another query's answer");
+  },
+});

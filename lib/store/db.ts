@@ -355,14 +355,23 @@ class Pool {
       this.#graceTimers.delete(grace);
     };
     pending.then(settled, settled);
-    const query = pending as unknown as { active?: boolean; state?: { pid?: number } };
-    if (query.active && query.state?.pid !== undefined) {
+    const query = pending as unknown as { active?: boolean; state?: unknown };
+    if (query.active) {
       // Running: PostgreSQL stops that statement. A cancel that fails is this query's timeout, told already.
-      this.#cancelBackend(query.state.pid).catch(() => {});
+      const pid = (query.state as { pid?: number } | undefined)?.pid;
+      if (pid !== undefined) this.#cancelBackend(pid).catch(() => {});
+      return;
+    }
+    if (query.state !== undefined) {
+      // Written to a connection behind others (pipelined): left to run, its answer ignored.
+      // postgres.js (3.4.9) would drop it from its list of sent queries while PostgreSQL still
+      // answers it, so the next query on that connection would get its answer (a batch's outcome
+      // read from another query's rows); and it sends that cancel on a connection of its own,
+      // whose failure to open is an uncaught TypeError that ends the process.
       return;
     }
     try {
-      // Not sent yet: postgres.js drops it from its queue.
+      // Not given to a connection yet: postgres.js drops it from its queue, nothing is sent.
       pending.cancel();
     } catch {
       // Settled meanwhile.
