@@ -148,7 +148,9 @@ export class LineConnection implements Connection, LineSink {
         this.#unsent = this.#queuedBytes;
         this.#queue = [];
         this.#queuedBytes = 0;
-        for (const piece of writePieces(chunks, this.#unsent)) {
+        // One chunk (a broadcast's shared bytes, most often) is written as it is.
+        const pieces = chunks.length === 1 ? chunks : writePieces(chunks, this.#unsent);
+        for (const piece of pieces) {
           // What follows this piece is backlog behind a write in flight, as the queue is.
           this.#unsent -= piece.length;
           let offset = 0;
@@ -192,34 +194,29 @@ export class LineConnection implements Connection, LineSink {
 }
 
 /** The writes for one turn's chunks, in order: joined when small, large chunks as they are. */
-function* writePieces(chunks: Uint8Array[], total: number): Generator<Uint8Array> {
-  if (chunks.length === 1) {
-    yield chunks[0];
-    return;
-  }
-  if (total <= COALESCE_BYTES) {
-    yield concat(chunks, total);
-    return;
-  }
+function writePieces(chunks: Uint8Array[], total: number): Uint8Array[] {
+  if (total <= COALESCE_BYTES) return [concat(chunks, total)];
+  const pieces: Uint8Array[] = [];
   let run: Uint8Array[] = [];
   let runBytes = 0;
   for (const chunk of chunks) {
     if (chunk.length >= DIRECT_WRITE_BYTES) {
-      if (run.length > 0) yield concat(run, runBytes);
+      if (run.length > 0) pieces.push(concat(run, runBytes));
       run = [];
       runBytes = 0;
-      yield chunk;
+      pieces.push(chunk);
       continue;
     }
     run.push(chunk);
     runBytes += chunk.length;
     if (runBytes >= COALESCE_BYTES) {
-      yield concat(run, runBytes);
+      pieces.push(concat(run, runBytes));
       run = [];
       runBytes = 0;
     }
   }
-  if (run.length > 0) yield concat(run, runBytes);
+  if (run.length > 0) pieces.push(concat(run, runBytes));
+  return pieces;
 }
 
 function concat(chunks: Uint8Array[], total: number): Uint8Array {
