@@ -20,6 +20,7 @@ import { LoginThrottle } from "./store/login_throttle.ts";
 import { Maintenance } from "./store/maintenance.ts";
 import { MessageService } from "./chat/messages.ts";
 import { Metrics } from "./core/metrics.ts";
+import { settledWithin } from "./core/settled_within.ts";
 import { Presence } from "./chat/presence.ts";
 import { RoomStore } from "./store/rooms.ts";
 import { applySchema } from "./store/schema.ts";
@@ -212,13 +213,6 @@ function listenError(
   const bindFailure = err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.PermissionDenied ||
     err instanceof Deno.errors.AddrNotAvailable;
   return bindFailure ? new HttpListenError(variable, host, port, err) : err;
-}
-
-/** Waits for `work`, but not longer than `ms`. */
-async function settledWithin(work: Promise<void>, ms: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([work, new Promise<void>((resolve) => timer = setTimeout(resolve, ms))]);
-  clearTimeout(timer);
 }
 
 /** Runs `listen`; with TLS on, an error about the certificate or key becomes a TlsError. */

@@ -11,6 +11,7 @@ import { encodeLine, errorReply } from "../wire/protocol.ts";
 import type { CloseReason, Session } from "../chat/session.ts";
 import { RefusalLog } from "./refusal_log.ts";
 import { QuietCollector } from "../core/quiet_gc.ts";
+import { settledWithin } from "../core/settled_within.ts";
 import { type Connection, type ConnectionHost, type Transport, TRANSPORTS } from "./transport.ts";
 
 export interface RegistryOptions {
@@ -254,12 +255,6 @@ export class ConnectionRegistry implements ConnectionHost {
 }
 
 /** Waits for `promise`, but not past `deadline` (a performance.now() time). */
-async function withTimeout(promise: Promise<void>, deadline: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const ms = Math.max(0, deadline - performance.now());
-  try {
-    await Promise.race([promise, new Promise<void>((resolve) => timer = setTimeout(resolve, ms))]);
-  } finally {
-    clearTimeout(timer);
-  }
+function withTimeout(promise: Promise<void>, deadline: number): Promise<void> {
+  return settledWithin(promise, deadline - performance.now());
 }

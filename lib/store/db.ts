@@ -4,6 +4,7 @@
 import postgres from "postgres";
 import { PGlite } from "@electric-sql/pglite";
 import type { Logger } from "../core/log.ts";
+import { settledWithin } from "../core/settled_within.ts";
 import { DenoPgSocket, plainTcpTarget } from "./pg_socket.ts";
 
 export type Row = Record<string, unknown>;
@@ -231,12 +232,8 @@ function openPostgres(url: string, poolSize: number, log: Logger, quiet: boolean
       await Promise.all([pool.end(5), writer.end(5), control.end(5), listener?.end(0)]);
       // Every socket has been told to close; its 'close' (and postgres.js's cleanup on it) follows.
       if (sockets.size > 0) {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([
-          Promise.all([...sockets].map((socket) => new Promise((resolve) => socket.once("close", resolve)))),
-          new Promise((resolve) => timer = setTimeout(resolve, SOCKETS_CLOSE_WAIT_MS)),
-        ]);
-        clearTimeout(timer);
+        const closed = [...sockets].map((socket) => new Promise((resolve) => socket.once("close", resolve)));
+        await settledWithin(Promise.all(closed), SOCKETS_CLOSE_WAIT_MS);
       }
       // A reconnect timer postgres.js armed after a failure outlives end(); it does nothing once
       // ended (the socket factory refuses), but let it fire before saying the database is closed.

@@ -51,12 +51,12 @@ export class DenoPgSocket extends EventEmitter {
   end(data?: Uint8Array): this {
     if (data) this.write(data);
     this.#ending = true;
-    if (!this.#writing && this.#queue.length === 0) this.#close(false);
+    if (!this.#writing && this.#queue.length === 0) this.#close();
     return this;
   }
 
   destroy(): this {
-    this.#close(false);
+    this.#close();
     return this;
   }
 
@@ -106,7 +106,7 @@ export class DenoPgSocket extends EventEmitter {
         // Copied: postgres.js keeps incomplete messages across reads, and the buffer is reused.
         this.emit("data", Buffer.from(buffer.subarray(0, n)));
       }
-      this.#close(false);
+      this.#close();
     } catch (err) {
       if (!this.#shut) this.#fail(err);
     }
@@ -131,7 +131,7 @@ export class DenoPgSocket extends EventEmitter {
     } finally {
       this.#writing = false;
     }
-    if (this.#ending) this.#close(false);
+    if (this.#ending) this.#close();
   }
 
   #fail(err: unknown): void {
@@ -140,10 +140,11 @@ export class DenoPgSocket extends EventEmitter {
     this.#emitLater(err instanceof Error ? err : new Error(String(err)));
   }
 
-  #close(hadError: boolean): void {
+  /** Closes without an error (the peer's end, end(), destroy()). */
+  #close(): void {
     if (this.#shut) return;
     this.#shutDown();
-    this.#emitLater(hadError ? new Error("socket closed") : undefined);
+    this.#emitLater(undefined);
   }
 
   #shutDown(): void {
