@@ -279,19 +279,31 @@ async function openRoom(room) {
   view.showConversation(conversation, (m) => state.isOwn(m));
   view.setTyping(describeTyping(typingNotices.who(state.current)));
   renderSidebar();
-  if (!conversation.loaded && connection.isOpen) {
-    try {
-      const { added, error } = await history.newest(conversation);
-      if (!isCurrent(conversation)) return;
-      if (error) return view.showError(describeError(error));
-      view.addMessages(added, (m) => state.isOwn(m));
-      view.setOlderAvailable(conversation.hasOlder);
-    } catch (err) {
-      if (!(err instanceof ConnectionLost)) throw err;
-      return;
-    }
+  if (!conversation.loaded && connection.isOpen && !(await showPage(conversation, history.newest(conversation)))) {
+    return;
   }
   await markSeen();
+}
+
+/**
+ * Shows a page of `conversation`'s history once it has come, unless another conversation is
+ * shown by then. True if it was shown; false after an error (shown) or a lost connection.
+ */
+async function showPage(conversation, page) {
+  try {
+    const { added, error } = await page;
+    if (!isCurrent(conversation)) return false;
+    if (error) {
+      view.showError(describeError(error));
+      return false;
+    }
+    view.addMessages(added, (m) => state.isOwn(m));
+    view.setOlderAvailable(conversation.hasOlder);
+    return true;
+  } catch (err) {
+    if (!(err instanceof ConnectionLost)) throw err;
+    return false;
+  }
 }
 
 /** Pages back this far at most to show a message found by search. */
@@ -326,13 +338,7 @@ async function loadOlder() {
   if (!connection.isOpen || !credentials) return;
   loadingOlder = true;
   try {
-    const { added, error } = await history.older(conversation);
-    if (!isCurrent(conversation)) return;
-    if (error) return view.showError(describeError(error));
-    view.addMessages(added, (m) => state.isOwn(m));
-    view.setOlderAvailable(conversation.hasOlder);
-  } catch (err) {
-    if (!(err instanceof ConnectionLost)) throw err;
+    await showPage(conversation, history.older(conversation));
   } finally {
     loadingOlder = false;
   }
