@@ -462,7 +462,20 @@ export class MessageStream {
       for (const feed of this.#feeds()) if (this.#mergeRanges(feed)) progress = true;
     }
     this.#holdGaps();
-    for (const feed of this.#feeds()) if (feed.wantsRead && !this.#stopped) this.#startRead(feed);
+    for (const feed of this.#feeds()) {
+      if (feed.wantsRead && !this.#stopped && !this.#ownOnTheWay(feed.key)) this.#startRead(feed);
+    }
+  }
+
+  /**
+   * Whether an own batch touching the feed awaits its answer. The answer brings the feed's rows
+   * from what was delivered up to its own (a commit notice that comes first is most often its own),
+   * and a read's rows could not be merged before it anyway: reading now would cost a query for
+   * rows that are on their way (at full ingest, one read per batch).
+   */
+  #ownOnTheWay(key: string): boolean {
+    for (const slot of this.#own) if (slot.state === "sent" && slot.seen.has(key)) return true;
+    return false;
   }
 
   *#feeds(): Generator<Feed> {
