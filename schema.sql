@@ -572,8 +572,10 @@ BEGIN
             AS t(room, sender_id, sender_username, message_text, ord)
         WHERE t.room IS NULL AND statuses[t.ord] = 'new';
         -- The trigger chat_messages_announce NOTIFYs the last id. Under the lock every smaller id
-        -- is committed or never will be: the rows the caller has not seen are exactly these (the
-        -- drawn ids are this batch's own rows, or holes).
+        -- is committed or never will be: the rows the caller has not seen are those below the
+        -- first drawn id (no other writer can commit one above it before this batch commits: its
+        -- INSERT waits for the lock; and a range check, where testing each row against the drawn
+        -- ids cost as much as the rest of the batch's reading).
         -- The lobby ids the previous batch on this connection drew (its rows, or holes): its own
         -- delivery carries them, so they are left out here (at full rate every answer would
         -- otherwise repeat the batch before it). The caller treats this answer's gap as complete
@@ -593,8 +595,7 @@ BEGIN
         INTO gap_rows, gap_count
         FROM (
             SELECT m.id, m.sender_username, m.message_text, m.timestamp FROM messages m
-            WHERE m.id > p_seen_lobby AND m.id <= lobby_through AND NOT (m.id = ANY (drawn))
-              AND NOT (m.id BETWEEN skip_from AND skip_through)
+            WHERE m.id > p_seen_lobby AND m.id < drawn[1] AND NOT (m.id BETWEEN skip_from AND skip_through)
             ORDER BY m.id LIMIT 1001
         ) g;
         gap_complete := gap_count <= 1000;
