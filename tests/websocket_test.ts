@@ -1,5 +1,5 @@
-// The WebSocket at /ws: the same protocol, limits and codes as TCP, one text message per frame,
-// broadcasts shared with TCP clients in one order, and the outbound bound.
+// The WebSocket at /ws: the same protocol, limits and codes as TCP, frames batched into messages
+// (v1.2), broadcasts shared with TCP clients in one order, and the outbound bound.
 
 import { assert, assertEquals } from "./support/assert.ts";
 import { backends, type Frame, sanitized, startTestServer, type TestServer, uniqueName } from "./support/helpers.ts";
@@ -11,7 +11,7 @@ function wsUrl(server: TestServer): string {
 
 for (const backend of backends) {
   Deno.test({
-    name: `websocket: every request type works as on TCP, one text message per reply [${backend.name}]`,
+    name: `websocket: every request type works as on TCP [${backend.name}]`,
     ...sanitized,
     async fn() {
       await using server = await startTestServer(backend, {}, { httpPort: 0 });
@@ -70,8 +70,29 @@ for (const backend of backends) {
       await tcp.send({ type: "send_message", message: "after logout" });
       await tcp.expect("new_message");
       await ws.expectNothing(200);
-      // Every message was exactly one JSON object, without a line end.
-      for (const text of ws.raw) assert(!text.includes("\n"), `a message with a line end: ${JSON.stringify(text)}`);
+      // Every message was one JSON object or several separated by "\n", with no line end after the last.
+      for (const text of ws.raw) assertWholeFrames(text);
+    },
+  });
+
+  Deno.test({
+    name: `websocket: the replies of one turn go as one message, frames separated by "\\n" (v1.2) [${backend.name}]`,
+    ...sanitized,
+    async fn() {
+      await using server = await startTestServer(backend, { RATE_LIMIT_PER_SEC: "0" }, { httpPort: 0 });
+      await using ws = await WsTestClient.connect(wsUrl(server));
+      await ws.registerAndLogin();
+      const before = ws.raw.length;
+      // Three sends in one message: read in one turn, stored in one batch, answered in one delivery.
+      ws.send(
+        [1, 2, 3].map((n) => JSON.stringify({ type: "send_message", message: `m${n}`, request_id: n })).join("\n"),
+      );
+      const own = [await ws.expect("new_message"), await ws.expect("new_message"), await ws.expect("new_message")];
+      assertEquals(own.map((frame) => [frame.message, frame.request_id]), [["m1", 1], ["m2", 2], ["m3", 3]]);
+      const messages = ws.raw.slice(before);
+      assertEquals(messages.length, 1, `one message expected: ${JSON.stringify(messages)}`);
+      assertWholeFrames(messages[0]);
+      assertEquals(messages[0].split("\n").length, 3);
     },
   });
 
@@ -305,3 +326,9 @@ Deno.test({
     assertEquals(frames.at(-1)?.code, "line_too_long");
   },
 });
+
+/** A server message: one JSON object, or several separated by "\n", with nothing else. */
+function assertWholeFrames(text: string): void {
+  assert(!text.endsWith("\n") && !text.includes("\n\n"), `stray line end: ${JSON.stringify(text)}`);
+  for (const line of text.split("\n")) assertEquals(typeof JSON.parse(line), "object");
+}

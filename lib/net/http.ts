@@ -5,7 +5,7 @@ import type { Logger } from "../core/log.ts";
 import { type HealthCheck, text } from "./health.ts";
 import type { ConnectionRegistry } from "./registry.ts";
 import type { TlsFiles } from "./tls.ts";
-import { BroadcastLines, WebSocketConnection } from "./websocket_connection.ts";
+import { BroadcastText, WebSocketConnection } from "./websocket_connection.ts";
 
 export interface HttpOptions {
   host: string;
@@ -57,7 +57,7 @@ export class HttpServer {
   readonly #server: Deno.HttpServer<Deno.NetAddr>;
   readonly #chat: ConnectionRegistry;
   readonly #files: Map<string, StaticFile>;
-  readonly #lines = new BroadcastLines();
+  readonly #texts = new BroadcastText();
   readonly #health: HealthCheck;
 
   private constructor(
@@ -138,7 +138,7 @@ export class HttpServer {
       socket,
       remoteAddress,
       this.#chat,
-      this.#lines,
+      this.#texts,
     );
     // Admitted once open: only an open socket can be sent its refusal.
     socket.onopen = () => {

@@ -1,9 +1,11 @@
 // One browser's WebSocket as a session like any TCP one: each text message in carries one frame,
-// or several, one a line (contract v1.2); each line out is one text message. Same dispatcher, limits and codes; the outbound bound is the
-// socket's own backlog (bufferedAmount).
+// or several, one a line (contract v1.2). Out, what one turn of the event loop queues goes as one
+// text message, its frames separated by "\n" (contract v1.2, as Centrifugo does): Deno writes
+// every send() as a frame and a write of its own. Same dispatcher, limits and codes; the outbound
+// bound is the socket's own backlog (bufferedAmount) and what waits for the turn's end.
 //
 // Write contract: send() MUST NOT block and MUST NOT reorder. A broadcast buffer is decoded once
-// for every WebSocket (BroadcastLines) and split into one message per line.
+// for every WebSocket (BroadcastText).
 
 import { ChatError } from "../core/errors.ts";
 import { encodeLine, errorReply } from "../wire/protocol.ts";
@@ -34,22 +36,26 @@ const FINAL_WRITE_TIMEOUT_MS = 2000;
  */
 const MAX_INBOX_LINES = 16;
 const MAX_INBOX_FRAMES = 256;
+/**
+ * A turn's output is joined into messages of about this size at most (a larger buffer, a batch's
+ * broadcast, goes as one): a browser parses a message whole before it shows any of it.
+ */
+const MESSAGE_BYTES = 64 * 1024;
+const NEWLINE = 0x0a;
 
-/** Splits outgoing buffers into lines, decoding each shared broadcast buffer once for all sockets. */
-export class BroadcastLines {
+/** Decodes outgoing buffers into text, each shared broadcast buffer once for all sockets. */
+export class BroadcastText {
   readonly #decoder = new TextDecoder();
   #bytes: Uint8Array | undefined;
-  #lines: readonly string[] = [];
+  #text = "";
 
-  /** The lines of `bytes` (complete lines, each ended by "\n"), without their "\n". */
-  split(bytes: Uint8Array): readonly string[] {
-    if (bytes === this.#bytes) return this.#lines;
-    const text = this.#decoder.decode(bytes);
-    const lines = text.split("\n");
-    lines.pop();
+  /** The lines of `bytes` (complete lines, each ended by "\n"): "\n" between them, none after the last. */
+  text(bytes: Uint8Array): string {
+    if (bytes === this.#bytes) return this.#text;
+    const end = bytes.length > 0 && bytes[bytes.length - 1] === NEWLINE ? bytes.length - 1 : bytes.length;
+    this.#text = this.#decoder.decode(bytes.subarray(0, end));
     this.#bytes = bytes;
-    this.#lines = lines;
-    return lines;
+    return this.#text;
   }
 }
 
@@ -67,7 +73,10 @@ export class WebSocketConnection implements Connection {
 
   readonly #socket: WebSocket;
   readonly #host: ConnectionHost;
-  readonly #lines: BroadcastLines;
+  readonly #texts: BroadcastText;
+  /** What this turn queued, sent as one message at its end. */
+  #queue: Uint8Array[] = [];
+  #queuedBytes = 0;
   /** Frames waiting while the dispatcher answers an earlier one (replies go out in request order). */
   #inbox: Uint8Array[] = [];
   #inboxBytes = 0;
@@ -76,12 +85,12 @@ export class WebSocketConnection implements Connection {
   #released = false;
   #finalTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(id: number, socket: WebSocket, remoteAddress: string, host: ConnectionHost, lines: BroadcastLines) {
+  constructor(id: number, socket: WebSocket, remoteAddress: string, host: ConnectionHost, texts: BroadcastText) {
     this.id = id;
     this.#socket = socket;
     this.remoteAddress = remoteAddress;
     this.#host = host;
-    this.#lines = lines;
+    this.#texts = texts;
     this.lastActivity = host.clock;
     socket.onclose = () => {
       this.#closeReason ??= "peer_closed";
@@ -110,20 +119,48 @@ export class WebSocketConnection implements Connection {
     if (this.closed) return;
     this.#closeReason = reason;
     if (finalBytes) this.#write(finalBytes);
+    this.#flush();
     this.#closeSocket(reason);
   }
 
   #write(bytes: Uint8Array): void {
-    const backlog = this.#socket.bufferedAmount;
+    const backlog = this.#socket.bufferedAmount + this.#queuedBytes;
     // As for TCP, only a backlog the peer has not taken counts: one large broadcast is not a slow consumer.
     if (backlog > 0 && backlog + bytes.length > this.#host.maxOutboundBytes) {
       this.#host.slowConsumer(this, backlog + bytes.length);
       this.#closeReason ??= "slow_consumer";
+      this.#queue = [];
+      this.#queuedBytes = 0;
       this.#closeSocket("slow_consumer");
       return;
     }
+    this.#queue.push(bytes);
+    this.#queuedBytes += bytes.length;
+    // Later in this turn more lines may be queued: they go in the same message.
+    if (this.#queue.length === 1) queueMicrotask(() => this.#flush());
+  }
+
+  /** Sends what is queued: as one message, or a few of about MESSAGE_BYTES when it is large. */
+  #flush(): void {
+    const chunks = this.#queue;
+    if (chunks.length === 0) return;
+    this.#queue = [];
+    this.#queuedBytes = 0;
     try {
-      for (const line of this.#lines.split(bytes)) this.#socket.send(line);
+      let message = "";
+      let bytes = 0;
+      for (const chunk of chunks) {
+        const text = this.#texts.text(chunk);
+        if (text === "") continue;
+        if (message !== "" && bytes + chunk.length > MESSAGE_BYTES) {
+          this.#socket.send(message);
+          message = "";
+          bytes = 0;
+        }
+        message = message === "" ? text : `${message}\n${text}`;
+        bytes += chunk.length;
+      }
+      if (message !== "") this.#socket.send(message);
     } catch (err) {
       // The socket closed under us (the peer left): the close event records it.
       this.#host.log.debug("websocket send failed", { session: this.id, error: String(err) });
@@ -213,6 +250,8 @@ export class WebSocketConnection implements Connection {
 
   #closeSocket(reason: CloseReason): void {
     this.#inbox = [];
+    this.#queue = [];
+    this.#queuedBytes = 0;
     this.#inboxBytes = 0;
     try {
       this.#socket.close(CLOSE_CODES[reason], reason);

@@ -8,7 +8,7 @@ import { FrameInbox } from "./inbox.ts";
 /** A WebSocket client that reads frames in the background; every wait has a timeout. */
 export class WsTestClient extends FrameInbox implements AsyncDisposable {
   readonly socket: WebSocket;
-  /** Every text message received, as sent (to check one message is one frame). */
+  /** Every text message received, as sent (a message may carry several frames, separated by "\n"). */
   readonly raw: string[] = [];
   #closed = Promise.withResolvers<CloseEvent>();
 
@@ -18,7 +18,7 @@ export class WsTestClient extends FrameInbox implements AsyncDisposable {
     socket.onmessage = (event) => {
       assert(typeof event.data === "string", "the server sent a binary message");
       this.raw.push(event.data);
-      this.push(JSON.parse(event.data));
+      for (const line of event.data.split("\n")) this.push(JSON.parse(line));
     };
     socket.onclose = (event) => {
       this.#closed.resolve(event);
