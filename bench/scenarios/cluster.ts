@@ -7,14 +7,23 @@
 // rounds. Then the database's ceiling for this path, measured with the servers stopped:
 // chat_store_batch() called serially on one connection (every writer holds one lock to COMMIT,
 // so batches are sequenced one at a time whatever the number of servers), with batches of the
-// size the servers formed and of one message.
+// size the servers formed and of one message. The targets compare the three servers' CPU per
+// delivery with ONE server's paced at the rate the three reached (the same load: a closed loop
+// runs one server faster, and its batches grow with the rate).
 //
 // Where a NATS server answers (NATS_URL, else nats://127.0.0.1:4222), a third arm runs in the
 // same rounds: three more servers on a database of their own with NATS_URL set (the NATS bus),
 // with the same clients and load, reported against the three on NOTIFY.
 
 import { type BenchDatabase, openBenchDatabase } from "../database.ts";
-import { cpuRows, latencyRows, measureInterleaved, trafficProblems } from "../measure.ts";
+import {
+  cpuRows,
+  latencyRows,
+  measureInterleaved,
+  measureTraffic,
+  trafficProblems,
+  type TrafficResult,
+} from "../measure.ts";
 import { fmt } from "../out.ts";
 import type { Process } from "../servers.ts";
 import { Histogram, round } from "../stats.ts";
@@ -33,6 +42,11 @@ import {
 } from "./common.ts";
 
 const SERVERS = 3;
+/**
+ * Logins in flight at once on one database: under the per-address login throttle's burst (20),
+ * since every load client comes from 127.0.0.1 and an attempt holds its token until it succeeds.
+ */
+const LOGIN_CONCURRENCY = 10;
 /** The servers' call: the gap asked for starts at the batch before (as a lone server's does). */
 const STORE_SQL = `SELECT lobby_through FROM chat_store_batch($1::text[], $2::int[], $3::text[], $4::text[],
   $5::text[], $6::bigint, '{}'::text[], '{}'::bigint[])`;
@@ -90,30 +104,21 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
     await registerUsers(servers[0].port, names);
     await registerUsers(one.port, names);
     // Client i is on server i % 3: senders 0..5 are two per server, and so are the receivers.
-    const perServer = await Promise.all(
-      servers.map((s, k) =>
-        connectLoggedIn(s.port, Math.ceil((params.clients - k) / SERVERS), {
-          usernames: names.filter((_, i) => i % SERVERS === k),
-        })
-      ),
-    );
+    const perServer = await connectSpread(servers, params.clients, names);
     clientSets.push(...perServer);
     const clusterClients = Array.from(
       { length: params.clients },
       (_, i) => perServer[i % SERVERS][Math.floor(i / SERVERS)],
     );
-    const singleClients = await connectLoggedIn(one.port, params.clients, { usernames: names });
+    const singleClients = await connectLoggedIn(one.port, params.clients, {
+      usernames: names,
+      concurrency: LOGIN_CONCURRENCY,
+    });
     clientSets.push(singleClients);
     let natsClients: LoadClient[] = [];
     if (natsServers.length > 0) {
       await registerUsers(natsServers[0].port, names);
-      const natsPerServer = await Promise.all(
-        natsServers.map((s, k) =>
-          connectLoggedIn(s.port, Math.ceil((params.clients - k) / SERVERS), {
-            usernames: names.filter((_, i) => i % SERVERS === k),
-          })
-        ),
-      );
+      const natsPerServer = await connectSpread(natsServers, params.clients, names);
       clientSets.push(...natsPerServer);
       natsClients = Array.from(
         { length: params.clients },
@@ -155,6 +160,27 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
         }]
         : []),
     ], { rounds: params.rounds, warmupS: params.warmup_s, rewarmS: params.rewarm_s, roundS: params.round_s });
+    // One server again, paced at each cluster's message rate: CPU per delivery at the same load.
+    const pacedAt = async (rate: number, label: string): Promise<TrafficResult> =>
+      await measureTraffic(
+        {
+          senders: params.senders,
+          messageChars: params.message_chars,
+          mode: "server",
+          clients: singleClients,
+          ratePerSec: rate,
+          maxUnackedPerSender: 10 * params.window,
+          pid: one.pid,
+          backendPattern: alone.backendPattern,
+          label,
+        },
+        params.warmup_s,
+        params.round_s * 2,
+      );
+    const pacedNotify = await pacedAt(clustered.messages_per_s, "one server at the cluster's rate");
+    const pacedNats = onNats
+      ? await pacedAt(onNats.messages_per_s, "one server at the NATS cluster's rate")
+      : undefined;
     for (const set of clientSets) closeAll(set);
     clientSets.length = 0;
     const problems = processes.flatMap((p) => serverProblems(p));
@@ -170,6 +196,8 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
     const cpuRatio = clustered.cpu_ms_per_1000_deliveries !== null && single.cpu_ms_per_1000_deliveries
       ? clustered.cpu_ms_per_1000_deliveries / single.cpu_ms_per_1000_deliveries
       : null;
+    const pacedRatio = perDeliveryRatio(clustered, pacedNotify);
+    const natsPacedRatio = onNats && pacedNats ? perDeliveryRatio(onNats, pacedNats) : null;
     const cross = clustered.cross_server_latency!;
     const same = clustered.same_server_latency!;
     const headroom = clustered.messages_per_s > 0 ? ceilingSized.messages_per_s / clustered.messages_per_s : null;
@@ -235,6 +263,20 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
         ratioText(headroom === null ? null : 1 / headroom),
       ],
       ["ceiling: locked batches/s, 1 per batch, serial", "", fmt(ceilingOne.batches_per_s), ""],
+      [
+        "CPU ms per 1,000 deliveries, one server paced at the cluster's rate",
+        fmt(clustered.cpu_ms_per_1000_deliveries),
+        fmt(pacedNotify.cpu_ms_per_1000_deliveries),
+        ratioText(pacedRatio),
+      ],
+      ...(onNats && pacedNats
+        ? [[
+          "NATS: CPU ms per 1,000 deliveries, one server paced at its rate",
+          fmt(onNats.cpu_ms_per_1000_deliveries),
+          fmt(pacedNats.cpu_ms_per_1000_deliveries),
+          ratioText(natsPacedRatio),
+        ] as Row]
+        : []),
       ...(onNats
         ? natsRows(onNats, clustered)
         : [["NATS bus", "not measured: no NATS server answered", "", ""] as Row]),
@@ -252,6 +294,8 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
       ceiling: {
         kind: "one server (own database), same clients and load; chat_store_batch serially on one connection",
         one_server: { ...single, batching: batchingAlone },
+        one_server_paced: pacedNotify,
+        one_server_paced_at_nats_rate: pacedNats ?? null,
         locked_batches: ceilingSized,
         locked_single_messages: ceilingOne,
       },
@@ -282,6 +326,26 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
           ratio: cpuRatio === null ? null : round(cpuRatio, 3),
           pass: null,
         },
+        {
+          name: "cluster CPU per delivery (3 servers added up) vs one server at the same rate, NOTIFY",
+          target: "<= 1.6x",
+          measured: `${fmt(clustered.cpu_ms_per_1000_deliveries)} vs ${
+            fmt(pacedNotify.cpu_ms_per_1000_deliveries)
+          } ms/1000 (${ratioText(pacedRatio)})`,
+          ratio: pacedRatio === null ? null : round(pacedRatio, 3),
+          pass: pacedRatio !== null && pacedRatio <= 1.6,
+        },
+        ...(onNats && pacedNats
+          ? [{
+            name: "cluster CPU per delivery (3 servers added up) vs one server at the same rate, NATS",
+            target: "<= 1.4x",
+            measured: `${fmt(onNats.cpu_ms_per_1000_deliveries)} vs ${
+              fmt(pacedNats.cpu_ms_per_1000_deliveries)
+            } ms/1000 (${ratioText(natsPacedRatio)})`,
+            ratio: natsPacedRatio === null ? null : round(natsPacedRatio, 3),
+            pass: natsPacedRatio !== null && natsPacedRatio <= 1.4,
+          }]
+          : []),
         {
           name: "cluster cross-server latency p50 / p99",
           target: "info",
@@ -426,4 +490,24 @@ async function lockedBatchCeiling(
     messages_per_s: round((batches * size) / elapsed, 1),
     latency: latency.summary(),
   };
+}
+
+function perDeliveryRatio(cluster: TrafficResult, one: TrafficResult): number | null {
+  return cluster.cpu_ms_per_1000_deliveries !== null && one.cpu_ms_per_1000_deliveries
+    ? cluster.cpu_ms_per_1000_deliveries / one.cpu_ms_per_1000_deliveries
+    : null;
+}
+
+/** Client i on server i % SERVERS, logged in one server after the other (see LOGIN_CONCURRENCY). */
+async function connectSpread(servers: Process[], clients: number, names: string[]): Promise<LoadClient[][]> {
+  const perServer: LoadClient[][] = [];
+  for (const [k, server] of servers.entries()) {
+    perServer.push(
+      await connectLoggedIn(server.port, Math.ceil((clients - k) / SERVERS), {
+        usernames: names.filter((_, i) => i % SERVERS === k),
+        concurrency: LOGIN_CONCURRENCY,
+      }),
+    );
+  }
+  return perServer;
 }
