@@ -1,9 +1,13 @@
 // The database pool under a slow query: only that query is cancelled at its timeout; the queries
-// around it (logins, history reads, health probes) go on. Needs TEST_DATABASE_URL (pg_sleep and
+// around it (logins, history reads, health probes) go on. And a connection whose start fails
+// fails its query, never the process. Needs TEST_DATABASE_URL (pg_sleep and
 // a real pool of connections).
 
 import { assert, assertEquals } from "./support/assert.ts";
-import { type Backend, postgresUrl, sanitized, startTestServer, uniqueName } from "./support/helpers.ts";
+import { type Backend, postgresUrl, sanitized, startTestServer, testLog, uniqueName } from "./support/helpers.ts";
+import { DatabaseError, openDatabase } from "../lib/store/db.ts";
+import { typeFetchFailuresSetAside } from "../lib/store/pg_type_fetch_guard.ts";
+import { waitUntil } from "./support/util.ts";
 
 Deno.test({
   name: "db pool: a slow query times out alone, while logins, history reads and health probes all succeed",
@@ -92,5 +96,33 @@ Deno.test({
     const after = db.ordered<{ c: number }>("SELECT 3 AS c", [], { timeoutMs: 5000 });
     assertEquals([...await slow], [{ a: 1 }]);
     assertEquals([...await after], [{ c: 3 }], "a query got another query's answer");
+  },
+});
+
+Deno.test({
+  name: "db pool: a connection whose startup read of the array types fails fails its query, never the process",
+  ignore: postgresUrl === undefined,
+  ...sanitized,
+  async fn() {
+    // statement_timeout = 1 ms on the connections cancels postgres.js's own array-type read, the
+    // first statement of every new connection, from a promise postgres.js never awaits.
+    const url = new URL(postgresUrl!);
+    url.searchParams.set("statement_timeout", "1");
+    const before = typeFetchFailuresSetAside();
+    const db = await openDatabase({ databaseUrl: url.href, poolSize: 1, dataDir: "unused", log: testLog });
+    try {
+      const first = await db.query("SELECT 1 AS one").then(() => "answered", (err) => err);
+      assert(first instanceof DatabaseError, `the query that opened the connection: ${first}`);
+      // Deno hands an unhandled rejection to its listeners a turn or two later.
+      await waitUntil(() => typeFetchFailuresSetAside() > before, 2000, "the failed type read to be set aside");
+      // The connection goes on (or reconnects) and answers.
+      let answered = false;
+      for (let attempt = 0; attempt < 20 && !answered; attempt++) {
+        answered = await db.query<{ one: number }>("SELECT 1 AS one").then((rows) => rows[0].one === 1, () => false);
+      }
+      assert(answered, "no query was answered after the failed start");
+    } finally {
+      await db.close();
+    }
   },
 });

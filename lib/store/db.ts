@@ -6,6 +6,7 @@ import { PGlite } from "@electric-sql/pglite";
 import type { Logger } from "../core/log.ts";
 import { settledWithin } from "../core/settled_within.ts";
 import { DenoPgSocket, plainTcpTarget } from "./pg_socket.ts";
+import { guardTypeFetchFailures } from "./pg_type_fetch_guard.ts";
 
 export type Row = Record<string, unknown>;
 
@@ -129,9 +130,13 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 }
 
 function openPostgres(url: string, poolSize: number, log: Logger, quiet: boolean): Database {
+  guardTypeFetchFailures(log);
   const target = plainTcpTarget(url);
-  /** When a connection last failed: postgres.js may have a reconnect timer pending until then + the backoff. */
-  let lastFailure = -Infinity;
+  /**
+   * When a connection last closed while its instance was in use (an error, or the database or a
+   * proxy closing it): postgres.js may have a reconnect timer pending until then + the backoff.
+   */
+  let lastUnplannedClose = -Infinity;
   /** Sockets that have not emitted 'close' yet (a closed one emits it a moment later: pg_socket.ts). */
   const sockets = new Set<DenoPgSocket>();
   /**
@@ -147,9 +152,11 @@ function openPostgres(url: string, poolSize: number, log: Logger, quiet: boolean
         socket: () => {
           if (ended) throw new Error("the database connection pool was closed");
           const opened = new DenoPgSocket(target.hostname, target.port);
-          opened.once("error", () => lastFailure = performance.now());
           sockets.add(opened);
-          opened.once("close", () => sockets.delete(opened));
+          opened.once("close", () => {
+            sockets.delete(opened);
+            if (!ended) lastUnplannedClose = performance.now();
+          });
           return opened as unknown as import("node:net").Socket;
         },
       }
@@ -237,7 +244,7 @@ function openPostgres(url: string, poolSize: number, log: Logger, quiet: boolean
       }
       // A reconnect timer postgres.js armed after a failure outlives end(); it does nothing once
       // ended (the socket factory refuses), but let it fire before saying the database is closed.
-      const pending = lastFailure + MAX_RECONNECT_DELAY_MS + 50 - performance.now();
+      const pending = lastUnplannedClose + MAX_RECONNECT_DELAY_MS + 50 - performance.now();
       if (pending > 0) await new Promise((resolve) => setTimeout(resolve, pending));
     },
   };
