@@ -48,6 +48,8 @@ class V2Peer implements AsyncDisposable {
   readonly client: TestClient;
   readonly username: string;
   readonly events = new Map<string, Frame[]>();
+  /** Typing notices, in arrival order. */
+  readonly typing: Frame[] = [];
   readonly problems: string[] = [];
   readonly #replies = new Map<string, Frame>();
   #changed = Promise.withResolvers<void>();
@@ -90,6 +92,7 @@ class V2Peer implements AsyncDisposable {
         list.push(frame);
         this.events.set(room, list);
       }
+      if (frame.type === "typing") this.typing.push(frame);
       if (frame.request_id !== undefined) this.#replies.set(String(frame.request_id), frame);
       this.#changed.resolve();
       this.#changed = Promise.withResolvers<void>();
@@ -274,6 +277,55 @@ for (const bus of BUSES) {
         // And the private room is gone for them: its history answers as a missing room.
         const history = await victim.request({ type: "get_history", room });
         assertEquals([history.type, history.code], ["error", "room_not_found"]);
+      } finally {
+        await closeAll(peers);
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `rooms cluster${bus.label}: a typing notice reaches the room's members on the typist's server and on the other, not the typist`,
+    ignore: bus.ignore,
+    ...sanitized,
+    async fn() {
+      await using nats = bus.nats ? await startNats() : undefined;
+      await using db = await createScratchDatabase(postgresUrl!);
+      await using servers = await startServers([db.url, db.url], nats ? { NATS_URL: nats.url } : {});
+      const peers: V2Peer[] = [];
+      try {
+        const typist = await V2Peer.login(servers[0], uniqueName("typist"), true);
+        const near = await V2Peer.login(servers[0], uniqueName("near"), true);
+        const far = await V2Peer.login(servers[1], uniqueName("far"), true);
+        peers.push(typist, near, far);
+        const room = ((await typist.request({ type: "room_create", name: uniqueName("t"), visibility: "public" }))
+          .room as Frame).id as string;
+        for (const member of [near, far]) {
+          assertEquals((await member.request({ type: "room_join", room })).type, "room_response");
+        }
+        // A server routes a notice by the memberships it has delivered: each member's own join event
+        // shows its server has it (a notice is not stored; one that races a join is not repeated).
+        for (const member of [near, far]) {
+          await member.until(
+            () => member.events.get(room)?.some((f) => f.membership === "join" && f.user === member.username) ?? false,
+            CONVERGE_MS,
+            "its own join",
+          );
+        }
+        // A notice has no reply; the members' notices are what shows it went out.
+        await typist.client.send({ type: "typing", room, state: "start" });
+        for (const member of [near, far]) {
+          await member.until(() => member.typing.length > 0, 5000, "the typing notice");
+          assertEquals(member.typing, [{ type: "typing", room, user: typist.username, state: "start" }]);
+        }
+        // A message after the notice, seen by the typist, bounds the wait for a notice that must not come.
+        await typist.request({ type: "send_message", room, message: "done" });
+        await typist.until(
+          () => typist.events.get(room)?.some((f) => f.message === "done") ?? false,
+          CONVERGE_MS,
+          "done",
+        );
+        assertEquals(typist.typing, [], "the typist was told of their own typing");
       } finally {
         await closeAll(peers);
       }

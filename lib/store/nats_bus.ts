@@ -23,7 +23,7 @@ const MAX_PAYLOAD_BYTES = 900 * 1024;
 const RECONNECT_WAIT_MS = 1000;
 
 interface RowsMessage {
-  /** The publishing server (its own messages come back to it and are dropped). */
+  /** The publishing server (NATS does not echo a server's own messages; one that came back would be dropped). */
   s: string;
   f: string;
   p: number;
@@ -81,6 +81,9 @@ export class NatsBus implements Bus {
   }
 
   signal(payload: string): void {
+    // NATS does not echo our own messages back (noEcho): this server's clients get it from here,
+    // a turn later, as the other servers' do from NATS.
+    queueMicrotask(() => this.#listener?.signal(payload));
     if (!this.#nc || !this.state.up) return;
     this.#nc.publish(SIGNALS_SUBJECT, encoder.encode(payload));
   }
@@ -113,6 +116,9 @@ export class NatsBus implements Bus {
           maxReconnectAttempts: -1,
           reconnectTimeWait: RECONNECT_WAIT_MS,
           waitOnFirstConnect: false,
+          // Our own publications are not sent back to us: a server has its rows and signals already,
+          // and with three servers a third of every server's NATS reads were its own.
+          noEcho: true,
         });
         break;
       } catch (err) {
