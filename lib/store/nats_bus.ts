@@ -13,6 +13,7 @@ import type { Bus, BusListener, BusState } from "./bus.ts";
 import type { Database } from "./db.ts";
 import type { FeedRow } from "./feed.ts";
 import { listenForCommits, NoticeBarriers } from "./notify_bus.ts";
+import { connectNatsOverDenoTcp, plainNatsUrl } from "./nats_socket.ts";
 
 const LOBBY_SUBJECT = "chat.lobby";
 const SIGNALS_SUBJECT = "chat.signals";
@@ -109,7 +110,9 @@ export class NatsBus implements Bus {
   async #connect(): Promise<void> {
     while (!this.#closed) {
       try {
-        this.#nc = await connect({
+        // Deno's own TCP for plain connections (far cheaper per write); the client's transport for TLS.
+        const open = plainNatsUrl(this.#url) ? connectNatsOverDenoTcp : connect;
+        this.#nc = await open({
           servers: this.#url,
           name: `chat-server ${this.#serverId}`,
           reconnect: true,
