@@ -18,13 +18,14 @@ import { SearchService } from "./chat/search.ts";
 import type { Logger } from "./core/log.ts";
 import { LoginThrottle } from "./store/login_throttle.ts";
 import { Maintenance } from "./store/maintenance.ts";
+import { SearchIndexUpkeep } from "./store/search_upkeep.ts";
 import { MessageService } from "./chat/messages.ts";
 import { Metrics } from "./core/metrics.ts";
 import { settledWithin } from "./core/settled_within.ts";
 import { Presence } from "./chat/presence.ts";
 import { RoomStore } from "./store/rooms.ts";
 import { applySchema } from "./store/schema.ts";
-import { SearchStore } from "./store/search.ts";
+import { SEARCH_INDEXES, SearchStore } from "./store/search.ts";
 import { NatsBus } from "./store/nats_bus.ts";
 import { NotifyBus } from "./store/notify_bus.ts";
 import { Signals } from "./store/signals.ts";
@@ -99,6 +100,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
   const search = new SearchService(searchStore, roomStore, rooms, log, config);
   const roomCommands = new RoomCommands(hub, rooms, signals, search, () => presence.usernames());
   const maintenance = new Maintenance(db, throttle, log);
+  const searchUpkeep = new SearchIndexUpkeep(db, log, SEARCH_INDEXES);
   const auth = new AuthService(db, throttle, log, { bcryptCost: config.bcryptCost, metrics });
   let registry: ConnectionRegistry | undefined;
   let indexing: Promise<void> = Promise.resolve();
@@ -111,6 +113,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     await signals.start();
     await presence.start();
     maintenance.start();
+    searchUpkeep.start();
     // In the background: on a big database the build takes a while, and searches answer meanwhile.
     indexing = searchStore.buildIndexes();
     const dispatcher = new Dispatcher(auth, messages, hub, presence, log, config, metrics, roomCommands);
@@ -140,12 +143,19 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     const close = () =>
       closing ??= (async () => {
         maintenance.stop();
+        searchUpkeep.stop();
         await chat.close();
         await Promise.all([web?.close(), metricsListener?.close()]);
         messages.stop();
         await bus.close();
         // A search index still being built is left to the database's close (a restart builds it again).
-        await Promise.all([presence.stop(), maintenance.idle(), auth.drain(), settledWithin(indexing, 1000)]);
+        await Promise.all([
+          presence.stop(),
+          maintenance.idle(),
+          searchUpkeep.idle(),
+          auth.drain(),
+          settledWithin(indexing, 1000),
+        ]);
         metrics.stop();
         log.info("messages since start", { ...messages.stats });
         if (ownsDatabase) await opened.close();
@@ -167,11 +177,12 @@ export async function startChatService(config: Config, log: Logger, options: Sta
     };
   } catch (err) {
     maintenance.stop();
+    searchUpkeep.stop();
     await registry?.close();
     await Promise.all([http?.close(), monitoring?.close()]);
     messages.stop();
     await bus.close();
-    await Promise.all([presence.stop(), auth.drain(), settledWithin(indexing, 1000)]);
+    await Promise.all([presence.stop(), searchUpkeep.idle(), auth.drain(), settledWithin(indexing, 1000)]);
     if (ownsDatabase) await opened.close().catch(() => {});
     throw err;
   }

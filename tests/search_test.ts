@@ -3,7 +3,17 @@
 // what get_history would refuse; bad input is bad_request; rate-limited. On both backends.
 
 import { assert, assertEquals } from "./support/assert.ts";
-import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./support/helpers.ts";
+import {
+  backends,
+  type Frame,
+  postgresUrl,
+  sanitized,
+  startTestServer,
+  type TestClient,
+  uniqueName,
+} from "./support/helpers.ts";
+import { createScratchDatabase } from "./support/reliability.ts";
+import { sleep, waitUntil } from "./support/util.ts";
 
 let nextRequest = 0;
 
@@ -171,3 +181,44 @@ for (const backend of backends) {
     assert((limited.retry_after_ms as number) > 0);
   });
 }
+
+Deno.test({
+  name:
+    "search: new messages' index entries are merged in the background, so no sender's transaction waits for that merge",
+  ignore: postgresUrl === undefined,
+  ...sanitized,
+  async fn() {
+    await using db = await createScratchDatabase(postgresUrl!);
+    await using server = await startTestServer({ name: "postgres", env: { DATABASE_URL: db.url } }, {
+      RATE_LIMIT_PER_SEC: "0",
+    });
+    await waitUntil(
+      async () =>
+        (await db.query(
+          `SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+            WHERE c.relname = 'messages_text_search' AND i.indisvalid`,
+        )).length === 1,
+      10_000,
+      "the search index",
+    );
+    await using client = await server.connect();
+    const name = uniqueName("bulk");
+    await ask(client, { type: "register", username: name, password: "secret123" });
+    await ask(client, { type: "login", username: name, password: "secret123" });
+    const sends = Array.from(
+      { length: 300 },
+      (_, i) => client.send({ type: "send_message", message: `word${i} text` }),
+    );
+    await Promise.all(sends);
+    await ask(client, { type: "send_message", message: "last" });
+    // The pending list held those rows; the upkeep (every second) has merged them by now, so a
+    // merge asked for here finds nothing left to do.
+    await sleep(2500);
+    const [{ pages }] = await db.query<{ pages: number }>(
+      "SELECT gin_clean_pending_list('messages_text_search'::regclass) AS pages",
+    );
+    assertEquals(Number(pages), 0);
+    const found = await ask(client, { type: "search", query: "word299" });
+    assertEquals((found.results as Frame[]).map((r) => r.message), ["word299 text"]);
+  },
+});

@@ -42,6 +42,9 @@ const INDEXES: { name: string; sql: string }[] = [
   },
 ];
 
+/** The search indexes' names (their pending lists are emptied in the background: search_upkeep.ts). */
+export const SEARCH_INDEXES: string[] = INDEXES.map((index) => index.name);
+
 /** A build of an index takes long on a big table: it must not be cut short as a user query would. */
 const BUILD_TIMEOUT_MS = 6 * 3600_000;
 // The order of results is (time, room, id) descending; the lobby counts as room "" there. Each
