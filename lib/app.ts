@@ -100,7 +100,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
   const search = new SearchService(searchStore, roomStore, rooms, log, config);
   const roomCommands = new RoomCommands(hub, rooms, signals, search, () => presence.usernames());
   const maintenance = new Maintenance(db, throttle, log);
-  const searchUpkeep = new SearchIndexUpkeep(db, log, SEARCH_INDEXES);
+  const searchUpkeep = new SearchIndexUpkeep(db, log, SEARCH_INDEXES, () => metrics.messagesCommitted.value);
   const auth = new AuthService(db, throttle, log, { bcryptCost: config.bcryptCost, metrics });
   let registry: ConnectionRegistry | undefined;
   let indexing: Promise<void> = Promise.resolve();

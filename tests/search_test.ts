@@ -211,7 +211,7 @@ Deno.test({
     );
     await Promise.all(sends);
     await ask(client, { type: "send_message", message: "last" });
-    // The pending list held those rows; the upkeep (every second) has merged them by now, so a
+    // The pending list held those rows; the upkeep (a few times a second while messages commit) has merged them by now, so a
     // merge asked for here finds nothing left to do.
     await sleep(2500);
     const [{ pages }] = await db.query<{ pages: number }>(
