@@ -4,6 +4,8 @@
 // client is: Deno's own WebSocket costs an event and a promise per message, which would make the
 // load generator, not the server, the limit.
 
+import { concatBytes } from "../lib/core/bytes.ts";
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const NEWLINE = 0x0a;
@@ -80,7 +82,7 @@ export class WsLineConn {
       if (end > start) frames.push(maskedTextFrame(bytes.subarray(start, end)));
       start = end + 1;
     }
-    await writeAll(this.#conn, frames.length === 1 ? frames[0] : concatAll(frames));
+    await writeAll(this.#conn, frames.length === 1 ? frames[0] : concatBytes(frames));
     return bytes.length;
   }
 
@@ -156,18 +158,6 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   const out = new Uint8Array(a.length + b.length);
   out.set(a);
   out.set(b, a.length);
-  return out;
-}
-
-function concatAll(chunks: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const chunk of chunks) total += chunk.length;
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
   return out;
 }
 

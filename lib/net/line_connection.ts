@@ -5,6 +5,7 @@
 // looped; every write error is caught. A client whose backlog behind a write still in flight
 // passes the bound is cut off.
 
+import { concatBytes } from "../core/bytes.ts";
 import { ChatError } from "../core/errors.ts";
 import { type LineSink, LineTooLongError, readLines } from "../wire/framing.ts";
 import { encodeLine, errorReply } from "../wire/protocol.ts";
@@ -195,13 +196,13 @@ export class LineConnection implements Connection, LineSink {
 
 /** The writes for one turn's chunks, in order: joined when small, large chunks as they are. */
 function writePieces(chunks: Uint8Array[], total: number): Uint8Array[] {
-  if (total <= COALESCE_BYTES) return [concat(chunks, total)];
+  if (total <= COALESCE_BYTES) return [concatBytes(chunks, total)];
   const pieces: Uint8Array[] = [];
   let run: Uint8Array[] = [];
   let runBytes = 0;
   for (const chunk of chunks) {
     if (chunk.length >= DIRECT_WRITE_BYTES) {
-      if (run.length > 0) pieces.push(concat(run, runBytes));
+      if (run.length > 0) pieces.push(concatBytes(run, runBytes));
       run = [];
       runBytes = 0;
       pieces.push(chunk);
@@ -210,23 +211,13 @@ function writePieces(chunks: Uint8Array[], total: number): Uint8Array[] {
     run.push(chunk);
     runBytes += chunk.length;
     if (runBytes >= COALESCE_BYTES) {
-      pieces.push(concat(run, runBytes));
+      pieces.push(concatBytes(run, runBytes));
       run = [];
       runBytes = 0;
     }
   }
-  if (run.length > 0) pieces.push(concat(run, runBytes));
+  if (run.length > 0) pieces.push(concatBytes(run, runBytes));
   return pieces;
-}
-
-function concat(chunks: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }
 
 function describeSocketError(err: unknown, otherwise: CloseReason): CloseReason {

@@ -19,12 +19,13 @@ import {
   setTransportFactory,
   type Transport,
 } from "nats/lib/src/nats-base-client.js";
+import { concatBytes } from "../core/bytes.ts";
 
 const READ_BUFFER_BYTES = 64 * 1024;
 /** Longest INFO line read before connect() gives up on the peer (NATS sends a few hundred bytes). */
 const MAX_INFO_BYTES = 64 * 1024;
 
-/** Whether the Deno transport can carry a connection to `url` with `tls` (TLS needs the client's own). */
+/** Whether the Deno transport can carry a connection to `url`: no tls:// server in it (TLS needs the client's own). */
 export function plainNatsUrl(url: string): boolean {
   return url.split(",").every((server) => !/^\s*tls:\/\//i.test(server));
 }
@@ -73,20 +74,19 @@ class DenoNatsTransport implements Transport {
   /** Reads up to the end of the server's INFO line; what was read stays for the iterator. */
   async #readInfo(conn: Deno.TcpConn): Promise<ServerInfo> {
     const buffer = new Uint8Array(READ_BUFFER_BYTES);
-    let bytes = 0;
     while (true) {
       const n = await conn.read(buffer);
       if (n === null) throw new Error("the NATS server closed the connection before its INFO");
       this.#received.push(buffer.slice(0, n));
-      bytes += n;
-      const text = new TextDecoder().decode(concat(this.#received));
+      const received = concatBytes(this.#received);
+      const text = new TextDecoder().decode(received);
       const end = text.indexOf("\r\n");
       if (end >= 0) {
         const match = INFO.exec(text.slice(0, end + 2));
         if (!match) throw new Error("unexpected response from the NATS server");
         return JSON.parse(match[1]);
       }
-      if (bytes > MAX_INFO_BYTES) throw new Error("no INFO line from the NATS server");
+      if (received.length > MAX_INFO_BYTES) throw new Error("no INFO line from the NATS server");
     }
   }
 
@@ -132,7 +132,7 @@ class DenoNatsTransport implements Transport {
   async #flush(conn: Deno.TcpConn): Promise<void> {
     try {
       while (this.#outgoing.length > 0 && !this.#done) {
-        const chunk = this.#outgoing.length === 1 ? this.#outgoing[0] : concat(this.#outgoing);
+        const chunk = this.#outgoing.length === 1 ? this.#outgoing[0] : concatBytes(this.#outgoing);
         this.#outgoing = [];
         let offset = 0;
         while (offset < chunk.length) offset += await conn.write(chunk.subarray(offset));
@@ -174,16 +174,4 @@ class DenoNatsTransport implements Transport {
     this.#arrived.resolve();
     this.#closed.resolve(err);
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const chunk of chunks) length += chunk.length;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }
