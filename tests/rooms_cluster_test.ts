@@ -13,7 +13,7 @@ import { type ServerProcess, spawnServer } from "./support/process.ts";
 import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
 import { createScratchDatabase, Prng, type ScratchDatabase, seedFromEnv } from "./support/reliability.ts";
 import { sleep } from "./support/util.ts";
-import { startNats, testBuses } from "./support/nats.ts";
+import { startNats, type TestBus, testBuses } from "./support/nats.ts";
 
 const postgresUrl = Deno.env.get("TEST_DATABASE_URL") || undefined;
 const ignore = !postgresUrl;
@@ -149,6 +149,26 @@ async function closeAll(peers: V2Peer[]): Promise<void> {
   await Promise.all(peers.map((p) => p[Symbol.asyncDispose]()));
 }
 
+/** A test's cluster: a scratch database, servers on it, and the peers the test logs in. */
+interface Cluster extends AsyncDisposable {
+  readonly db: ScratchDatabase;
+  readonly servers: ServerProcess[];
+  /** Closed first when the cluster is disposed; then the servers, the database, NATS. */
+  readonly peers: V2Peer[];
+}
+
+/** `count` servers on a scratch database, on `bus` (with a nats-server of their own for NATS). */
+async function startCluster(bus: TestBus, count: number): Promise<Cluster> {
+  await using stack = new AsyncDisposableStack();
+  const nats = bus.nats ? stack.use(await startNats()) : undefined;
+  const db = stack.use(await createScratchDatabase(postgresUrl!));
+  const servers = stack.use(await startServers(Array(count).fill(db.url), nats ? { NATS_URL: nats.url } : {}));
+  const peers: V2Peer[] = [];
+  stack.defer(() => closeAll(peers));
+  const owned = stack.move();
+  return { db, servers, peers, [Symbol.asyncDispose]: () => owned.disposeAsync() };
+}
+
 interface EventRow {
   id: number;
   kind: string;
@@ -178,54 +198,48 @@ for (const bus of BUSES) {
     ignore: bus.ignore,
     ...sanitized,
     async fn() {
-      await using nats = bus.nats ? await startNats() : undefined;
-      await using db = await createScratchDatabase(postgresUrl!);
-      await using servers = await startServers([db.url, db.url, db.url], nats ? { NATS_URL: nats.url } : {});
+      await using cluster = await startCluster(bus, 3);
+      const { db, servers, peers } = cluster;
       const names = Array.from({ length: 6 }, () => uniqueName("rc"));
-      const peers: V2Peer[] = [];
-      try {
-        for (let i = 0; i < names.length; i++) peers.push(await V2Peer.login(servers[i % 3], names[i], true));
-        const owner = peers[0];
-        const rooms: string[] = [];
-        for (const visibility of ["public", "private"]) {
-          const created = await owner.request({ type: "room_create", name: uniqueName("room"), visibility });
-          rooms.push((created.room as Frame).id as string);
-        }
-        for (const peer of peers.slice(1)) {
-          for (const room of rooms) {
-            if (room === rooms[1]) await owner.request({ type: "room_invite", room, user: peer.username });
-            assertEquals((await peer.request({ type: "room_join", room })).type, "room_response");
-          }
-        }
-        // Everyone sends into both rooms at once, on all three servers.
-        await Promise.all(peers.map(async (peer, p) => {
-          for (let i = 0; i < 20; i++) {
-            for (const room of rooms) {
-              const ack = await peer.request({ type: "send_message", room, message: `p${p}-${i}` });
-              assertEquals(ack.type, "new_message", JSON.stringify(ack));
-            }
-          }
-        }));
-        for (const room of rooms) {
-          const last = await head(db, room);
-          await Promise.all(
-            peers.map((p) => p.until(() => p.lastId(room) >= last, CONVERGE_MS, `${room} up to ${last}`)),
-          );
-          const stored = await roomEvents(db, room);
-          for (const peer of peers) {
-            const got = peer.events.get(room)!;
-            const first = got[0].id as number;
-            assertEquals(
-              got.map((f) => [f.id, f.type === "new_message" ? f.message : f.membership]),
-              stored.filter((r) => r.id >= first).map((r) => [r.id, r.kind === "message" ? r.body : r.kind]),
-              `${peer.username} in ${room}`,
-            );
-          }
-        }
-        for (const peer of peers) assertEquals(peer.problems, [], peer.username);
-      } finally {
-        await closeAll(peers);
+      for (let i = 0; i < names.length; i++) peers.push(await V2Peer.login(servers[i % 3], names[i], true));
+      const owner = peers[0];
+      const rooms: string[] = [];
+      for (const visibility of ["public", "private"]) {
+        const created = await owner.request({ type: "room_create", name: uniqueName("room"), visibility });
+        rooms.push((created.room as Frame).id as string);
       }
+      for (const peer of peers.slice(1)) {
+        for (const room of rooms) {
+          if (room === rooms[1]) await owner.request({ type: "room_invite", room, user: peer.username });
+          assertEquals((await peer.request({ type: "room_join", room })).type, "room_response");
+        }
+      }
+      // Everyone sends into both rooms at once, on all three servers.
+      await Promise.all(peers.map(async (peer, p) => {
+        for (let i = 0; i < 20; i++) {
+          for (const room of rooms) {
+            const ack = await peer.request({ type: "send_message", room, message: `p${p}-${i}` });
+            assertEquals(ack.type, "new_message", JSON.stringify(ack));
+          }
+        }
+      }));
+      for (const room of rooms) {
+        const last = await head(db, room);
+        await Promise.all(
+          peers.map((p) => p.until(() => p.lastId(room) >= last, CONVERGE_MS, `${room} up to ${last}`)),
+        );
+        const stored = await roomEvents(db, room);
+        for (const peer of peers) {
+          const got = peer.events.get(room)!;
+          const first = got[0].id as number;
+          assertEquals(
+            got.map((f) => [f.id, f.type === "new_message" ? f.message : f.membership]),
+            stored.filter((r) => r.id >= first).map((r) => [r.id, r.kind === "message" ? r.body : r.kind]),
+            `${peer.username} in ${room}`,
+          );
+        }
+      }
+      for (const peer of peers) assertEquals(peer.problems, [], peer.username);
     },
   });
 
@@ -235,51 +249,45 @@ for (const bus of BUSES) {
     ignore: bus.ignore,
     ...sanitized,
     async fn() {
-      await using nats = bus.nats ? await startNats() : undefined;
-      await using db = await createScratchDatabase(postgresUrl!);
-      await using servers = await startServers([db.url, db.url, db.url], nats ? { NATS_URL: nats.url } : {});
-      const peers: V2Peer[] = [];
-      try {
-        const owner = await V2Peer.login(servers[1], uniqueName("owner"), true);
-        const victim = await V2Peer.login(servers[0], uniqueName("victim"), true);
-        const sender = await V2Peer.login(servers[2], uniqueName("sender"), true);
-        peers.push(owner, victim, sender);
-        const room = ((await owner.request({ type: "room_create", name: uniqueName("k"), visibility: "private" }))
-          .room as Frame).id as string;
-        for (const peer of [victim, sender]) {
-          await owner.request({ type: "room_invite", room, user: peer.username });
-          await peer.request({ type: "room_join", room });
-        }
-        let stop = false;
-        const sending = (async () => {
-          for (let i = 0; i < 400 && !stop; i++) {
-            await sender.send({ type: "send_message", room, message: `m${i}` });
-            await sleep(2);
-          }
-        })();
-        await victim.until(() => (victim.events.get(room) ?? []).some((f) => f.message === "m20"), CONVERGE_MS, "m20");
-        const kick = await owner.request({ type: "room_kick", room, user: victim.username });
-        assertEquals(kick.type, "kick_response");
-        await sleep(300);
-        stop = true;
-        await sending;
-        const last = await head(db, room);
-        await owner.until(() => owner.lastId(room) >= last, CONVERGE_MS, "the owner to see everything");
-        const stored = await roomEvents(db, room);
-        const kickId = stored.find((r) => r.kind === "kick")!.id;
-        assert(stored.some((r) => r.kind === "message" && r.id > kickId), "no message was sent after the kick");
-        const got = victim.events.get(room)!;
-        assertEquals(got.at(-1)!.id, kickId, "the kick is the victim's last event in the room");
-        assertEquals(got.at(-1)!.membership, "kick");
-        await sleep(200);
-        assertEquals(victim.events.get(room)!.at(-1)!.id, kickId, "something came after the kick");
-        assertEquals(victim.problems, []);
-        // And the private room is gone for them: its history answers as a missing room.
-        const history = await victim.request({ type: "get_history", room });
-        assertEquals([history.type, history.code], ["error", "room_not_found"]);
-      } finally {
-        await closeAll(peers);
+      await using cluster = await startCluster(bus, 3);
+      const { db, servers, peers } = cluster;
+      const owner = await V2Peer.login(servers[1], uniqueName("owner"), true);
+      const victim = await V2Peer.login(servers[0], uniqueName("victim"), true);
+      const sender = await V2Peer.login(servers[2], uniqueName("sender"), true);
+      peers.push(owner, victim, sender);
+      const room = ((await owner.request({ type: "room_create", name: uniqueName("k"), visibility: "private" }))
+        .room as Frame).id as string;
+      for (const peer of [victim, sender]) {
+        await owner.request({ type: "room_invite", room, user: peer.username });
+        await peer.request({ type: "room_join", room });
       }
+      let stop = false;
+      const sending = (async () => {
+        for (let i = 0; i < 400 && !stop; i++) {
+          await sender.send({ type: "send_message", room, message: `m${i}` });
+          await sleep(2);
+        }
+      })();
+      await victim.until(() => (victim.events.get(room) ?? []).some((f) => f.message === "m20"), CONVERGE_MS, "m20");
+      const kick = await owner.request({ type: "room_kick", room, user: victim.username });
+      assertEquals(kick.type, "kick_response");
+      await sleep(300);
+      stop = true;
+      await sending;
+      const last = await head(db, room);
+      await owner.until(() => owner.lastId(room) >= last, CONVERGE_MS, "the owner to see everything");
+      const stored = await roomEvents(db, room);
+      const kickId = stored.find((r) => r.kind === "kick")!.id;
+      assert(stored.some((r) => r.kind === "message" && r.id > kickId), "no message was sent after the kick");
+      const got = victim.events.get(room)!;
+      assertEquals(got.at(-1)!.id, kickId, "the kick is the victim's last event in the room");
+      assertEquals(got.at(-1)!.membership, "kick");
+      await sleep(200);
+      assertEquals(victim.events.get(room)!.at(-1)!.id, kickId, "something came after the kick");
+      assertEquals(victim.problems, []);
+      // And the private room is gone for them: its history answers as a missing room.
+      const history = await victim.request({ type: "get_history", room });
+      assertEquals([history.type, history.code], ["error", "room_not_found"]);
     },
   });
 
@@ -289,46 +297,40 @@ for (const bus of BUSES) {
     ignore: bus.ignore,
     ...sanitized,
     async fn() {
-      await using nats = bus.nats ? await startNats() : undefined;
-      await using db = await createScratchDatabase(postgresUrl!);
-      await using servers = await startServers([db.url, db.url], nats ? { NATS_URL: nats.url } : {});
-      const peers: V2Peer[] = [];
-      try {
-        const typist = await V2Peer.login(servers[0], uniqueName("typist"), true);
-        const near = await V2Peer.login(servers[0], uniqueName("near"), true);
-        const far = await V2Peer.login(servers[1], uniqueName("far"), true);
-        peers.push(typist, near, far);
-        const room = ((await typist.request({ type: "room_create", name: uniqueName("t"), visibility: "public" }))
-          .room as Frame).id as string;
-        for (const member of [near, far]) {
-          assertEquals((await member.request({ type: "room_join", room })).type, "room_response");
-        }
-        // A server routes a notice by the memberships it has delivered: each member's own join event
-        // shows its server has it (a notice is not stored; one that races a join is not repeated).
-        for (const member of [near, far]) {
-          await member.until(
-            () => member.events.get(room)?.some((f) => f.membership === "join" && f.user === member.username) ?? false,
-            CONVERGE_MS,
-            "its own join",
-          );
-        }
-        // A notice has no reply; the members' notices are what shows it went out.
-        await typist.client.send({ type: "typing", room, state: "start" });
-        for (const member of [near, far]) {
-          await member.until(() => member.typing.length > 0, 5000, "the typing notice");
-          assertEquals(member.typing, [{ type: "typing", room, user: typist.username, state: "start" }]);
-        }
-        // A message after the notice, seen by the typist, bounds the wait for a notice that must not come.
-        await typist.request({ type: "send_message", room, message: "done" });
-        await typist.until(
-          () => typist.events.get(room)?.some((f) => f.message === "done") ?? false,
-          CONVERGE_MS,
-          "done",
-        );
-        assertEquals(typist.typing, [], "the typist was told of their own typing");
-      } finally {
-        await closeAll(peers);
+      await using cluster = await startCluster(bus, 2);
+      const { servers, peers } = cluster;
+      const typist = await V2Peer.login(servers[0], uniqueName("typist"), true);
+      const near = await V2Peer.login(servers[0], uniqueName("near"), true);
+      const far = await V2Peer.login(servers[1], uniqueName("far"), true);
+      peers.push(typist, near, far);
+      const room = ((await typist.request({ type: "room_create", name: uniqueName("t"), visibility: "public" }))
+        .room as Frame).id as string;
+      for (const member of [near, far]) {
+        assertEquals((await member.request({ type: "room_join", room })).type, "room_response");
       }
+      // A server routes a notice by the memberships it has delivered: each member's own join event
+      // shows its server has it (a notice is not stored; one that races a join is not repeated).
+      for (const member of [near, far]) {
+        await member.until(
+          () => member.events.get(room)?.some((f) => f.membership === "join" && f.user === member.username) ?? false,
+          CONVERGE_MS,
+          "its own join",
+        );
+      }
+      // A notice has no reply; the members' notices are what shows it went out.
+      await typist.client.send({ type: "typing", room, state: "start" });
+      for (const member of [near, far]) {
+        await member.until(() => member.typing.length > 0, 5000, "the typing notice");
+        assertEquals(member.typing, [{ type: "typing", room, user: typist.username, state: "start" }]);
+      }
+      // A message after the notice, seen by the typist, bounds the wait for a notice that must not come.
+      await typist.request({ type: "send_message", room, message: "done" });
+      await typist.until(
+        () => typist.events.get(room)?.some((f) => f.message === "done") ?? false,
+        CONVERGE_MS,
+        "done",
+      );
+      assertEquals(typist.typing, [], "the typist was told of their own typing");
     },
   });
 
@@ -338,40 +340,34 @@ for (const bus of BUSES) {
     ignore: bus.ignore,
     ...sanitized,
     async fn() {
-      await using nats = bus.nats ? await startNats() : undefined;
-      await using db = await createScratchDatabase(postgresUrl!);
-      await using servers = await startServers([db.url, db.url], nats ? { NATS_URL: nats.url } : {});
-      const peers: V2Peer[] = [];
-      try {
-        const inviter = await V2Peer.login(servers[1], uniqueName("inviter"), true);
-        const invitee = await V2Peer.login(servers[0], uniqueName("invitee"), true);
-        peers.push(inviter, invitee);
-        const room = ((await inviter.request({ type: "room_create", name: uniqueName("i"), visibility: "private" }))
-          .room as Frame).id as string;
-        const started = performance.now();
-        await inviter.request({ type: "room_invite", room, user: invitee.username });
-        await invitee.until(() => invitee.events.has(room), 5000, "the invitation");
-        const elapsed = performance.now() - started;
-        const invite = invitee.events.get(room)![0];
-        assertEquals([invite.type, invite.membership, invite.user, invite.by], [
-          "member_event",
-          "invite",
-          invitee.username,
-          inviter.username,
-        ]);
-        assert(elapsed < 5000, `the invitation took ${elapsed} ms`);
-        // Joining on its own server: the join is its next event, then the room's messages.
-        await invitee.request({ type: "room_join", room });
-        await inviter.request({ type: "send_message", room, message: "welcome" });
-        await invitee.until(
-          () => invitee.events.get(room)!.some((f) => f.message === "welcome"),
-          CONVERGE_MS,
-          "welcome",
-        );
-        assertEquals(invitee.events.get(room)!.map((f) => f.membership ?? f.message), ["invite", "join", "welcome"]);
-      } finally {
-        await closeAll(peers);
-      }
+      await using cluster = await startCluster(bus, 2);
+      const { servers, peers } = cluster;
+      const inviter = await V2Peer.login(servers[1], uniqueName("inviter"), true);
+      const invitee = await V2Peer.login(servers[0], uniqueName("invitee"), true);
+      peers.push(inviter, invitee);
+      const room = ((await inviter.request({ type: "room_create", name: uniqueName("i"), visibility: "private" }))
+        .room as Frame).id as string;
+      const started = performance.now();
+      await inviter.request({ type: "room_invite", room, user: invitee.username });
+      await invitee.until(() => invitee.events.has(room), 5000, "the invitation");
+      const elapsed = performance.now() - started;
+      const invite = invitee.events.get(room)![0];
+      assertEquals([invite.type, invite.membership, invite.user, invite.by], [
+        "member_event",
+        "invite",
+        invitee.username,
+        inviter.username,
+      ]);
+      assert(elapsed < 5000, `the invitation took ${elapsed} ms`);
+      // Joining on its own server: the join is its next event, then the room's messages.
+      await invitee.request({ type: "room_join", room });
+      await inviter.request({ type: "send_message", room, message: "welcome" });
+      await invitee.until(
+        () => invitee.events.get(room)!.some((f) => f.message === "welcome"),
+        CONVERGE_MS,
+        "welcome",
+      );
+      assertEquals(invitee.events.get(room)!.map((f) => f.membership ?? f.message), ["invite", "join", "welcome"]);
     },
   });
 
@@ -382,62 +378,56 @@ for (const bus of BUSES) {
     ...sanitized,
     async fn() {
       const rng = new Prng(SEED);
-      await using nats = bus.nats ? await startNats() : undefined;
-      await using db = await createScratchDatabase(postgresUrl!);
-      await using servers = await startServers([db.url, db.url], nats ? { NATS_URL: nats.url } : {});
-      const peers: V2Peer[] = [];
-      try {
-        for (let i = 0; i < 6; i++) peers.push(await V2Peer.login(servers[i % 2], uniqueName("pf"), true));
-        const ids = new Map<string, number>();
-        for (const row of await db.query<{ id: number; username: string }>(`SELECT id, username FROM users`)) {
-          ids.set(row.username, Number(row.id));
+      await using cluster = await startCluster(bus, 2);
+      const { db, servers, peers } = cluster;
+      for (let i = 0; i < 6; i++) peers.push(await V2Peer.login(servers[i % 2], uniqueName("pf"), true));
+      const ids = new Map<string, number>();
+      for (const row of await db.query<{ id: number; username: string }>(`SELECT id, username FROM users`)) {
+        ids.set(row.username, Number(row.id));
+      }
+      const rooms: string[] = [];
+      for (const [i, visibility] of ["public", "private", "private"].entries()) {
+        const created = await peers[i].request({ type: "room_create", name: uniqueName("pr"), visibility });
+        rooms.push((created.room as Frame).id as string);
+      }
+      // Let every server settle its followers before the traffic starts.
+      await sleep(300);
+      const ops: Promise<unknown>[] = [];
+      for (let step = 0; step < 160; step++) {
+        const peer = peers[rng.int(0, peers.length - 1)];
+        const other = peers[rng.int(0, peers.length - 1)];
+        const room = rooms[rng.int(0, rooms.length - 1)];
+        const pick = rng.int(0, 9);
+        const frame: Frame = pick < 5
+          ? { type: "send_message", room, message: `s${step}` }
+          : pick < 7
+          ? { type: "room_join", room }
+          : pick < 8
+          ? { type: "room_invite", room, user: other.username }
+          : pick < 9
+          ? { type: "room_kick", room, user: other.username }
+          : { type: "room_leave", room };
+        ops.push(peer.request(frame, 20_000));
+        if (ops.length >= 4) await Promise.all(ops.splice(0));
+      }
+      await Promise.all(ops);
+      for (const room of rooms) {
+        const stored = await roomEvents(db, room);
+        const expected = entitled(stored, peers.map((p) => ids.get(p.username)!), room.startsWith("d_"));
+        const last = stored.at(-1)!.id;
+        await Promise.all(peers.map(async (peer) => {
+          const want = expected.get(ids.get(peer.username)!)!;
+          if (want.length > 0) await peer.until(() => peer.lastId(room) >= want.at(-1)!, CONVERGE_MS, `${room}`);
+        }));
+        await sleep(200);
+        for (const peer of peers) {
+          const got = (peer.events.get(room) ?? []).map((f) => f.id as number);
+          assertEquals(
+            got,
+            expected.get(ids.get(peer.username)!)!,
+            `${peer.username} in ${room} (seed ${SEED}, last ${last})`,
+          );
         }
-        const rooms: string[] = [];
-        for (const [i, visibility] of ["public", "private", "private"].entries()) {
-          const created = await peers[i].request({ type: "room_create", name: uniqueName("pr"), visibility });
-          rooms.push((created.room as Frame).id as string);
-        }
-        // Let every server settle its followers before the traffic starts.
-        await sleep(300);
-        const ops: Promise<unknown>[] = [];
-        for (let step = 0; step < 160; step++) {
-          const peer = peers[rng.int(0, peers.length - 1)];
-          const other = peers[rng.int(0, peers.length - 1)];
-          const room = rooms[rng.int(0, rooms.length - 1)];
-          const pick = rng.int(0, 9);
-          const frame: Frame = pick < 5
-            ? { type: "send_message", room, message: `s${step}` }
-            : pick < 7
-            ? { type: "room_join", room }
-            : pick < 8
-            ? { type: "room_invite", room, user: other.username }
-            : pick < 9
-            ? { type: "room_kick", room, user: other.username }
-            : { type: "room_leave", room };
-          ops.push(peer.request(frame, 20_000));
-          if (ops.length >= 4) await Promise.all(ops.splice(0));
-        }
-        await Promise.all(ops);
-        for (const room of rooms) {
-          const stored = await roomEvents(db, room);
-          const expected = entitled(stored, peers.map((p) => ids.get(p.username)!), room.startsWith("d_"));
-          const last = stored.at(-1)!.id;
-          await Promise.all(peers.map(async (peer) => {
-            const want = expected.get(ids.get(peer.username)!)!;
-            if (want.length > 0) await peer.until(() => peer.lastId(room) >= want.at(-1)!, CONVERGE_MS, `${room}`);
-          }));
-          await sleep(200);
-          for (const peer of peers) {
-            const got = (peer.events.get(room) ?? []).map((f) => f.id as number);
-            assertEquals(
-              got,
-              expected.get(ids.get(peer.username)!)!,
-              `${peer.username} in ${room} (seed ${SEED}, last ${last})`,
-            );
-          }
-        }
-      } finally {
-        await closeAll(peers);
       }
     },
   });
