@@ -9,8 +9,8 @@ import { type BenchDatabase, openBenchDatabase } from "./database.ts";
 import { note, print, table, transcript } from "./out.ts";
 import { clockTicksPerSecond } from "./proc.ts";
 import { printProfile, summarise } from "./profile.ts";
-import { profilesWritten, removeSnapshot, snapshotServerCode, stopAll } from "./servers.ts";
-import { type BenchContext, printReport, type ScenarioReport, verdict } from "./scenarios/common.ts";
+import { profilesWritten, removeSnapshot, snapshotServerCode, spawned, stopAll } from "./servers.ts";
+import { type BenchContext, printReport, type ScenarioReport, serverProblems, verdict } from "./scenarios/common.ts";
 import { burst } from "./scenarios/burst.ts";
 import { cluster } from "./scenarios/cluster.ts";
 import { fanout } from "./scenarios/fanout.ts";
@@ -131,6 +131,7 @@ async function main(argv: string[]): Promise<number> {
     for (const name of args.scenarios) {
       note(`bench: ${name}`);
       const ctx: BenchContext = { db, quick: args.quick, cpuProfDir, scenario: name };
+      const firstProcess = spawned.length;
       try {
         const report = await SCENARIOS[name](ctx);
         reports.push(report);
@@ -139,6 +140,10 @@ async function main(argv: string[]): Promise<number> {
         const message = `${name} failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`;
         failures.push(message);
         print(JSON.stringify({ scenario: name, error: message }));
+        // The servers' own words on it (a database error behind an "unavailable", say).
+        for (const server of spawned.slice(firstProcess)) {
+          for (const problem of serverProblems(server)) print(`problem: ${server.name}: ${problem}`);
+        }
       }
     }
   } finally {

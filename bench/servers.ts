@@ -201,8 +201,13 @@ async function spawn(name: string, args: string[], env: Record<string, string>):
       }
     })();
   live.add(stop);
-  return { name, pid: child.pid, port, problems, stop, exited };
+  const started = { name, pid: child.pid, port, problems, stop, exited };
+  spawned.push(started);
+  return started;
 }
+
+/** Every process this bench started, in order: a scenario that fails is reported with its servers' warnings. */
+export const spawned: Process[] = [];
 
 /** Stops of the processes still running, so an interrupted bench leaves none behind. */
 const live = new Set<() => Promise<number>>();
