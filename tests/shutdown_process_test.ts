@@ -12,6 +12,8 @@ const postgresUrl = Deno.env.get("TEST_DATABASE_URL") || undefined;
 /** The default SHUTDOWN_TIMEOUT_SEC (20 s), and room for process start-up and teardown. */
 const EXIT_WAIT_MS = 25_000;
 const MAX_SENDS_PER_CLIENT = 300;
+/** Broadcasts seen before the signal: the restart then checks several messages. */
+const MESSAGES_BEFORE_SIGNAL = 3;
 
 interface ProcessBackend {
   name: "pglite" | "postgres";
@@ -60,8 +62,12 @@ async function signalDuringSends(env: Record<string, string>, signal: Deno.Signa
     }
     // Each client keeps sending until its connection goes; the signal comes in the middle.
     const senders = clients.map((client, i) => keepSending(client, names[i]));
-    const first = await a.waitFor((f) => f.type === "new_message", 10_000);
-    seen.set(Number(first.id), first);
+    // A few broadcasts first, so that the check after the restart covers messages whatever the
+    // machine's speed (on a loaded machine the signal could otherwise beat every send but one).
+    for (let k = 0; k < MESSAGES_BEFORE_SIGNAL; k++) {
+      const frame = await a.waitFor((f) => f.type === "new_message", 10_000);
+      seen.set(Number(frame.id), frame);
+    }
     const code = await stopWithin(server, signal);
     const stopped = await Promise.all(senders);
     assertEquals(code, 0, `exit code after ${signal}; logs: ${JSON.stringify(server.logs.slice(-5))}`);
@@ -75,7 +81,6 @@ async function signalDuringSends(env: Record<string, string>, signal: Deno.Signa
       }
     }
     assert(stopped.some((sent) => sent > 1), "no client got a second send in before the shutdown");
-    assert(seen.size > 1, "no message was broadcast after the first");
   }
 
   // The same database, a new process: every message a client saw is in history, as it was seen.
