@@ -493,6 +493,11 @@ DECLARE
     lobby_sequence REGCLASS;
     claimed_keys TEXT[] := '{}';
     heads_before BIGINT[];
+    -- Each locked room's last id and message count before this batch, by room id: a look-up per
+    -- row, where a join of the batch's rows with its rooms was planned as a nested loop (the
+    -- cached plan's estimates are one row each), rows times rooms.
+    head_of JSONB;
+    count_of JSONB;
     assigned_ords INTEGER[];
     assigned_ids BIGINT[];
     gap_count INTEGER;
@@ -612,8 +617,10 @@ BEGIN
     room_list := ARRAY(SELECT DISTINCT t.room FROM unnest(p_rooms) AS t(room) WHERE t.room IS NOT NULL ORDER BY 1);
     IF cardinality(room_list) > 0 THEN
     -- The rooms' rows, locked in id order; their heads before this batch.
-    SELECT array_agg(c.id ORDER BY c.id), array_agg(c.last_id ORDER BY c.id) INTO room_list, heads_before
-    FROM (SELECT id, last_id FROM chat_rooms WHERE id = ANY (room_list) ORDER BY id FOR UPDATE) c;
+    SELECT array_agg(c.id ORDER BY c.id), array_agg(c.last_id ORDER BY c.id),
+           jsonb_object_agg(c.id, c.last_id), jsonb_object_agg(c.id, c.messages)
+    INTO room_list, heads_before, head_of, count_of
+    FROM (SELECT id, last_id, messages FROM chat_rooms WHERE id = ANY (room_list) ORDER BY id FOR UPDATE) c;
     room_list := coalesce(room_list, '{}');
 
     -- Membership, decided now that the rooms are locked: a send is accepted only if its sender is
@@ -632,24 +639,25 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- Ids: each room's accepted rows take the next ones, in input order.
+    -- Ids: each room's accepted rows take the next ones, in input order, after its head (locked above).
     WITH accepted AS (
         SELECT t.ord, t.room, t.sender_id, t.sender_name, t.body,
-               row_number() OVER (PARTITION BY t.room ORDER BY t.ord) AS k
+               (head_of ->> t.room)::BIGINT + row_number() OVER w AS id,
+               (count_of ->> t.room)::BIGINT + row_number() OVER w AS msg_no
         FROM unnest(p_rooms, p_sender_ids, p_sender_names, p_texts) WITH ORDINALITY
             AS t(room, sender_id, sender_name, body, ord)
         WHERE t.room IS NOT NULL AND statuses[t.ord] = 'new'
+        WINDOW w AS (PARTITION BY t.room ORDER BY t.ord)
     ),
     counts AS (SELECT room, count(*) AS added FROM accepted GROUP BY room),
     bumped AS (
         UPDATE chat_rooms c SET last_id = c.last_id + counts.added, messages = c.messages + counts.added
         FROM counts WHERE c.id = counts.room
-        RETURNING c.id, c.last_id - counts.added AS base, c.messages - counts.added AS message_base
     ),
     inserted AS (
         INSERT INTO chat_room_events (room_id, id, kind, user_id, username, body, by_username, created_at, msg_no)
-        SELECT a.room, b.base + a.k, 'message', a.sender_id, a.sender_name, a.body, NULL, stored_at, b.message_base + a.k
-        FROM accepted a JOIN bumped b ON b.id = a.room
+        SELECT a.room, a.id, 'message', a.sender_id, a.sender_name, a.body, NULL, stored_at, a.msg_no
+        FROM accepted a
         RETURNING room_id, id, user_id, msg_no
     ),
     markers AS (
@@ -659,9 +667,9 @@ BEGIN
               ORDER BY room_id, user_id, id DESC) last
         WHERE m.room_id = last.room_id AND m.user_id = last.user_id AND m.read_id < last.id
     )
-    SELECT coalesce(array_agg(a.ord::INTEGER), '{}'), coalesce(array_agg(b.base + a.k), '{}')
+    SELECT coalesce(array_agg(a.ord::INTEGER), '{}'), coalesce(array_agg(a.id), '{}')
     INTO assigned_ords, assigned_ids
-    FROM accepted a JOIN bumped b ON b.id = a.room;
+    FROM accepted a;
     FOR i IN 1 .. cardinality(assigned_ords) LOOP
         ids[assigned_ords[i]] := assigned_ids[i];
     END LOOP;
