@@ -550,7 +550,8 @@ BEGIN
         )
         SELECT coalesce(array_agg(key), '{}') INTO claimed_keys FROM fresh;
         -- Claimed before this batch: answered with the original. If that is gone, the id passes
-        -- to this row.
+        -- to this row. Most batches claim every id they carry, and skip the look-up.
+        IF cardinality(claimed_keys) < (SELECT count(*) FROM unnest(p_client_msg_ids) AS c WHERE c IS NOT NULL) THEN
         FOR r IN
             SELECT t.ord, t.sender_id, t.client_msg_id, t.room, c.room_id AS orig_room, c.message_id,
                    coalesce(m.id, e.id) AS orig_id, coalesce(m.timestamp, e.created_at) AS orig_at,
@@ -572,6 +573,7 @@ BEGIN
                 orig_texts[r.ord] := r.orig_text;
             END IF;
         END LOOP;
+        END IF;
     END IF;
 
     IF lobby_n > 0 THEN
