@@ -58,6 +58,12 @@ export class Feed {
       !this.ranges.some((range) => range.from <= this.lastDelivered);
   }
 
+  /** Nothing to do: everything known committed is delivered, and no range, read or retry is pending. */
+  get isIdle(): boolean {
+    return !this.reading && this.retryTimer === undefined && this.ranges.length === 0 &&
+      this.target <= this.lastDelivered;
+  }
+
   /** Next wait before retrying a failed read (doubling up to RETRY_MAX_MS). */
   nextRetryDelay(): number {
     const delay = this.retryDelay;

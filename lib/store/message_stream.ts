@@ -153,6 +153,12 @@ export class MessageStream {
   #holdTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #lobby: Feed;
   readonly #rooms = new Map<string, Feed>();
+  /**
+   * The feeds with something to do: rows known committed and not delivered, ranges held, or a read
+   * under way or to retry. Only these are visited when the stream advances, so that a server
+   * following thousands of quiet rooms does not walk them all for every batch.
+   */
+  readonly #active = new Set<Feed>();
   /** Rooms followed before, and how far they were delivered then. */
   readonly #retired = new Map<string, number>();
   /** Own batches sent and not yet delivered (or failed), in send order. */
@@ -262,6 +268,7 @@ export class MessageStream {
     if (!feed) return;
     feed.stopRetry();
     this.#rooms.delete(room);
+    this.#active.delete(feed);
     this.#bus.unfollow(room);
     this.#retired.set(room, feed.lastDelivered);
     // Forgets the oldest: a notice that old about a room followed that long ago is not expected.
@@ -435,12 +442,14 @@ export class MessageStream {
     if (through <= feed.lastDelivered) return;
     feed.ranges.push({ from: prev, through, rows, ownBefore: this.#ownSent });
     feed.target = Math.max(feed.target, feed.lastDelivered);
+    this.#active.add(feed);
     this.#advanceSoon();
   }
 
   #raise(feed: Feed, through: number): void {
     if (!Number.isSafeInteger(through) || through <= feed.target) return;
     feed.target = through;
+    this.#active.add(feed);
     this.#advanceSoon();
   }
 
@@ -459,11 +468,12 @@ export class MessageStream {
     let progress = true;
     while (progress) {
       progress = this.#deliverOwnHead();
-      for (const feed of this.#feeds()) if (this.#mergeRanges(feed)) progress = true;
+      for (const feed of [...this.#active]) if (this.#mergeRanges(feed)) progress = true;
     }
     this.#holdGaps();
-    for (const feed of this.#feeds()) {
+    for (const feed of [...this.#active]) {
       if (feed.wantsRead && !this.#stopped && !this.#ownOnTheWay(feed.key)) this.#startRead(feed);
+      if (feed.isIdle || this.#feed(feed.key) !== feed) this.#active.delete(feed);
     }
   }
 
@@ -476,11 +486,6 @@ export class MessageStream {
   #ownOnTheWay(key: string): boolean {
     for (const slot of this.#own) if (slot.state === "sent" && slot.seen.has(key)) return true;
     return false;
-  }
-
-  *#feeds(): Generator<Feed> {
-    yield this.#lobby;
-    yield* this.#rooms.values();
   }
 
   /** Delivers the oldest own batch if it is answered and nothing before it is missing. */
@@ -497,6 +502,7 @@ export class MessageStream {
         if (!part.complete || !head.seen.has(key) || feed.lastDelivered < (part.skippedThrough ?? 0)) {
           // Too many others' rows to have come with the answer (or none asked for): read them first.
           feed.target = Math.max(feed.target, before);
+          this.#active.add(feed);
           blocked = true;
         }
       }
@@ -569,7 +575,7 @@ export class MessageStream {
   #holdGaps(): void {
     const now = performance.now();
     let nextCheck = Infinity;
-    for (const feed of this.#feeds()) {
+    for (const feed of this.#active) {
       const waiting = feed.ranges.filter((r) => r.from > feed.lastDelivered);
       if (waiting.length === 0) continue;
       if (feed.gapSince === undefined) {
