@@ -42,6 +42,8 @@ import {
 } from "./common.ts";
 
 const SERVERS = 3;
+/** Each cluster server's pool (DB_POOL_SIZE): seven servers and the bench fit in max_connections 100. */
+const CLUSTER_POOL_SIZE = 6;
 /**
  * Logins in flight at once on one database: under the per-address login throttle's burst (20),
  * since every load client comes from 127.0.0.1 and an attempt holds its token until it succeeds.
@@ -87,15 +89,20 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
   const natsDb = natsUrl ? await openBenchDatabase(false, Deno.env.get("DATABASE_URL"), "_nats") : undefined;
   const processes: Process[] = [];
   const clientSets: LoadClient[][] = [];
+  // Up to seven servers at once, each with its pool and three connections of its own (writer,
+  // control, listener): with pools of 10 they and the bench's own pool overran PostgreSQL's default
+  // max_connections (100), and a set-up login was answered unavailable ("too many clients").
+  // Sends go through each server's writer connection, so the smaller pool does not move the figures.
+  const pool = { DB_POOL_SIZE: String(CLUSTER_POOL_SIZE) };
   try {
-    for (let i = 0; i < SERVERS; i++) processes.push(await startChatServer(ctx));
+    for (let i = 0; i < SERVERS; i++) processes.push(await startChatServer(ctx, pool));
     const servers = processes.slice();
-    const one = await startChatServer(ctx, alone.serverEnv);
+    const one = await startChatServer(ctx, { ...alone.serverEnv, ...pool });
     processes.push(one);
     const natsServers: Process[] = [];
     if (natsDb && natsUrl) {
       for (let i = 0; i < SERVERS; i++) {
-        natsServers.push(await startChatServer(ctx, { ...natsDb.serverEnv, NATS_URL: natsUrl }));
+        natsServers.push(await startChatServer(ctx, { ...natsDb.serverEnv, ...pool, NATS_URL: natsUrl }));
       }
       processes.push(...natsServers);
     }
