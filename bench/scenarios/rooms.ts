@@ -16,6 +16,8 @@
 //    database backends' CPU per message.
 // 3. room_list {"scope":"joined"} latency for a user in 1,000 rooms (made with room_create), one
 //    request at a time, measured at the client from the write to the parsed reply.
+// 4. The lobby's ingest of part 2 again, while that user stays logged in: the server now also
+//    follows its 1,000 quiet rooms, which should cost the lobby nothing (info, against part 2).
 
 import type { Delivery, LoadClient } from "../client.ts";
 import { markerText } from "../client.ts";
@@ -633,12 +635,33 @@ export async function rooms(ctx: BenchContext): Promise<ScenarioReport> {
       if (requests % 20 === 0) progress(`  room_list: ${requests} requests`);
     }
     const list = listLatency.summary();
+
+    // 4. The lobby's ingest again, while the server also follows the lister's rooms: every room
+    // the server follows must cost nothing while it is quiet.
+    const again = await connectLoggedIn(server.port, INGEST_SENDERS, { usernames: inNames });
+    sets.push(again);
+    await hello(again);
+    const [lobbyFollowing] = await interleave(
+      [
+        new RoomTraffic({
+          ...inCommon,
+          clients: again,
+          label: `ingest in the lobby, ${LIST_ROOMS} more rooms followed`,
+          roomsOf: inSenders.map(() => [LOBBY]),
+        }),
+      ],
+      server,
+      ctx.db.backendPattern,
+      schedule,
+    );
+    closeAll(again);
     closeAll([lister]);
     sets.length = 0;
 
     const cpuRatio = ratio(roomFan.server_cpu_ms_per_1000_deliveries, lobbyFan.server_cpu_ms_per_1000_deliveries);
     const ingestRatio = ratio(roomIn.messages_per_s, lobbyIn.messages_per_s);
     const dbRatio = ratio(roomIn.database_cpu_ms_per_message, lobbyIn.database_cpu_ms_per_message);
+    const followingRatio = ratio(lobbyFollowing.messages_per_s, lobbyIn.messages_per_s);
     const rc = roomFan.counts;
     const targets: Target[] = [
       {
@@ -671,6 +694,15 @@ export async function rooms(ctx: BenchContext): Promise<ScenarioReport> {
         measured: `p50 ${fmt(list.p50_ms)} / p99 ${fmt(list.p99_ms)} ms (${listed} rooms listed)`,
         ratio: list.p99_ms,
         pass: list.p99_ms !== null && list.p99_ms <= 20,
+      },
+      {
+        name: `lobby ingest with ${LIST_ROOMS} more quiet rooms followed vs before`,
+        target: "info",
+        measured: `${fmt(lobbyFollowing.messages_per_s)} vs ${fmt(lobbyIn.messages_per_s)} msg/s (${
+          ratioText(followingRatio)
+        })`,
+        ratio: followingRatio === null ? null : round(followingRatio, 3),
+        pass: null,
       },
     ];
     const rows: Row[] = [
@@ -772,6 +804,19 @@ export async function rooms(ctx: BenchContext): Promise<ScenarioReport> {
       [`3. room_list, user in ${LIST_ROOMS} rooms (${requests} requests)`, "", "", ""],
       ["room_list p50 / p99 / max (ms)", `${fmt(list.p50_ms)} / ${fmt(list.p99_ms)} / ${fmt(list.max_ms)}`, "", ""],
       ["rooms in the reply / reply bytes", `${listed} / ${listBytes}`, "", ""],
+      [`4. lobby ingest: ${LIST_ROOMS} more quiet rooms followed vs part 2`, "now", "part 2", "ratio"],
+      [
+        "messages/s (acknowledged)",
+        fmt(lobbyFollowing.messages_per_s),
+        fmt(lobbyIn.messages_per_s),
+        ratioText(followingRatio),
+      ],
+      [
+        "server CPU ms per message",
+        fmt(lobbyFollowing.server_cpu_ms_per_message),
+        fmt(lobbyIn.server_cpu_ms_per_message),
+        ratioText(ratio(lobbyFollowing.server_cpu_ms_per_message, lobbyIn.server_cpu_ms_per_message)),
+      ],
     ];
     return {
       scenario: "rooms",
@@ -783,6 +828,7 @@ export async function rooms(ctx: BenchContext): Promise<ScenarioReport> {
         ingest_rooms_in_runs: runIn,
         ingest_batching: batchesIn,
         room_list: { requests, rooms_listed: listed, reply_bytes: listBytes, latency: list },
+        ingest_lobby_following_more_rooms: lobbyFollowing,
       },
       ceiling: {
         kind: "the same connections and senders in the lobby, same server, alternating rounds",
@@ -798,6 +844,7 @@ export async function rooms(ctx: BenchContext): Promise<ScenarioReport> {
         ...armProblems(roomIn),
         ...armProblems(lobbyIn),
         ...armProblems(runIn),
+        ...armProblems(lobbyFollowing),
       ],
       rows,
     };
