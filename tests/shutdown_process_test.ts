@@ -81,6 +81,8 @@ async function signalDuringSends(env: Record<string, string>, signal: Deno.Signa
       }
     }
     assert(stopped.some((sent) => sent > 1), "no client got a second send in before the shutdown");
+    // Distinct ids: a message broadcast twice would show as fewer ids than broadcasts waited for.
+    assert(seen.size >= MESSAGES_BEFORE_SIGNAL, `only ${seen.size} distinct messages were broadcast`);
   }
 
   // The same database, a new process: every message a client saw is in history, as it was seen.
