@@ -480,7 +480,8 @@ CREATE OR REPLACE FUNCTION chat_store_batch(
     OUT room_list TEXT[],
     OUT room_heads BIGINT[],
     OUT rg_rows JSON,
-    OUT rg_incomplete TEXT[]
+    OUT rg_incomplete TEXT[],
+    OUT rg_skipped_through BIGINT[]
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
     n INTEGER := coalesce(cardinality(p_sender_ids), 0);
@@ -498,6 +499,8 @@ DECLARE
     -- cached plan's estimates are one row each), rows times rooms.
     head_of JSONB;
     count_of JSONB;
+    -- The ids the previous batch on this connection drew in each room: {room: [from, through]}.
+    prev_rooms JSONB;
     assigned_ords INTEGER[];
     assigned_ids BIGINT[];
     gap_count INTEGER;
@@ -689,7 +692,12 @@ BEGIN
         END LOOP;
     END IF;
 
-    -- Each followed room's events the caller has not seen, up to this batch's own.
+    -- Each followed room's events the caller has not seen, up to this batch's own, but those the
+    -- previous batch on this connection drew (its own delivery carries them: with two batches in
+    -- flight, most answers would otherwise repeat the rooms of the batch before), as the lobby's
+    -- gap does; the caller treats a room's gap as complete only once it has delivered through
+    -- rg_skipped_through (else it reads). A room with nothing else to read is not looked at.
+    prev_rooms := coalesce(nullif(current_setting('chat.prev_rooms_drawn', true), ''), '{}')::JSONB;
     SELECT coalesce(json_agg(json_build_array(g.room_id, g.id, g.kind, g.user_id, g.username, g.body, g.by_username,
                                               to_char(g.created_at, 'YYYY-MM-DD"T"HH24:MI:SS')) ORDER BY g.room_id, g.id)
                     FILTER (WHERE g.total <= 1000), '[]'::json),
@@ -700,10 +708,25 @@ BEGIN
         FROM unnest(room_list, heads_before) AS h(room, head)
         JOIN unnest(p_seen_rooms, p_seen_ids) AS s(room, seen) ON s.room = h.room
         CROSS JOIN LATERAL (
+            SELECT coalesce((prev_rooms -> h.room ->> 0)::BIGINT, 0) AS skip_from,
+                   coalesce((prev_rooms -> h.room ->> 1)::BIGINT, -1) AS skip_through
+        ) p
+        CROSS JOIN LATERAL (
             SELECT * FROM chat_room_events e WHERE e.room_id = h.room AND e.id > s.seen AND e.id <= h.head
+                AND NOT (e.id BETWEEN p.skip_from AND p.skip_through)
             ORDER BY e.id LIMIT 1001
         ) e
+        WHERE s.seen < h.head AND NOT (s.seen >= p.skip_from - 1 AND h.head <= p.skip_through)
     ) g;
+    rg_skipped_through := ARRAY(
+        SELECT CASE WHEN coalesce((prev_rooms -> h.room ->> 1)::BIGINT, 0) > coalesce(s.seen, 0)
+                    THEN (prev_rooms -> h.room ->> 1)::BIGINT ELSE 0 END
+        FROM unnest(room_list) WITH ORDINALITY AS h(room, ord)
+        LEFT JOIN unnest(p_seen_rooms, p_seen_ids) AS s(room, seen) ON s.room = h.room
+        ORDER BY h.ord);
+    PERFORM set_config('chat.prev_rooms_drawn', coalesce(
+        (SELECT jsonb_object_agg(d.room, jsonb_build_array(d.before + 1, d.head))
+         FROM unnest(room_list, heads_before, room_heads) AS d(room, before, head) WHERE d.head > d.before), '{}')::TEXT, false);
     END IF;
 
     -- Every row but the exceptions is new, stored at batch_stamp: only the exceptions (duplicates,

@@ -74,6 +74,8 @@ interface StoreResult extends Record<string, unknown> {
   /** Others' room events before this batch's: [room, id, kind, user id, username, body, by, timestamp] (JSON). */
   rg_rows: [string, number, RoomEvent["kind"], number | null, string, string | null, string | null, string][] | null;
   rg_incomplete: string[] | null;
+  /** By room (room_list's order): the gap leaves out the previous own batch's ids up to this one (0: none). */
+  rg_skipped_through: (number | string)[] | null;
 }
 
 /** One accepted send, until it is answered. */
@@ -350,6 +352,7 @@ export class MessageService {
         throughId: Number(result.room_heads![i]),
         others: gaps.get(room) ?? [],
         complete: seenRooms.has(room) && !incomplete.has(room),
+        skippedThrough: Number(result.rg_skipped_through?.[i] ?? 0),
       });
     });
     // Committed: the other servers get the rows by the bus (NATS; NOTIFY announced them already).
