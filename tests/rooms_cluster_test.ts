@@ -50,6 +50,8 @@ class V2Peer implements AsyncDisposable {
   readonly events = new Map<string, Frame[]>();
   /** Typing notices, in arrival order. */
   readonly typing: Frame[] = [];
+  /** Read-marker pushes (`read`), in arrival order. */
+  readonly reads: Frame[] = [];
   readonly problems: string[] = [];
   readonly #replies = new Map<string, Frame>();
   #changed = Promise.withResolvers<void>();
@@ -93,6 +95,7 @@ class V2Peer implements AsyncDisposable {
         this.events.set(room, list);
       }
       if (frame.type === "typing") this.typing.push(frame);
+      if (frame.type === "read") this.reads.push(frame);
       if (frame.request_id !== undefined) this.#replies.set(String(frame.request_id), frame);
       this.#changed.resolve();
       this.#changed = Promise.withResolvers<void>();
@@ -345,6 +348,53 @@ for (const bus of BUSES) {
       // And the private room is gone for them: its history answers as a missing room.
       const history = await victim.request({ type: "get_history", room });
       assertEquals([history.type, history.code], ["error", "room_not_found"]);
+    },
+  });
+
+  Deno.test({
+    name:
+      `rooms cluster${bus.label}: a read marker is the user's on every server: moved on one, pushed to and listed on the other, never back`,
+    ignore: bus.ignore,
+    ...sanitized,
+    async fn() {
+      await using cluster = await startCluster(bus, 2);
+      const { servers, peers } = cluster;
+      const readerName = uniqueName("rd");
+      const sender = await V2Peer.login(servers[0], uniqueName("sd"), true);
+      const readerHere = await V2Peer.login(servers[0], readerName, true);
+      const readerThere = await V2Peer.login(servers[1], readerName, false);
+      peers.push(sender, readerHere, readerThere);
+      const room = ((await sender.request({ type: "room_create", name: uniqueName("rd"), visibility: "public" }))
+        .room as Frame).id as string;
+      assertEquals((await readerHere.request({ type: "room_join", room })).type, "room_response");
+      const ids: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        ids.push((await sender.request({ type: "send_message", room, message: `m${i}` })).id as number);
+      }
+      const listed = async (peer: V2Peer) => {
+        const reply = await peer.request({ type: "room_list", scope: "joined" });
+        const found = (reply.rooms as Frame[]).find((r) => r.id === room)!;
+        return [found.read_id, found.unread];
+      };
+      await readerThere.until(() => readerThere.lastId(room) >= ids[4], CONVERGE_MS, "the messages");
+      const joinedAt = (await listed(readerThere))[0] as number;
+      assertEquals(await listed(readerThere), [joinedAt, 5], "before any mark_read");
+      const marked = await readerHere.request({ type: "mark_read", room, id: ids[2] });
+      assertEquals([marked.type, marked.id, marked.unread], ["read_response", ids[2], 2]);
+      await readerThere.until(() => readerThere.reads.length > 0, CONVERGE_MS, "the read push");
+      assertEquals([readerThere.reads[0].room, readerThere.reads[0].id, readerThere.reads[0].unread], [
+        room,
+        ids[2],
+        2,
+      ]);
+      assertEquals(await listed(readerThere), [ids[2], 2], "listed on the other server");
+      // A smaller id on the other server answers the current marker; it does not move back.
+      const back = await readerThere.request({ type: "mark_read", room, id: ids[0] });
+      assertEquals([back.id, back.unread], [ids[2], 2]);
+      assertEquals(await listed(readerHere), [ids[2], 2]);
+      // Sending moves the sender's own marker, seen from the other server too.
+      const own = (await readerHere.request({ type: "send_message", room, message: "mine" })).id as number;
+      assertEquals(await listed(readerThere), [own, 0]);
     },
   });
 

@@ -167,8 +167,28 @@ for (const backend of backends) {
       assertEquals((await ask(other, { type: "search", query: word, room: privateRoom })).code, "not_member");
       // The owner sees all of it.
       assertEquals(texts(await ask(owner, { type: "search", query: word })).length, 5);
+      // A private room joined, then kicked from: found while a member, gone after, as from get_history.
+      await ask(other, { type: "room_join", room: privateRoom });
+      assertEquals(texts(await ask(other, { type: "search", query: word })), [`${word} after join`, `${word} private`]);
+      await ask(owner, { type: "room_kick", room: privateRoom, user: otherName });
+      assertEquals(texts(await ask(other, { type: "search", query: word })), [`${word} after join`]);
+      assertEquals((await ask(other, { type: "search", query: word, room: privateRoom })).code, "room_not_found");
     },
   );
+
+  Deno.test(`search: 20 results unless asked, up to 100 [${backend.name}]`, sanitized, async () => {
+    await using server = await startTestServer(backend, { RATE_LIMIT_PER_SEC: "0" });
+    const { client } = await v2Client(server);
+    await using _ = client;
+    const word = `lim${crypto.randomUUID().slice(0, 8).replace(/[0-9]/g, "q")}`;
+    for (let i = 0; i < 25; i++) await ask(client, { type: "send_message", message: `${word} ${i}` });
+    const byDefault = await ask(client, { type: "search", query: word });
+    assertEquals(texts(byDefault).length, 20);
+    assert(byDefault.next !== undefined, "a next cursor for the 5 older");
+    const all = await ask(client, { type: "search", query: word, limit: 100 });
+    assertEquals(texts(all), Array.from({ length: 25 }, (_, i) => `${word} ${24 - i}`));
+    assertEquals(all.next, undefined);
+  });
 
   Deno.test(`search: rate-limited per user [${backend.name}]`, sanitized, async () => {
     await using server = await startTestServer(backend, { SEARCH_LIMIT_BURST: "2", SEARCH_LIMIT_PER_MIN: "6" });
@@ -179,6 +199,15 @@ for (const backend of backends) {
     const limited = await ask(client, { type: "search", query: "anything" });
     assertEquals(limited.code, "rate_limited");
     assert((limited.retry_after_ms as number) > 0);
+  });
+
+  Deno.test(`search: SEARCH_LIMIT_PER_MIN=0 turns the limit off [${backend.name}]`, sanitized, async () => {
+    await using server = await startTestServer(backend, { SEARCH_LIMIT_BURST: "2", SEARCH_LIMIT_PER_MIN: "0" });
+    const { client } = await v2Client(server);
+    await using _ = client;
+    for (let i = 0; i < 6; i++) {
+      assertEquals((await ask(client, { type: "search", query: "anything" })).type, "search_response", `search ${i}`);
+    }
   });
 }
 
