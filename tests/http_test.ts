@@ -2,33 +2,12 @@
 // with their security headers; and METRICS_ADDR's private listener: /metrics (parsed by a real
 // Prometheus text-format parser; its counters move with traffic) and /healthz (contract v1.2).
 
-import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { type Backend, backends, postgresUrl, sanitized, startTestServer, type TestServer } from "./support/helpers.ts";
 import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
 import { parseConfig } from "../lib/core/config.ts";
 import { WsTestClient } from "./support/ws_client.ts";
-
-interface ParsedFamily {
-  name: string;
-  type: string;
-  metrics: { value?: string; labels?: Record<string, string>; buckets?: Record<string, string>; count?: string }[];
-}
-
-function parseMetrics(text: string): Map<string, ParsedFamily> {
-  const families = parsePrometheusTextFormat(text) as ParsedFamily[];
-  return new Map(families.map((family) => [family.name, family]));
-}
-
-function sample(families: Map<string, ParsedFamily>, name: string, labels?: Record<string, string>): number {
-  const family = families.get(name);
-  assert(family, `no ${name} in /metrics`);
-  const metric = family.metrics.find((m) =>
-    !labels || Object.entries(labels).every(([key, value]) => m.labels?.[key] === value)
-  );
-  assert(metric, `no ${name} ${JSON.stringify(labels)}`);
-  return Number(metric.value ?? metric.count);
-}
+import { parseMetrics, sample } from "./support/metrics.ts";
 
 function httpUrl(server: TestServer, path: string): string {
   return `http://127.0.0.1:${server.service.httpPort}${path}`;

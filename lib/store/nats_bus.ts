@@ -113,7 +113,7 @@ export class NatsBus implements Bus {
         // Deno's own TCP for plain connections (far cheaper per write); the client's transport for TLS.
         const open = plainNatsUrl(this.#url) ? connectNatsOverDenoTcp : connect;
         this.#nc = await open({
-          servers: this.#url,
+          ...natsServersAndCredentials(this.#url),
           name: `chat-server ${this.#serverId}`,
           reconnect: true,
           maxReconnectAttempts: -1,
@@ -200,6 +200,36 @@ export class NatsBus implements Bus {
     } catch (err) {
       this.#log.debug("NATS publish failed", { subject, error: String(err) });
     }
+  }
+}
+
+/**
+ * NATS_URL's servers without credentials, and the credentials (`user:password@` or `token@`,
+ * percent-decoded) as the client's options: npm:nats ignores credentials in a server URL, so a
+ * server could never log in to a NATS that asks for them.
+ */
+function natsServersAndCredentials(
+  url: string,
+): { servers: string[]; user?: string; pass?: string; token?: string } {
+  let userinfo: string | undefined;
+  const servers = url.split(",").map((server) =>
+    server.trim().replace(/^([a-z]+:\/\/)([^@/]*)@/i, (_, scheme: string, credentials: string) => {
+      userinfo ??= credentials;
+      return scheme;
+    })
+  );
+  if (userinfo === undefined) return { servers };
+  const colon = userinfo.indexOf(":");
+  if (colon < 0) return { servers, token: percentDecoded(userinfo) };
+  return { servers, user: percentDecoded(userinfo.slice(0, colon)), pass: percentDecoded(userinfo.slice(colon + 1)) };
+}
+
+/** `%40` as `@`; a stray `%` is taken as it is. */
+function percentDecoded(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
   }
 }
 

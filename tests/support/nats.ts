@@ -38,6 +38,8 @@ export interface NatsOptions {
    * client off as a slow consumer (nats-server's max_pending; default 64 MiB).
    */
   maxPendingBytes?: number;
+  /** Clients must log in with this user and password (nats-server's --user/--pass); `url` carries neither. */
+  auth?: { user: string; pass: string };
 }
 
 export interface NatsServer extends AsyncDisposable {
@@ -72,6 +74,7 @@ export async function startNats(options: NatsOptions = {}): Promise<NatsServer> 
     );
     args.push("-c", `${configDir}/nats.conf`);
   }
+  if (options.auth) args.push("--user", options.auth.user, "--pass", options.auth.pass);
   let child: Deno.ChildProcess | undefined;
   const start = async () => {
     child = new Deno.Command(natsServerPath, {
