@@ -26,6 +26,7 @@ export class SearchIndexUpkeep {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #running: Promise<void> | undefined;
   #stopped = false;
+  /** A failure was warned about and no run has succeeded since. */
   #warned = false;
 
   constructor(db: Database, log: Logger, indexes: string[], committed: () => number) {
@@ -66,9 +67,13 @@ export class SearchIndexUpkeep {
   async #clean(): Promise<void> {
     try {
       await this.#db.query(CLEAN_SQL, [this.#indexes], { timeoutMs: CLEAN_TIMEOUT_MS });
+      // Recovered: said, and the warning re-armed, so that a later lasting failure is not left unlogged.
+      if (!this.#warned) return;
+      this.#warned = false;
+      this.#log.info("emptying the search indexes' pending lists in the background works again");
     } catch (err) {
       // Not the indexes' owner (a database set up by another role), or the database is away:
-      // inserts then merge the lists themselves, as PostgreSQL does by default. Said once.
+      // inserts then merge the lists themselves, as PostgreSQL does by default. Said once until it works again.
       if (this.#stopped || this.#warned) return;
       this.#warned = true;
       this.#log.warn("cannot empty the search indexes' pending lists in the background", databaseErrorFields(err));
