@@ -5,6 +5,7 @@
 
 import { assert, assertEquals, fail } from "./support/assert.ts";
 import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./support/helpers.ts";
+import { sleep } from "./support/util.ts";
 
 /** A logged-in client whose frames are read in the background: replies by request_id, pushes in order. */
 class Peer implements AsyncDisposable {
@@ -673,6 +674,280 @@ for (const backend of backends) {
       assertEquals(v1.pushes.filter((f) => f.room !== undefined), [], "a v1 connection got a room's push");
       // A v2 connection gets the lobby's messages marked with their room.
       assertEquals(ownLobbyLine.room, "lobby");
+    },
+  );
+
+  Deno.test(
+    name(
+      "a kick racing the member's pipelined sends: each send answered once, accepted only below the kick's id, nothing of the room after it",
+    ),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using owner = await Peer.open(server);
+      await using victim = await Peer.open(server);
+      await using bystander = await Peer.open(server);
+      const room = (await createRoom(owner, "private")).id as string;
+      for (const peer of [victim, bystander]) {
+        await owner.ask({ type: "room_invite", room, user: peer.name });
+        assertEquals((await peer.ask({ type: "room_join", room })).type, "room_response");
+      }
+      await victim.until(
+        () => victim.inRoom(room).some((f) => f.membership === "join" && f.user === victim.name),
+        "the victim's own join",
+      );
+      const joinId = victim.inRoom(room).find((f) => f.membership === "join" && f.user === victim.name)!.id as number;
+
+      // The victim and a bystander pipeline sends in chunks of 10, never waiting for a reply; the
+      // owner kicks the victim once the victim's first sends are answered. The victim goes on for
+      // three chunks after the kick reached them, the bystander for three more after that.
+      let victimDone = false;
+      const pipeline = async (peer: Peer, prefix: string, stop: () => boolean): Promise<string[]> => {
+        const ids: string[] = [];
+        for (let chunk = 0; chunk < 100 && !stop(); chunk++) {
+          const batch = Array.from({ length: 10 }, (_, i) => `${prefix}${chunk * 10 + i}`);
+          ids.push(...batch);
+          await peer.client.send(
+            batch.map((id) => JSON.stringify({ type: "send_message", room, message: `text ${id}`, request_id: id }))
+              .join("\n") + "\n",
+          );
+          await sleep(5);
+        }
+        return ids;
+      };
+      let victimChunksAfterKick = 0;
+      const victimSending = pipeline(victim, "v", () => {
+        if (victim.inRoom(room).some((f) => f.membership === "kick")) victimChunksAfterKick++;
+        return victimChunksAfterKick > 3;
+      }).finally(() => victimDone = true);
+      let bystanderChunksAfter = 0;
+      const bystanderSending = pipeline(bystander, "b", () => victimDone && ++bystanderChunksAfter > 3);
+      await victim.until(() => victim.replyOrder.filter((id) => id.startsWith("v")).length >= 20, "20 answered sends");
+      assertEquals((await owner.ask({ type: "room_kick", room, user: victim.name })).type, "kick_response");
+      const [victimIds, bystanderIds] = await Promise.all([victimSending, bystanderSending]);
+
+      // Every send answered exactly once, in request order: its own new_message, or room_not_found.
+      const replies = await Promise.all(victimIds.map((id) => victim.replyTo(id, 30_000)));
+      assertEquals(victim.replyOrder.filter((id) => id.startsWith("v")), victimIds, "a send answered twice, or late");
+      await Promise.all(bystanderIds.map((id) => bystander.replyTo(id, 30_000)));
+      const accepted = replies.filter((r) => r.type === "new_message");
+      for (const [i, reply] of replies.entries()) {
+        if (reply.type === "new_message") {
+          assertEquals([reply.room, reply.sender, reply.message], [room, victim.name, `text ${victimIds[i]}`]);
+        } else assertEquals(errorOf(reply), ["error", "room_not_found"], JSON.stringify(reply));
+      }
+      assert(accepted.length >= 20 && accepted.length < replies.length, `${accepted.length} of ${replies.length}`);
+
+      // The database: the kick's id, and no message by the victim above it; exactly the accepted ones stored.
+      const [kick] = await server.service.db.query<{ id: number | string }>(
+        "SELECT id FROM chat_room_events WHERE room_id = $1 AND kind = 'kick'",
+        [room],
+      );
+      const kickId = Number(kick.id);
+      const stored = await server.service.db.query<{ id: number | string; body: string }>(
+        "SELECT id, body FROM chat_room_events WHERE room_id = $1 AND kind = 'message' AND username = $2 ORDER BY id",
+        [room, victim.name],
+      );
+      assertEquals(
+        stored.map((row) => [Number(row.id), row.body]),
+        accepted.map((r) => [r.id, r.message]),
+        "the stored messages are not the accepted ones",
+      );
+      assert(stored.every((row) => Number(row.id) < kickId), `a message above the kick (${kickId}) was accepted`);
+      // The room went on after the kick (the bystander's sends), so there was something to leak.
+      const [head] = await server.service.db.query<{ last_id: number | string }>(
+        "SELECT last_id FROM chat_rooms WHERE id = $1",
+        [room],
+      );
+      assert(Number(head.last_id) > kickId, "nothing happened in the room after the kick");
+
+      // The victim got every event from their join through the kick exactly once (their own
+      // messages as replies), the kick last, and nothing after it.
+      await owner.until(
+        () => owner.inRoom(room).some((f) => f.id === Number(head.last_id)),
+        "the room's last event at the owner",
+      );
+      assertEquals((await victim.ask({ type: "ping" })).type, "pong");
+      await sleep(200);
+      const pushed = victim.inRoom(room).filter((f) => (f.id as number) >= joinId);
+      assertEquals(
+        [pushed.at(-1)!.type, pushed.at(-1)!.membership, pushed.at(-1)!.id],
+        ["member_event", "kick", kickId],
+      );
+      const seen = [...pushed, ...accepted].map((f) => f.id as number).sort((a, b) => a - b);
+      assertEquals(seen, Array.from({ length: kickId - joinId + 1 }, (_, i) => joinId + i), "a gap or a repeat");
+    },
+  );
+
+  Deno.test(
+    name('history:"joined", public: a visitor previews an empty history and finds nothing by search; members do'),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using owner = await Peer.open(server);
+      await using visitor = await Peer.open(server);
+      const room = (await createRoom(owner, "public", { history: "joined" })).id as string;
+      const word = uniqueName("w").replace(/[^a-z0-9]/g, "");
+      await owner.ask({ type: "send_message", room, message: `only for members ${word}` });
+
+      for (const query of [{}, { after: 0 }, { before: 100 }]) {
+        const history = await visitor.ask({ type: "get_history", room, ...query });
+        assertEquals(
+          [history.type, history.room, history.messages],
+          ["history_response", room, []],
+          JSON.stringify(query),
+        );
+      }
+      const found = await visitor.ask({ type: "search", query: word, room });
+      assertEquals([found.type, found.results], ["search_response", []]);
+      const everywhere = await visitor.ask({ type: "search", query: word });
+      assertEquals(everywhere.results, []);
+      // The owner, a member since the start, reads and finds it.
+      const owned = await owner.ask({ type: "get_history", room });
+      assert((owned.messages as Frame[]).some((f) => f.message === `only for members ${word}`));
+      assertEquals(((await owner.ask({ type: "search", query: word, room })).results as Frame[]).length, 1);
+      // Joining shows the visitor their join and what follows, still nothing before it.
+      await visitor.ask({ type: "room_join", room });
+      await owner.ask({ type: "send_message", room, message: `welcome ${word}` });
+      const joined = await visitor.ask({ type: "get_history", room });
+      assertEquals((joined.messages as Frame[]).map((f) => [f.type, f.id, f.membership ?? f.message]), [
+        ["member_event", 3, "join"],
+        ["new_message", 4, `welcome ${word}`],
+      ]);
+      const hits = await visitor.ask({ type: "search", query: word, room });
+      assertEquals((hits.results as Frame[]).map((f) => f.message), [`welcome ${word}`]);
+    },
+  );
+
+  Deno.test(
+    name('history:"joined": after leaving and rejoining, history and search start at the rejoin, that join included'),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using alice = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      const room = (await createRoom(alice, "public", { history: "joined" })).id as string;
+      const word = uniqueName("w").replace(/[^a-z0-9]/g, "");
+      await bob.ask({ type: "room_join", room }); // 2
+      await alice.ask({ type: "send_message", room, message: `first stay ${word}` }); // 3
+      const during = await bob.ask({ type: "get_history", room });
+      assertEquals((during.messages as Frame[]).map((f) => f.id), [2, 3]);
+      assertEquals((await bob.ask({ type: "room_leave", room })).type, "room_left"); // 4
+      await alice.ask({ type: "send_message", room, message: `while away ${word}` }); // 5
+      // Gone, bob is a visitor: nothing at all.
+      assertEquals((await bob.ask({ type: "get_history", room })).messages, []);
+      assertEquals((await bob.ask({ type: "room_join", room })).type, "room_response"); // 6
+      await alice.ask({ type: "send_message", room, message: `second stay ${word}` }); // 7
+
+      const history = await bob.ask({ type: "get_history", room, limit: 50 });
+      assertEquals((history.messages as Frame[]).map((f) => [f.type, f.id, f.user ?? f.message]), [
+        ["member_event", 6, bob.name],
+        ["new_message", 7, `second stay ${word}`],
+      ]);
+      assertEquals((await bob.ask({ type: "get_history", room, before: 6 })).messages, []);
+      assertEquals(
+        ((await bob.ask({ type: "get_history", room, after: 0 })).messages as Frame[]).map((f) => f.id),
+        [6, 7],
+      );
+      for (const scope of [{ room }, {}]) {
+        const found = await bob.ask({ type: "search", query: word, ...scope });
+        assertEquals((found.results as Frame[]).map((f) => f.message), [`second stay ${word}`], JSON.stringify(scope));
+      }
+      // Alice, there all along, reads all three.
+      const all = await alice.ask({ type: "search", query: word, room });
+      assertEquals((all.results as Frame[]).length, 3);
+    },
+  );
+
+  Deno.test(
+    name("an invited user who has not joined: not_member for every request but room_join, typing reaches nobody"),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using owner = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      await using carol = await Peer.open(server);
+      const room = (await createRoom(owner, "private")).id as string;
+      await owner.ask({ type: "room_invite", room, user: bob.name });
+      await bob.ask({ type: "room_join", room });
+      await owner.ask({ type: "send_message", room, message: "members only" });
+      await owner.ask({ type: "room_invite", room, user: carol.name });
+      await carol.until(() => carol.inRoom(room).some((f) => f.membership === "invite"), "the invitation");
+      const requests: Frame[] = [
+        { type: "room_members" },
+        { type: "send_message", message: "may I?" },
+        { type: "mark_read", id: 1 },
+        { type: "typing", state: "start" },
+        { type: "get_history" },
+        { type: "search", query: "members" },
+        { type: "room_invite", user: uniqueName("friend") },
+        { type: "room_kick", user: bob.name },
+      ];
+      for (const request of requests) {
+        assertEquals(errorOf(await carol.ask({ ...request, room })), ["error", "not_member"], request.type as string);
+      }
+      // Her typing (refused) reached no member; her send stored nothing.
+      await sleep(200);
+      assertEquals([...owner.pushes, ...bob.pushes].filter((f) => f.type === "typing"), [], "invitee's typing told");
+      const [row] = await server.service.db.query<{ n: number | string }>(
+        "SELECT count(*) AS n FROM chat_room_events WHERE room_id = $1 AND kind = 'message'",
+        [room],
+      );
+      assertEquals(Number(row.n), 1);
+      // Joined, the same typing reaches the other members.
+      assertEquals((await carol.ask({ type: "room_join", room })).type, "room_response");
+      await carol.tell({ type: "typing", room, state: "start" });
+      await bob.until(() => bob.inRoom(room, "typing").length === 1, "carol's typing once she joined");
+      assertEquals(bob.inRoom(room, "typing")[0].user, carol.name);
+    },
+  );
+
+  Deno.test(
+    name("v2 requests need a login: an anonymous connection that said hello gets not_authenticated, nothing done"),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using owner = await Peer.open(server);
+      const room = (await createRoom(owner, "public")).id as string;
+      await using anonymous = await server.connect();
+      assertEquals((await anonymous.request({ type: "hello", protocol: 2 })).type, "hello_response");
+      const newName = uniqueName("anon room");
+      const requests: Frame[] = [
+        { type: "room_create", name: newName, visibility: "public" },
+        { type: "room_join", room },
+        { type: "room_leave", room },
+        { type: "room_invite", room, user: owner.name },
+        { type: "room_kick", room, user: owner.name },
+        { type: "room_list", scope: "public" },
+        { type: "room_members", room },
+        { type: "dm_open", user: owner.name },
+        { type: "send_message", room, message: "anonymous" },
+        { type: "get_history", room },
+        { type: "mark_read", room, id: 1 },
+        { type: "typing", room, state: "start" },
+        { type: "search", query: "anything" },
+        { type: "search", query: "anything", room },
+      ];
+      for (const [i, request] of requests.entries()) {
+        const reply = await anonymous.request({ ...request, request_id: i });
+        assertEquals(
+          [reply.type, reply.code, reply.request_id],
+          ["error", "not_authenticated", i],
+          JSON.stringify(request),
+        );
+      }
+      // Nothing was made or stored, and the owner's room heard nothing.
+      const [made] = await server.service.db.query<{ n: number | string }>(
+        "SELECT count(*) AS n FROM chat_rooms WHERE name = $1",
+        [newName],
+      );
+      assertEquals(Number(made.n), 0);
+      const info = await owner.ask({ type: "room_members", room });
+      assertEquals((info.members as Frame[]).map((m) => m.username), [owner.name]);
+      const history = await owner.ask({ type: "get_history", room });
+      assertEquals((history.messages as Frame[]).map((f) => f.id), [1]);
+      assertEquals(owner.pushes.filter((f) => f.type === "typing"), []);
+      await anonymous.expectNothing(100);
     },
   );
 }
