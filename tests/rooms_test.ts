@@ -397,9 +397,14 @@ for (const backend of backends) {
           );
         }
       }
-      // Typing answers nothing, and tells the members nothing.
+      // Typing in a private room is refused as typing in a missing one is, and tells the members nothing.
+      const pushedBefore = outsider.pushes.length;
       await outsider.tell({ type: "typing", room: priv, state: "start" });
+      await outsider.tell({ type: "typing", room: "r_00000000000000000000", state: "start" });
       await new Promise((resolve) => setTimeout(resolve, 200));
+      const [typingHidden, typingMissing] = outsider.pushes.slice(pushedBefore).filter((f) => f.type === "error");
+      assertEquals(typingHidden, typingMissing);
+      assertEquals(typingHidden?.code, "room_not_found");
       assert(!owner.pushes.some((f) => f.type === "typing"), "an outsider's typing reached a member");
       // The public list shows public rooms only; the outsider saw no push of either room.
       const publicList = await outsider.ask({ type: "room_list", scope: "public", limit: 100 });
