@@ -649,6 +649,304 @@ for (const backend of backends) {
   );
 
   Deno.test(
+    name(
+      "limits: a pending invitation takes one of MAX_ROOMS_PER_USER; the invitee at the limit cannot create or join, nor be invited or DMed",
+    ),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, { ...SERVER_ENV, MAX_ROOMS_PER_USER: "2" });
+      await using alice = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      await using carol = await Peer.open(server);
+      await using dan = await Peer.open(server);
+      assertEquals(((await bob.ask({ type: "hello", protocol: 2 })).limits as Frame).max_rooms_per_user, 2);
+      // Bob: one invitation (P1) and one room joined (R) make two.
+      const p1 = (await createRoom(alice, "private")).id as string;
+      assertEquals((await alice.ask({ type: "room_invite", room: p1, user: bob.name })).type, "invite_response");
+      const r = (await createRoom(carol, "public")).id as string;
+      assertEquals((await bob.ask({ type: "room_join", room: r })).type, "room_response");
+      assertEquals(
+        errorOf(await bob.ask({ type: "room_create", name: uniqueName("third"), visibility: "private" })),
+        ["error", "limit_exceeded"],
+      );
+      const r2 = (await createRoom(dan, "public")).id as string;
+      assertEquals(errorOf(await bob.ask({ type: "room_join", room: r2 })), ["error", "limit_exceeded"]);
+      // Towards bob: an invitation or a DM would take a third slot.
+      const p2 = (await createRoom(carol, "private")).id as string;
+      assertEquals(errorOf(await carol.ask({ type: "room_invite", room: p2, user: bob.name })), [
+        "error",
+        "limit_exceeded",
+      ]);
+      assertEquals(errorOf(await dan.ask({ type: "dm_open", user: bob.name })), ["error", "limit_exceeded"]);
+      assertEquals(errorOf(await bob.ask({ type: "dm_open", user: dan.name })), ["error", "limit_exceeded"]);
+      // Nothing was made for bob by the refusals.
+      const listed = await bob.ask({ type: "room_list", scope: "joined" });
+      assertEquals(
+        (listed.rooms as Frame[]).map((room) => [room.id, room.role]).sort(),
+        [["lobby", "member"], [p1, "invited"], [r, "member"]].sort(),
+        JSON.stringify(listed.rooms),
+      );
+      assertEquals(bob.inRoom(p2), [], "bob was told of a refused invitation");
+      // Accepting the invitation takes no new slot.
+      assertEquals(((await bob.ask({ type: "room_join", room: p1 })).room as Frame).role, "member");
+      // Leaving R frees one: a DM fits, then bob is at the limit again.
+      assertEquals((await bob.ask({ type: "room_leave", room: r })).type, "room_left");
+      assertEquals(((await dan.ask({ type: "dm_open", user: bob.name })).room as Frame).kind, "dm");
+      assertEquals(errorOf(await carol.ask({ type: "room_invite", room: p2, user: bob.name })), [
+        "error",
+        "limit_exceeded",
+      ]);
+    },
+  );
+
+  Deno.test(
+    name("unread: exact up to 1000, reported as 1000 beyond, in room_list and mark_read"),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using alice = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      const room = (await createRoom(alice, "public")).id as string;
+      await bob.ask({ type: "room_join", room }); // 2
+      // 1005 messages by alice (ids 3..1007), pipelined in writes of 100 lines.
+      const ids = Array.from({ length: 1005 }, (_, i) => `u${i}`);
+      for (let i = 0; i < ids.length; i += 100) {
+        await alice.client.send(
+          ids.slice(i, i + 100).map((id) => JSON.stringify({ type: "send_message", room, message: id, request_id: id }))
+            .join("\n") + "\n",
+        );
+      }
+      const replies = await Promise.all(ids.map((id) => alice.replyTo(id, 30_000)));
+      assertEquals(replies.filter((r) => r.type !== "new_message"), []);
+      assertEquals(replies.at(-1)!.id, 1007);
+      const listed = ((await bob.ask({ type: "room_list", scope: "joined" })).rooms as Frame[]).find((r) =>
+        r.id === room
+      )!;
+      assertEquals([listed.last_id, listed.read_id, listed.unread], [1007, 2, 1000]);
+      // 1004 above the marker, then exactly 1000, then 999.
+      assertEquals((await bob.ask({ type: "mark_read", room, id: 3 })).unread, 1000);
+      assertEquals((await bob.ask({ type: "mark_read", room, id: 7 })).unread, 1000);
+      const below = await bob.ask({ type: "mark_read", room, id: 8 });
+      assertEquals([below.id, below.unread], [8, 999]);
+      const relisted = ((await bob.ask({ type: "room_list", scope: "joined" })).rooms as Frame[]).find((r) =>
+        r.id === room
+      )!;
+      assertEquals([relisted.read_id, relisted.unread], [8, 999]);
+      // The sender's own messages are not unread for her.
+      const own = ((await alice.ask({ type: "room_list", scope: "joined" })).rooms as Frame[]).find((r) =>
+        r.id === room
+      )!;
+      assertEquals(own.unread, 0);
+    },
+  );
+
+  Deno.test(
+    name(
+      "room_members: online true only with a live connection; pages by limit/after/next; outsiders see public rooms only",
+    ),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using owner = await Peer.open(server);
+      await using outsider = await Peer.open(server);
+      const room = (await createRoom(owner, "public")).id as string;
+      const others: Peer[] = [];
+      try {
+        for (let i = 0; i < 4; i++) {
+          const peer = await Peer.open(server);
+          others.push(peer);
+          assertEquals((await peer.ask({ type: "room_join", room })).type, "room_response");
+        }
+        const everyone = [owner.name, ...others.map((p) => p.name)].sort();
+        const all = await outsider.ask({ type: "room_members", room });
+        assertEquals([all.type, all.room, all.next], ["members_response", room, undefined]);
+        assertEquals((all.members as Frame[]).map((m) => m.username).sort(), everyone);
+        assert((all.members as Frame[]).every((m) => m.online === true), JSON.stringify(all.members));
+
+        // Pages of 2: 2, 2, 1; each member once; no next on the last.
+        const seen: string[] = [];
+        const sizes: number[] = [];
+        let after: unknown = undefined;
+        for (let pages = 0; pages < 5; pages++) {
+          const page = await outsider.ask({
+            type: "room_members",
+            room,
+            limit: 2,
+            ...(after === undefined ? {} : { after }),
+          });
+          assertEquals(page.type, "members_response", JSON.stringify(page));
+          seen.push(...(page.members as Frame[]).map((m) => m.username as string));
+          sizes.push((page.members as Frame[]).length);
+          after = page.next;
+          if (after === undefined) break;
+        }
+        assertEquals(sizes, [2, 2, 1]);
+        assertEquals([...seen].sort(), everyone);
+
+        // One member goes offline: false for them, true for the others.
+        const gone = others[0];
+        await gone[Symbol.asyncDispose]();
+        const onlineOf = async () =>
+          Object.fromEntries(
+            ((await owner.ask({ type: "room_members", room })).members as Frame[]).map((m) => [m.username, m.online]),
+          );
+        const deadline = Date.now() + 5_000;
+        let online = await onlineOf();
+        while (online[gone.name] !== false && Date.now() < deadline) {
+          await sleep(50);
+          online = await onlineOf();
+        }
+        assertEquals(online[gone.name], false, "a member without a connection is online");
+        assertEquals(Object.keys(online).sort(), everyone, "a member who went offline left the list");
+        for (const peer of [owner, ...others.slice(1)]) assertEquals(online[peer.name], true, peer.name);
+
+        // A private room's members: room_not_found for an outsider, as for a missing room.
+        const priv = (await createRoom(owner, "private")).id as string;
+        const hidden = await outsider.ask({ type: "room_members", room: priv });
+        const missing = await outsider.ask({ type: "room_members", room: "r_nosuchroom000000" });
+        assertEquals(errorOf(hidden), ["error", "room_not_found"]);
+        assertEquals(hidden.message, missing.message);
+        assertEquals(
+          ((await owner.ask({ type: "room_members", room: priv })).members as Frame[]).map((
+            m,
+          ) => [m.username, m.role, m.online]),
+          [[owner.name, "owner", true]],
+        );
+      } finally {
+        for (const peer of others) await peer[Symbol.asyncDispose]();
+      }
+    },
+  );
+
+  Deno.test(
+    name("re-joining a room one is in records nothing: no second join event, no push, the same count"),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using owner = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      const room = (await createRoom(owner, "public")).id as string;
+      const first = (await bob.ask({ type: "room_join", room })).room as Frame;
+      const again = (await bob.ask({ type: "room_join", room })).room as Frame;
+      assertEquals([again.role, again.members, again.last_id], ["member", 2, 2]);
+      assertEquals([first.members, first.last_id], [again.members, again.last_id]);
+      await owner.ask({ type: "send_message", room, message: "after the rejoin" }); // 3
+      const history = await owner.ask({ type: "get_history", room, limit: 50 });
+      assertEquals((history.messages as Frame[]).map((f) => [f.id, f.type, f.membership ?? f.message]), [
+        [1, "member_event", "join"],
+        [2, "member_event", "join"],
+        [3, "new_message", "after the rejoin"],
+      ]);
+      // Pushed once: the owner's own message is a reply, not a push; bob gets his join and the message.
+      await bob.until(() => bob.inRoom(room, "new_message").length === 1, "the message at bob");
+      await sleep(100);
+      assertEquals(owner.inRoom(room).map((f) => f.id), [1, 2]);
+      assertEquals(bob.inRoom(room).map((f) => f.id), [2, 3]);
+      // The owner's own rejoin records nothing either.
+      assertEquals(((await owner.ask({ type: "room_join", room })).room as Frame).role, "owner");
+      assertEquals(((await owner.ask({ type: "room_join", room })).room as Frame).last_id, 3);
+    },
+  );
+
+  Deno.test(
+    name(
+      "an owner who leaves hands the room to the longest-standing member, not a later one, whatever the user ids or names",
+    ),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      // "a…" registered first (smaller user id, earlier name), "z…" second; "z…" joins first.
+      const suffix = uniqueName("").slice(1);
+      const [earlyName, laterName] = [`z${suffix}`, `a${suffix}`];
+      await using registrar = await server.connect();
+      for (const username of [laterName, earlyName]) {
+        assertEquals(
+          (await registrar.request({ type: "register", username, password: "secret123" })).status,
+          "success",
+        );
+      }
+      await using owner = await Peer.open(server);
+      await using early = await Peer.open(server, 2, earlyName);
+      await using later = await Peer.open(server, 2, laterName);
+      for (const visibility of ["public", "private"] as const) {
+        const room = (await createRoom(owner, visibility)).id as string;
+        if (visibility === "private") {
+          // Invited in the opposite order: the join, not the invitation, is what counts.
+          await owner.ask({ type: "room_invite", room, user: later.name });
+          await owner.ask({ type: "room_invite", room, user: early.name });
+        }
+        assertEquals((await early.ask({ type: "room_join", room })).type, "room_response");
+        assertEquals((await later.ask({ type: "room_join", room })).type, "room_response");
+        assertEquals((await owner.ask({ type: "room_leave", room })).type, "room_left");
+        const members = await early.ask({ type: "room_members", room });
+        assertEquals(
+          (members.members as Frame[]).map((m) => [m.username, m.role]).sort(),
+          [[early.name, "owner"], [later.name, "member"]].sort(),
+          visibility,
+        );
+        // The new owner may kick; the other may not.
+        assertEquals(errorOf(await later.ask({ type: "room_kick", room, user: early.name })), ["error", "not_allowed"]);
+        assertEquals((await early.ask({ type: "room_kick", room, user: later.name })).type, "kick_response");
+      }
+    },
+  );
+
+  Deno.test(
+    name(
+      "hello_response.limits: exactly max_rooms_per_user, max_room_members and max_room_name_length 64, the defaults",
+    ),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using client = await server.connect();
+      await client.registerAndLogin();
+      const hello = await client.request({ type: "hello", protocol: 2 });
+      assertEquals(hello.limits, { max_rooms_per_user: 1000, max_room_members: 10000, max_room_name_length: 64 });
+      // Allowed before login too, with the same limits.
+      await using anonymous = await server.connect();
+      assertEquals((await anonymous.request({ type: "hello", protocol: 2 })).limits, hello.limits);
+      // Configured values are told.
+      await using tuned = await startTestServer(backend, {
+        ...SERVER_ENV,
+        MAX_ROOMS_PER_USER: "7",
+        MAX_ROOM_MEMBERS: "3",
+      });
+      await using other = await tuned.connect();
+      assertEquals((await other.request({ type: "hello", protocol: 2 })).limits, {
+        max_rooms_per_user: 7,
+        max_room_members: 3,
+        max_room_name_length: 64,
+      });
+    },
+  );
+
+  Deno.test(
+    name('a DM\'s room object carries "peer", the other user, for both sides, in every reply'),
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend, SERVER_ENV);
+      await using alice = await Peer.open(server);
+      await using bob = await Peer.open(server);
+      const opened = (await alice.ask({ type: "dm_open", user: bob.name })).room as Frame;
+      assertEquals([opened.kind, opened.peer, opened.name], ["dm", bob.name, bob.name]);
+      const dm = opened.id as string;
+      const reopened = (await bob.ask({ type: "dm_open", user: alice.name })).room as Frame;
+      assertEquals([reopened.id, reopened.peer, reopened.name], [dm, alice.name, alice.name]);
+      for (const [me, other] of [[alice, bob], [bob, alice]]) {
+        const listed = ((await me.ask({ type: "room_list", scope: "joined" })).rooms as Frame[]).find((r) =>
+          r.id === dm
+        );
+        assertEquals([listed?.kind, listed?.peer], ["dm", other.name], me.name);
+        const joined = (await me.ask({ type: "room_join", room: dm })).room as Frame;
+        assertEquals(joined.peer, other.name, me.name);
+      }
+      // Other rooms carry no peer.
+      const room = await createRoom(alice, "private");
+      assertEquals(room.peer, undefined);
+    },
+  );
+
+  Deno.test(
     name("v1 connections see nothing of rooms, and the messages table holds no room event"),
     sanitized,
     async () => {
