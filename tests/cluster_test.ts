@@ -1200,10 +1200,12 @@ Deno.test({
   ...sanitized,
   async fn() {
     const user = "chatbus";
-    const pass = `pw-${crypto.randomUUID()}`;
+    // An @, / and : in the password: written percent-encoded in the URL, decoded by the server.
+    const pass = `pw@/:${crypto.randomUUID()}`;
     const wrong = `wrong-${crypto.randomUUID()}`;
     await using nats = await startNats({ auth: { user, pass } });
-    const withCredentials = (password: string) => nats.url.replace("nats://", `nats://${user}:${password}@`);
+    const withCredentials = (password: string) =>
+      nats.url.replace("nats://", `nats://${user}:${encodeURIComponent(password)}@`);
     // Started while NATS is down, so that the first connection's failures are logged too.
     await nats.stop();
     await using db = await createScratchDatabase(postgresUrl!);
@@ -1261,7 +1263,7 @@ Deno.test({
     for (const server of all) {
       assert(server.logs.some((l) => l.level === "debug"), "the server did not log at debug level");
       const text = JSON.stringify(server.logs);
-      for (const secret of [pass, wrong, `${user}:`]) {
+      for (const secret of [pass, encodeURIComponent(pass), wrong, `${user}:`]) {
         assert(!text.includes(secret), `a log line carries NATS credentials: ${text}`);
       }
     }
