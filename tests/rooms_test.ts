@@ -563,7 +563,7 @@ for (const backend of backends) {
 
   Deno.test(
     name(
-      "typing: the room's other members are told, not the typist, not outsiders; no reply; bad state is bad_request",
+      "typing: the room's other members are told, not the typist, not outsiders; no reply; throttled silently; bad state is bad_request",
     ),
     sanitized,
     async () => {
@@ -579,6 +579,19 @@ for (const backend of backends) {
       await new Promise((resolve) => setTimeout(resolve, 200));
       assertEquals(alice.inRoom(room, "typing"), [], "the typist was told of their own typing");
       assertEquals(eve.pushes.filter((f) => f.type === "typing"), [], "a non-member was told");
+      // Throttled silently: 20 more starts within seconds are not sent again, 20 stops get a
+      // burst's worth through (6 a user), and none of them is answered.
+      const pushedBefore = alice.pushes.length;
+      const frames = (state: string) =>
+        Array(20).fill(JSON.stringify({ type: "typing", room, state })).join("\n") + "\n";
+      await alice.client.send(frames("start") + frames("stop"));
+      assertEquals((await alice.ask({ type: "ping" })).type, "pong");
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const told = bob.inRoom(room, "typing");
+      assert(told.filter((f) => f.state === "start").length <= 2, `${told.length} notices: starts not throttled`);
+      const stops = told.filter((f) => f.state === "stop").length;
+      assert(stops >= 1 && stops <= 6, `${stops} stops told`);
+      assertEquals(alice.pushes.slice(pushedBefore), [], "typing was answered");
       assertEquals(errorOf(await alice.ask({ type: "typing", room, state: "dancing" })), ["error", "bad_request"]);
       // Not stored: history shows no trace of it.
       const history = await bob.ask({ type: "get_history", room, limit: 50 });
