@@ -132,3 +132,35 @@ Deno.test("throttle: one address's queue of hashes does not hold up another addr
   // own database queries run, before it joins the line.
   assert(during <= 4, `${during} of the flood's ${queued} queued registrations finished while the login waited`);
 });
+
+Deno.test(
+  "throttle: hashing never blocks the event loop: a ping is answered while registrations hash",
+  sanitized,
+  async () => {
+    // Cost 12 (a quarter of a second a hash here), one registration from each of four addresses so
+    // that they hash at once: were a hash computed on the event loop, the ping sent meanwhile would
+    // be answered only after one of them.
+    await using server = await startTestServer(backends[0], { BCRYPT_COST: "12" });
+    const registrants = await Promise.all(
+      Array.from({ length: 4 }, (_, c) => NodeLineClient.connect(server.port, `127.0.0.${20 + c}`)),
+    );
+    await using bystander = await NodeLineClient.connect(server.port, "127.0.0.30");
+    const order: string[] = [];
+    try {
+      const registrations = registrants.map(async (client) => {
+        const reply = await client.request(
+          { type: "register", username: uniqueName("hash"), password: "secret123" },
+          30_000,
+        );
+        order.push(`register:${reply.status}`);
+      });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const pong = await bystander.request({ type: "ping" }, 30_000);
+      order.push(pong.type as string);
+      await Promise.all(registrations);
+    } finally {
+      for (const client of registrants) await client[Symbol.asyncDispose]();
+    }
+    assertEquals(order, ["pong", ...Array(4).fill("register:success")]);
+  },
+);
