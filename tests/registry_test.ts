@@ -5,9 +5,9 @@ import { assert, assertEquals } from "./support/assert.ts";
 import { backends, sanitized, sharedPgliteDatabase, startTestServer } from "./support/helpers.ts";
 import { startChatService } from "../lib/app.ts";
 import { parseConfig } from "../lib/core/config.ts";
-import { type LogFields, Logger } from "../lib/core/log.ts";
 import type { ConnectionRegistry } from "../lib/net/registry.ts";
 import { LINES_PER_INTERVAL } from "../lib/net/refusal_log.ts";
+import { RecordingLogger } from "./support/recording_logger.ts";
 import type { CloseReason } from "../lib/chat/session.ts";
 import type { Connection } from "../lib/net/transport.ts";
 
@@ -40,18 +40,11 @@ class FakeConnection implements Connection {
   }
 }
 
-class CapturingLogger extends Logger {
-  readonly warnings: { msg: string; fields?: LogFields }[] = [];
-  override warn(msg: string, fields?: LogFields): void {
-    this.warnings.push({ msg, fields });
-  }
-}
-
 Deno.test({
   name: "registry: refused connections are counted and logged per address, not under one global count",
   ...sanitized,
   async fn() {
-    const log = new CapturingLogger("error");
+    const log = new RecordingLogger(["warn"]);
     const config = parseConfig({
       HOST: "127.0.0.1",
       PORT: "0",
@@ -72,7 +65,7 @@ Deno.test({
     assert(refusedA.every((c) => c.closeReason === "too_many_connections"));
     const refusedB = connect("10.0.0.2");
     assertEquals(server.admit(refusedB), false);
-    const refusals = log.warnings.filter((w) => w.msg === "connection refused").map((w) => w.fields);
+    const refusals = log.lines.filter((w) => w.msg === "connection refused").map((w) => w.fields);
     // One line per address (the rest of A's are held back), each with that address's own count.
     assertEquals(refusals.map((f) => [f?.address, f?.refused]), [["10.0.0.1", 1], ["10.0.0.2", 1]]);
     assertEquals(service.metrics.connectionsRefused.value, 4);
@@ -85,7 +78,7 @@ Deno.test({
   name: "registry: refusals from endless distinct addresses keep bounded state and a bounded number of log lines",
   ...sanitized,
   async fn() {
-    const log = new CapturingLogger("error");
+    const log = new RecordingLogger(["warn"]);
     const config = parseConfig({
       HOST: "127.0.0.1",
       PORT: "0",
@@ -106,7 +99,7 @@ Deno.test({
     assertEquals(service.metrics.connectionsRefused.value, 2 * addresses);
     const tracked = server.trackedRefusalAddresses;
     assert(tracked <= 3 * LINES_PER_INTERVAL, `${tracked} addresses tracked`);
-    const lines = log.warnings.filter((w) => w.msg === "connection refused").length;
+    const lines = log.lines.filter((w) => w.msg === "connection refused").length;
     assert(lines <= LINES_PER_INTERVAL, `${lines} log lines for ${addresses} addresses`);
     held.close("peer_closed");
     assertEquals(server.connectionCount, 0);

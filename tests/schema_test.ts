@@ -13,6 +13,7 @@ import { parseConfig } from "../lib/core/config.ts";
 import { type Database, openDatabase, type Row, type Transaction } from "../lib/store/db.ts";
 import { Logger } from "../lib/core/log.ts";
 import { applySchema, SchemaMismatchError } from "../lib/store/schema.ts";
+import { RecordingLogger } from "./support/recording_logger.ts";
 
 const quiet = new Logger("error");
 
@@ -443,16 +444,12 @@ Deno.test({
         user.id,
       ]);
     });
-    const said: string[] = [];
-    class Recording extends Logger {
-      override info(msg: string): void {
-        said.push(msg);
-      }
-    }
+    const log = new RecordingLogger(["info"]);
     const handles = await Promise.all(Array.from({ length: 4 }, () => scratch.open()));
     try {
       // Without the advisory lock, all would see `content` and all but one would fail renaming it.
-      await Promise.all(handles.map((db) => applySchema(db, new Recording("info"))));
+      await Promise.all(handles.map((db) => applySchema(db, log)));
+      const said = log.lines.map((l) => l.msg);
       assertEquals(said.filter((m) => /schema migrated/.test(m)).length, 1, JSON.stringify(said));
       const rows = await handles[0].query<{ n: number }>(
         "SELECT count(*)::int AS n FROM messages WHERE sender_username = 'carol' AND message_text LIKE 'm%'",

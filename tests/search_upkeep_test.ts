@@ -5,19 +5,10 @@
 import { assertEquals } from "./support/assert.ts";
 import { scratchBackends, scratchDatabase, withOpen } from "./support/scratch_db.ts";
 import { sanitized, waitUntil } from "./support/util.ts";
-import { type LogFields, Logger } from "../lib/core/log.ts";
+import { Logger } from "../lib/core/log.ts";
 import { openDatabase } from "../lib/store/db.ts";
 import { SearchIndexUpkeep } from "../lib/store/search_upkeep.ts";
-
-class Recording extends Logger {
-  readonly lines: string[] = [];
-  override info(msg: string, _fields?: LogFields): void {
-    this.lines.push(`info ${msg}`);
-  }
-  override warn(msg: string, fields?: LogFields): void {
-    this.lines.push(`warn ${msg} (${fields?.sql_state})`);
-  }
-}
+import { RecordingLogger } from "./support/recording_logger.ts";
 
 Deno.test({
   name: "search upkeep: a failure after a recovery is warned about again, and the recovery is logged [postgres]",
@@ -36,7 +27,7 @@ Deno.test({
         const url = new URL(scratch.env.DATABASE_URL);
         url.username = role;
         const db = await openDatabase({ databaseUrl: url.href, dataDir: "", poolSize: 1, log: new Logger("error") });
-        const log = new Recording("info");
+        const log = new RecordingLogger(["info", "warn"]);
         let committed = 0;
         let asked = 0;
         const upkeep = new SearchIndexUpkeep(db, log, ["notes_search"], () => {
@@ -67,7 +58,10 @@ Deno.test({
         }
         const warning = "warn cannot empty the search indexes' pending lists in the background (42501)";
         const recovered = "info emptying the search indexes' pending lists in the background works again";
-        assertEquals(log.lines, [warning, recovered, warning]);
+        const said = log.lines.map((l) =>
+          l.level === "warn" ? `warn ${l.msg} (${l.fields.sql_state})` : `info ${l.msg}`
+        );
+        assertEquals(said, [warning, recovered, warning]);
       } finally {
         await admin.query(`DROP OWNED BY ${role}`);
         await admin.query(`DROP ROLE ${role}`);

@@ -1,24 +1,17 @@
 import { assert, assertEquals } from "../../tests/support/assert.ts";
-import { type LogFields, Logger } from "../core/log.ts";
 import { sanitized } from "../../tests/support/util.ts";
 import { LINES_PER_INTERVAL, RefusalLog } from "./refusal_log.ts";
-
-class CapturingLogger extends Logger {
-  readonly lines: { msg: string; fields: LogFields }[] = [];
-  override warn(msg: string, fields: LogFields = {}): void {
-    this.lines.push({ msg, fields });
-  }
-}
+import { RecordingLogger } from "../../tests/support/recording_logger.ts";
 
 /** Every refusal counted in the lines, by address lines and summaries. */
-function reported(log: CapturingLogger): number {
+function reported(log: RecordingLogger): number {
   return log.lines.reduce((n, line) => n + Number(line.fields.refused), 0);
 }
 
 const FULL = "Server is at its connection limit";
 
 Deno.test("RefusalLog gives an address one line per interval, carrying the refusals held back", sanitized, () => {
-  const log = new CapturingLogger("error");
+  const log = new RecordingLogger(["warn"]);
   const refusals = new RefusalLog(log);
   for (const at of [0, 1000, 2000]) refusals.refused("10.0.0.1", FULL, at);
   assertEquals(log.lines.map((l) => [l.msg, l.fields.address, l.fields.refused]), [[
@@ -32,7 +25,7 @@ Deno.test("RefusalLog gives an address one line per interval, carrying the refus
 });
 
 Deno.test("RefusalLog sums up the refusals past its line budget per reason when the interval ends", sanitized, () => {
-  const log = new CapturingLogger("error");
+  const log = new RecordingLogger(["warn"]);
   const refusals = new RefusalLog(log);
   for (let i = 0; i < 100; i++) refusals.refused(`10.0.${i >> 8}.${i & 255}`, FULL, i);
   refusals.refused("10.9.9.9", "Server is shutting down", 200);
@@ -49,7 +42,7 @@ Deno.test("RefusalLog sums up the refusals past its line budget per reason when 
 });
 
 Deno.test("RefusalLog forgets an address that stops, its held-back refusals going into the summary", sanitized, () => {
-  const log = new CapturingLogger("error");
+  const log = new RecordingLogger(["warn"]);
   const refusals = new RefusalLog(log);
   for (let i = 0; i < 5; i++) refusals.refused("10.0.0.1", FULL, i);
   assertEquals(refusals.trackedAddresses, 1);
@@ -60,7 +53,7 @@ Deno.test("RefusalLog forgets an address that stops, its held-back refusals goin
 });
 
 Deno.test("RefusalLog stays bounded under a flood of new addresses and reports every refusal once", sanitized, () => {
-  const log = new CapturingLogger("error");
+  const log = new RecordingLogger(["warn"]);
   const refusals = new RefusalLog(log);
   let maxTracked = 0;
   // 1,000 refusals a second for 100 s, each address twice in a row, ticking every second.
