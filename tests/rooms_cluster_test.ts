@@ -194,6 +194,26 @@ async function head(db: ScratchDatabase, room: string): Promise<number> {
   );
 }
 
+/**
+ * Waits until every peer has `room`'s events up to its head, then checks that each got exactly
+ * the stored events from its first on (messages by text, membership events by kind). Returns them.
+ */
+async function assertPeersSawStored(db: ScratchDatabase, peers: V2Peer[], room: string): Promise<EventRow[]> {
+  const last = await head(db, room);
+  await Promise.all(peers.map((p) => p.until(() => p.lastId(room) >= last, CONVERGE_MS, `${room} up to ${last}`)));
+  const stored = await roomEvents(db, room);
+  for (const peer of peers) {
+    const got = peer.events.get(room)!;
+    const first = got[0].id as number;
+    assertEquals(
+      got.map((f) => [f.id, f.type === "new_message" ? f.message : f.membership]),
+      stored.filter((r) => r.id >= first).map((r) => [r.id, r.kind === "message" ? r.body : r.kind]),
+      `${peer.username} in ${room}`,
+    );
+  }
+  return stored;
+}
+
 for (const bus of BUSES) {
   Deno.test({
     name:
@@ -226,22 +246,7 @@ for (const bus of BUSES) {
           }
         }
       }));
-      for (const room of rooms) {
-        const last = await head(db, room);
-        await Promise.all(
-          peers.map((p) => p.until(() => p.lastId(room) >= last, CONVERGE_MS, `${room} up to ${last}`)),
-        );
-        const stored = await roomEvents(db, room);
-        for (const peer of peers) {
-          const got = peer.events.get(room)!;
-          const first = got[0].id as number;
-          assertEquals(
-            got.map((f) => [f.id, f.type === "new_message" ? f.message : f.membership]),
-            stored.filter((r) => r.id >= first).map((r) => [r.id, r.kind === "message" ? r.body : r.kind]),
-            `${peer.username} in ${room}`,
-          );
-        }
-      }
+      for (const room of rooms) await assertPeersSawStored(db, peers, room);
       for (const peer of peers) assertEquals(peer.problems, [], peer.username);
     },
   });
@@ -281,23 +286,12 @@ for (const bus of BUSES) {
         }
       }));
       for (const room of rooms) {
-        const last = await head(db, room);
-        await Promise.all(peers.map((p) => p.until(() => p.lastId(room) >= last, CONVERGE_MS, `${room} to ${last}`)));
-        const stored = await roomEvents(db, room);
+        const stored = await assertPeersSawStored(db, peers, room);
         assertEquals(
           stored.filter((r) => r.kind === "message").length,
           sentTo.get(room),
           `${room}: each send stored once`,
         );
-        for (const peer of peers) {
-          const got = peer.events.get(room)!;
-          const first = got[0].id as number;
-          assertEquals(
-            got.map((f) => [f.id, f.type === "new_message" ? f.message : f.membership]),
-            stored.filter((r) => r.id >= first).map((r) => [r.id, r.kind === "message" ? r.body : r.kind]),
-            `${peer.username} in ${room}`,
-          );
-        }
       }
       for (const peer of peers) assertEquals(peer.problems, [], peer.username);
     },
