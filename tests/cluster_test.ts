@@ -773,6 +773,11 @@ function logged(server: ServerProcess, msg: string): number {
   return server.logs.filter((l) => l.msg === msg).length;
 }
 
+/** Waits until each of `servers` has connected to the bus `times` times in all ("NATS bus connected"). */
+async function onTheBus(servers: ServerProcess[], times: number, ms: number, what: string): Promise<void> {
+  await waitUntil(() => servers.every((s) => logged(s, "NATS bus connected") === times), ms, what);
+}
+
 Deno.test({
   name:
     "cluster (NATS bus): three servers, senders on each; NATS killed for 2 s mid-traffic and started again: every client gets every message once, in id order; every server reconnects",
@@ -782,11 +787,7 @@ Deno.test({
     await using nats = await startNats();
     await using db = await createScratchDatabase(postgresUrl!);
     await using cluster = await startCluster([db.url, db.url, db.url], { NATS_URL: nats.url });
-    await waitUntil(
-      () => cluster.servers.every((s) => logged(s, "NATS bus connected") === 1),
-      10_000,
-      "every server on the bus",
-    );
+    await onTheBus(cluster.servers, 1, 10_000, "every server on the bus");
     const { senders, receivers } = await sendersAndReceivers(cluster.servers);
     const peers = [...senders, ...receivers];
     await using _peers = closing(peers);
@@ -807,11 +808,7 @@ Deno.test({
       await waitUntil(() => count(senders) >= ackedWhileAway + 30, 15_000, "traffic while NATS is away");
       await sleep(1000);
       await nats.start();
-      await waitUntil(
-        () => cluster.servers.every((s) => logged(s, "NATS bus connected") === 2),
-        20_000,
-        "every server back on the bus",
-      );
+      await onTheBus(cluster.servers, 2, 20_000, "every server back on the bus");
       const acked = count(senders);
       await waitUntil(() => count(senders) >= acked + 30, 15_000, "traffic after NATS came back");
     } finally {
@@ -846,11 +843,7 @@ Deno.test({
     assert(cluster.servers.every((s) => logged(s, "NATS bus connected") === 0), "a server saw a bus that is not there");
 
     await nats.start();
-    await waitUntil(
-      () => cluster.servers.every((s) => logged(s, "NATS bus connected") === 1),
-      20_000,
-      "every server on the bus",
-    );
+    await onTheBus(cluster.servers, 1, 20_000, "every server on the bus");
     await Promise.all(senders.map((s, i) => s.sendMany(`u${i}`, { max: 40, window: 4 })));
     rows = await converge(peers, db);
     assertEquals(rows.length, 160);
@@ -938,11 +931,7 @@ Deno.test({
     await using nats = await startNats({ maxPendingBytes: 256 * 1024 });
     await using db = await createScratchDatabase(postgresUrl!);
     await using cluster = await startCluster([db.url, db.url, db.url], { NATS_URL: nats.url });
-    await waitUntil(
-      () => cluster.servers.every((s) => logged(s, "NATS bus connected") === 1),
-      10_000,
-      "every server on the bus",
-    );
+    await onTheBus(cluster.servers, 1, 10_000, "every server on the bus");
     const { senders, receivers } = await sendersAndReceivers(cluster.servers);
     const peers = [...senders, ...receivers];
     await using _peers = closing(peers);
@@ -976,7 +965,7 @@ Deno.test({
       20_000,
       "the stalled server to be cut off",
     );
-    await waitUntil(() => logged(stalled, "NATS bus connected") === 2, 20_000, "the stalled server back on the bus");
+    await onTheBus([stalled], 2, 20_000, "the stalled server back on the bus");
     await Promise.all(senders.map((s, i) => s.sendMany(`c${i}`, { max: 30, window: 5 })));
     for (const s of senders) assertEquals([...s.failed], [], "a send was refused");
     const rows = await converge(peers, db);
@@ -1036,11 +1025,7 @@ Deno.test({
     await using db = await createScratchDatabase(postgresUrl!);
     await using cluster = await startCluster([db.url, db.url], { NATS_URL: nats.url });
     const [a, b] = cluster.servers;
-    await waitUntil(
-      () => cluster.servers.every((s) => logged(s, "NATS bus connected") === 1),
-      10_000,
-      "every server on the bus",
-    );
+    await onTheBus(cluster.servers, 1, 10_000, "every server on the bus");
     const alice = await Peer.login(a, uniqueName("owner"), true);
     const bob = await Peer.login(b, uniqueName("other"), true);
     await using _peers = closing([alice, bob]);
@@ -1126,7 +1111,7 @@ Deno.test({
     await using a = await spawn(monitors[0]);
     await using b = await spawn(monitors[1]);
     const servers = [a, b];
-    await waitUntil(() => servers.every((s) => logged(s, "NATS bus connected") === 1), 10_000, "both on the bus");
+    await onTheBus(servers, 1, 10_000, "both on the bus");
     /** Each server's /healthz comes to say `bus` (200 either way), and chat_bus_up agrees. */
     const busReported = async (bus: "degraded" | "nats", ms: number) => {
       for (const port of monitors) {
@@ -1212,11 +1197,7 @@ Deno.test({
     );
 
     await nats.start();
-    await waitUntil(
-      () => cluster.servers.every((s) => logged(s, "NATS bus connected") === 1),
-      10_000,
-      "both servers on the bus",
-    );
+    await onTheBus(cluster.servers, 1, 10_000, "both servers on the bus");
     await waitUntil(
       async () => (await nats.subjects()).filter((s) => s === "chat.lobby").length === 2,
       10_000,
@@ -1241,11 +1222,7 @@ Deno.test({
     );
     const refusedBefore = logged(refused, "cannot reach NATS; retrying");
     await nats.start();
-    await waitUntil(
-      () => cluster.servers.every((s) => logged(s, "NATS bus connected") === 2),
-      15_000,
-      "both servers back on the bus",
-    );
+    await onTheBus(cluster.servers, 2, 15_000, "both servers back on the bus");
     await delivered("after NATS came back");
     // The wrong password is refused by NATS after the restart too (and never reaches the bus).
     await waitUntil(() => logged(refused, "cannot reach NATS; retrying") > refusedBefore + 1, 10_000, "a refusal");
