@@ -499,9 +499,8 @@ DECLARE
     -- cached plan's estimates are one row each), rows times rooms.
     head_of JSONB;
     count_of JSONB;
-    -- The ids the previous batch on this connection drew in each room of this one (0 and -1: none).
-    skip_froms BIGINT[];
-    skip_throughs BIGINT[];
+    -- The ids the previous batch on this connection drew in each room: {room: [from, through]}.
+    prev_rooms JSONB;
     assigned_ords INTEGER[];
     assigned_ids BIGINT[];
     gap_count INTEGER;
@@ -698,11 +697,7 @@ BEGIN
     -- flight, most answers would otherwise repeat the rooms of the batch before), as the lobby's
     -- gap does; the caller treats a room's gap as complete only once it has delivered through
     -- rg_skipped_through (else it reads). A room with nothing else to read is not looked at.
-    SELECT array_agg(coalesce((p.drawn -> b.room ->> 0)::BIGINT, 0) ORDER BY b.ord),
-           array_agg(coalesce((p.drawn -> b.room ->> 1)::BIGINT, -1) ORDER BY b.ord)
-    INTO skip_froms, skip_throughs
-    FROM unnest(room_list) WITH ORDINALITY AS b(room, ord),
-         (SELECT coalesce(nullif(current_setting('chat.prev_rooms_drawn', true), ''), '{}')::JSONB AS drawn) p;
+    prev_rooms := coalesce(nullif(current_setting('chat.prev_rooms_drawn', true), ''), '{}')::JSONB;
     SELECT coalesce(json_agg(json_build_array(g.room_id, g.id, g.kind, g.user_id, g.username, g.body, g.by_username,
                                               to_char(g.created_at, 'YYYY-MM-DD"T"HH24:MI:SS')) ORDER BY g.room_id, g.id)
                     FILTER (WHERE g.total <= 1000), '[]'::json),
@@ -710,18 +705,23 @@ BEGIN
     INTO rg_rows, rg_incomplete
     FROM (
         SELECT e.*, count(*) OVER (PARTITION BY e.room_id) AS total
-        FROM unnest(room_list, heads_before, skip_froms, skip_throughs) AS h(room, head, skip_from, skip_through)
+        FROM unnest(room_list, heads_before) AS h(room, head)
         JOIN unnest(p_seen_rooms, p_seen_ids) AS s(room, seen) ON s.room = h.room
         CROSS JOIN LATERAL (
+            SELECT coalesce((prev_rooms -> h.room ->> 0)::BIGINT, 0) AS skip_from,
+                   coalesce((prev_rooms -> h.room ->> 1)::BIGINT, -1) AS skip_through
+        ) p
+        CROSS JOIN LATERAL (
             SELECT * FROM chat_room_events e WHERE e.room_id = h.room AND e.id > s.seen AND e.id <= h.head
-                AND NOT (e.id BETWEEN h.skip_from AND h.skip_through)
+                AND NOT (e.id BETWEEN p.skip_from AND p.skip_through)
             ORDER BY e.id LIMIT 1001
         ) e
-        WHERE s.seen < h.head AND NOT (s.seen >= h.skip_from - 1 AND h.head <= h.skip_through)
+        WHERE s.seen < h.head AND NOT (s.seen >= p.skip_from - 1 AND h.head <= p.skip_through)
     ) g;
     rg_skipped_through := ARRAY(
-        SELECT CASE WHEN h.skip_through > coalesce(s.seen, 0) THEN h.skip_through ELSE 0 END
-        FROM unnest(room_list, skip_throughs) WITH ORDINALITY AS h(room, skip_through, ord)
+        SELECT CASE WHEN coalesce((prev_rooms -> h.room ->> 1)::BIGINT, 0) > coalesce(s.seen, 0)
+                    THEN (prev_rooms -> h.room ->> 1)::BIGINT ELSE 0 END
+        FROM unnest(room_list) WITH ORDINALITY AS h(room, ord)
         LEFT JOIN unnest(p_seen_rooms, p_seen_ids) AS s(room, seen) ON s.room = h.room
         ORDER BY h.ord);
     PERFORM set_config('chat.prev_rooms_drawn', coalesce(
