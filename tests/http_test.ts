@@ -89,6 +89,7 @@ Deno.test({
         "chat_logged_in_connections",
         "chat_messages_committed_total",
         "chat_deliveries_total",
+        "chat_socket_writes_total",
         "chat_batch_messages",
         "chat_commit_seconds",
         "chat_slow_consumers_total",
@@ -121,6 +122,11 @@ Deno.test({
     const delta = (series: string) => sample(after, series) - sample(before, series);
     assertEquals(delta("chat_messages_committed_total"), 2);
     assertEquals(delta("chat_deliveries_total"), 4);
+    // 12 frames were sent: TCP 2 + 1 + 2 replies and 2 broadcasts, WebSocket 2 replies, 2 own
+    // copies and an error. Each of the 7 awaited replies took a write of its own, the pipelined
+    // sends' output at least one on each side; output is batched, so never more than a write a frame.
+    const writes = delta("chat_socket_writes_total");
+    assert(writes >= 9 && writes <= 12, `${writes} socket writes`);
     assertEquals(delta("chat_rate_limited_total"), 1);
     assertEquals(delta("chat_failed_logins_total"), 1);
     assert(delta("chat_batch_messages") >= 1, "no batch counted");

@@ -91,6 +91,10 @@ export class Metrics {
   readonly messagesCommitted = new Counter("chat_messages_committed_total", "Messages stored and broadcast");
   readonly messagesFailed = new Counter("chat_messages_failed_total", "Messages answered unavailable");
   readonly deliveries = new Counter("chat_deliveries_total", "new_message lines queued to connections");
+  readonly socketWrites = new Counter(
+    "chat_socket_writes_total",
+    "Writes to client sockets: TCP and TLS writes, WebSocket messages",
+  );
   readonly batchSize = new Histogram("chat_batch_messages", "Messages per committed batch", BATCH_SIZE_BUCKETS);
   readonly commitSeconds = new Histogram(
     "chat_commit_seconds",
@@ -122,6 +126,7 @@ export class Metrics {
       this.messagesCommitted,
       this.messagesFailed,
       this.deliveries,
+      this.socketWrites,
       this.batchSize,
       this.commitSeconds,
       this.slowConsumers,

@@ -158,6 +158,7 @@ export class LineConnection implements Connection, LineSink {
           while (offset < piece.length && !this.#released) {
             const written = this.#conn.write(offset === 0 ? piece : piece.subarray(offset));
             this.#writeInFlight = true;
+            this.#host.wrote();
             offset += await written;
             this.#writeInFlight = false;
           }

@@ -158,6 +158,10 @@ export class ConnectionRegistry implements ConnectionHost {
     if (this.#connections.size === 0) this.#connectionsClosed();
   }
 
+  wrote(): void {
+    this.#metrics.socketWrites.inc();
+  }
+
   slowConsumer(connection: Connection, backlogBytes: number): void {
     this.#metrics.slowConsumers.inc();
     this.log.warn("slow consumer disconnected", {

@@ -30,6 +30,8 @@ export interface ConnectionHost {
   settled(session: Session): Promise<void> | undefined;
   /** Called once per connection, when it has closed. */
   connectionClosed(connection: Connection, reason: CloseReason, detail?: string): void;
+  /** Called for each write handed to a client's socket (deliveries per write show how well output is batched). */
+  wrote(): void;
   /** Called once per slow consumer, as it is cut off. */
   slowConsumer(connection: Connection, backlogBytes: number): void;
 }

@@ -154,13 +154,17 @@ export class WebSocketConnection implements Connection {
         if (text === "") continue;
         if (message !== "" && bytes + chunk.length > MESSAGE_BYTES) {
           this.#socket.send(message);
+          this.#host.wrote();
           message = "";
           bytes = 0;
         }
         message = message === "" ? text : `${message}\n${text}`;
         bytes += chunk.length;
       }
-      if (message !== "") this.#socket.send(message);
+      if (message !== "") {
+        this.#socket.send(message);
+        this.#host.wrote();
+      }
     } catch (err) {
       // The socket closed under us (the peer left): the close event records it.
       this.#host.log.debug("websocket send failed", { session: this.id, error: String(err) });
