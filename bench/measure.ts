@@ -6,6 +6,7 @@
 import type { LoadClient } from "./client.ts";
 import { fmt } from "./out.ts";
 import { CpuMeter, GroupCpuMeter, machineCpuSeconds } from "./proc.ts";
+import { type WriteCounts, writeCounts } from "./server_metrics.ts";
 import { type LatencySummary, round } from "./stats.ts";
 import { Traffic, type TrafficCounts, type TrafficOptions } from "./traffic.ts";
 import { type LoadgenCpu, loadgenProblem, ratioText, round3, type Row, runFor } from "./scenarios/common.ts";
@@ -22,6 +23,8 @@ export interface TrafficResult {
   ack_latency: LatencySummary;
   /** CPU seconds of the process under test while measuring. */
   cpu_s: number;
+  /** Of which in the kernel (system time: socket reads and writes, mostly). */
+  system_cpu_s: number;
   cpu_ms_per_1000_deliveries: number | null;
   /** CPU seconds of the PostgreSQL backends serving the server's database while measuring (null: not visible). */
   database_cpu_s: number | null;
@@ -31,6 +34,14 @@ export interface TrafficResult {
   counts: TrafficCounts;
   drained: boolean;
   loadgen: LoadgenCpu;
+  /** With `metricsPorts`: the servers' socket writes while measuring, by their own counters. */
+  socket_writes?: SocketWrites;
+}
+
+export interface SocketWrites {
+  writes: number;
+  /** Per 1,000 lines delivered (the servers' `chat_deliveries_total`): how well output was batched. */
+  per_1000_deliveries: number | null;
 }
 
 export interface RunSpec extends Omit<TrafficOptions, "clients"> {
@@ -44,6 +55,8 @@ export interface RunSpec extends Omit<TrafficOptions, "clients"> {
   rateOf?: number;
   /** `pgrep -f` pattern of the database backends serving this target, for their CPU. */
   backendPattern?: string;
+  /** The servers' METRICS_ADDR ports, for their socket writes. */
+  metricsPorts?: number[];
 }
 
 export interface Schedule {
@@ -63,24 +76,28 @@ export function measureTraffic(spec: RunSpec, warmupS: number, measureS: number)
 interface Accumulated {
   traffic: Traffic;
   cpuS: number;
+  systemS: number;
   wallS: number;
   selfCpuS: number;
   machineBusyS: number;
   dbCpuS: number;
   dbSeen: boolean;
   drained: boolean;
+  writes: WriteCounts;
 }
 
 export async function measureInterleaved(specs: RunSpec[], schedule: Schedule): Promise<TrafficResult[]> {
   const runs: Accumulated[] = specs.map((spec) => ({
     traffic: new Traffic(spec),
     cpuS: 0,
+    systemS: 0,
     wallS: 0,
     selfCpuS: 0,
     machineBusyS: 0,
     dbCpuS: 0,
     dbSeen: false,
     drained: true,
+    writes: { writes: 0, deliveries: 0 },
   }));
   for (let r = 0; r < schedule.rounds; r++) {
     for (let i = 0; i < specs.length; i++) {
@@ -99,16 +116,32 @@ export async function measureInterleaved(specs: RunSpec[], schedule: Schedule): 
       const target = new CpuMeters(spec.pids ?? [spec.pid]);
       const self = new CpuMeter("self");
       const db = spec.backendPattern ? new GroupCpuMeter(spec.backendPattern) : undefined;
-      const [machine0] = await Promise.all([machineCpuSeconds(), target.start(), self.start(), db?.start()]);
+      const ports = spec.metricsPorts ?? [];
+      const [machine0, , , , writes0] = await Promise.all([
+        machineCpuSeconds(),
+        target.start(),
+        self.start(),
+        db?.start(),
+        writeCounts(ports),
+      ]);
       traffic.measure(true);
       await runFor(schedule.roundS, label, status);
       traffic.measure(false);
-      const [t, s, machine1, d] = await Promise.all([target.stop(), self.stop(), machineCpuSeconds(), db?.stop()]);
+      const [t, s, machine1, d, writes1] = await Promise.all([
+        target.stop(),
+        self.stop(),
+        machineCpuSeconds(),
+        db?.stop(),
+        writeCounts(ports),
+      ]);
+      run.writes.writes += writes1.writes - writes0.writes;
+      run.writes.deliveries += writes1.deliveries - writes0.deliveries;
       if (d && d.processes > 0) {
         run.dbCpuS += d.cpuS;
         run.dbSeen = true;
       }
       run.cpuS += t.cpuS;
+      run.systemS += t.systemS;
       run.wallS += t.wallS;
       run.selfCpuS += s.cpuS;
       run.machineBusyS += machine1.busyS - machine0.busyS;
@@ -134,6 +167,7 @@ export async function measureInterleaved(specs: RunSpec[], schedule: Schedule): 
         : {}),
       ack_latency: traffic.ackLatency.summary(),
       cpu_s: round3(cpuS),
+      system_cpu_s: round3(run.systemS),
       cpu_ms_per_1000_deliveries: deliveries > 0 ? round((cpuS * 1000 * 1000) / deliveries, 3) : null,
       database_cpu_s: run.dbSeen ? round3(run.dbCpuS) : null,
       database_cpu_ms_per_message: run.dbSeen && traffic.windowAcks > 0
@@ -143,8 +177,13 @@ export async function measureInterleaved(specs: RunSpec[], schedule: Schedule): 
       counts: traffic.counts(),
       drained: run.drained,
       loadgen: { cpu_s: round3(run.selfCpuS), wall_s: round3(wallS), cores: round3(cores), saturated: cores >= 0.9 },
+      ...(specs[i].metricsPorts ? { socket_writes: socketWrites(run.writes) } : {}),
     };
   });
+}
+
+function socketWrites({ writes, deliveries }: WriteCounts): SocketWrites {
+  return { writes, per_1000_deliveries: deliveries > 0 ? round((writes * 1000) / deliveries, 1) : null };
 }
 
 /** The CPU of several processes over one window, added up. */
@@ -156,9 +195,10 @@ class CpuMeters {
   async start(): Promise<void> {
     await Promise.all(this.#meters.map((m) => m.start()));
   }
-  async stop(): Promise<{ cpuS: number; wallS: number }> {
+  async stop(): Promise<{ cpuS: number; systemS: number; wallS: number }> {
     const each = await Promise.all(this.#meters.map((m) => m.stop()));
-    return { cpuS: each.reduce((sum, e) => sum + e.cpuS, 0), wallS: each[0].wallS };
+    const sum = (key: "cpuS" | "systemS") => each.reduce((total, e) => total + e[key], 0);
+    return { cpuS: sum("cpuS"), systemS: sum("systemS"), wallS: each[0].wallS };
   }
 }
 

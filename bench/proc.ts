@@ -23,12 +23,17 @@ function procPid(pid: number | "self"): number {
 
 /** User plus system CPU seconds used so far by a process ("self" for this one), all its threads included. */
 export async function cpuSeconds(pid: number | "self"): Promise<number> {
+  const { userS, systemS } = await cpuTimes(pid);
+  return userS + systemS;
+}
+
+/** User and system CPU seconds used so far by a process, apart. */
+export async function cpuTimes(pid: number | "self"): Promise<{ userS: number; systemS: number }> {
   const stat = await run("cat", [`/proc/${procPid(pid)}/stat`]);
   // The command name (field 2) may hold spaces and parentheses: split after its last ")".
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // Fields 14 and 15 of stat (utime, stime) are 12 and 13 after the name.
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  return ticks / clockTicks;
+  return { userS: Number(fields[11]) / clockTicks, systemS: Number(fields[12]) / clockTicks };
 }
 
 /** VmRSS of a process, in KiB. */
@@ -65,19 +70,23 @@ export async function listeningPort(pid: number, otherPorts: number[] = []): Pro
 export class CpuMeter {
   readonly #pid: number | "self";
   #cpu0 = 0;
+  #system0 = 0;
   #wall0 = 0;
   constructor(pid: number | "self") {
     this.#pid = pid;
   }
   async start(): Promise<void> {
-    this.#cpu0 = await cpuSeconds(this.#pid);
+    const { userS, systemS } = await cpuTimes(this.#pid);
+    this.#cpu0 = userS + systemS;
+    this.#system0 = systemS;
     this.#wall0 = performance.now();
   }
-  /** CPU seconds and wall seconds since start(), and the average number of cores busy. */
-  async stop(): Promise<{ cpuS: number; wallS: number; cores: number }> {
+  /** CPU seconds (all, and in the kernel) and wall seconds since start(), and the average number of cores busy. */
+  async stop(): Promise<{ cpuS: number; systemS: number; wallS: number; cores: number }> {
     const wallS = (performance.now() - this.#wall0) / 1000;
-    const cpuS = (await cpuSeconds(this.#pid)) - this.#cpu0;
-    return { cpuS, wallS, cores: wallS > 0 ? cpuS / wallS : 0 };
+    const { userS, systemS } = await cpuTimes(this.#pid);
+    const cpuS = userS + systemS - this.#cpu0;
+    return { cpuS, systemS: systemS - this.#system0, wallS, cores: wallS > 0 ? cpuS / wallS : 0 };
   }
 }
 

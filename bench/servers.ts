@@ -183,7 +183,7 @@ async function spawn(name: string, args: string[], env: Record<string, string>):
       kill(child, "SIGKILL");
       throw new Error(`${name} did not listen within ${START_TIMEOUT_MS / 1000} s`);
     }
-    port = announcedPort ?? await listeningPort(child.pid, env.HTTP_PORT ? [Number(env.HTTP_PORT)] : []);
+    port = announcedPort ?? await listeningPort(child.pid, otherListeners(env));
     if (port === undefined) await sleep(100);
   }
 
@@ -229,4 +229,13 @@ function kill(child: Deno.ChildProcess, signal: Deno.Signal): void {
   } catch {
     // Already exited.
   }
+}
+
+/** The ports a server listens on besides the line protocol's: HTTP_PORT's and METRICS_ADDR's. */
+function otherListeners(env: Record<string, string>): number[] {
+  const ports: number[] = [];
+  if (env.HTTP_PORT) ports.push(Number(env.HTTP_PORT));
+  const metrics = /:(\d+)$/.exec(env.METRICS_ADDR ?? "");
+  if (metrics) ports.push(Number(metrics[1]));
+  return ports;
 }

@@ -26,6 +26,7 @@ import {
 } from "../measure.ts";
 import { fmt } from "../out.ts";
 import type { Process } from "../servers.ts";
+import { freePort } from "../server_metrics.ts";
 import { Histogram, round } from "../stats.ts";
 import type { LoadClient } from "../client.ts";
 import {
@@ -95,16 +96,22 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
   // Sends go through each server's writer connection, so the smaller pool does not move the figures.
   const pool = { DB_POOL_SIZE: String(CLUSTER_POOL_SIZE) };
   try {
-    for (let i = 0; i < SERVERS; i++) processes.push(await startChatServer(ctx, pool));
-    const servers = processes.slice();
-    const one = await startChatServer(ctx, { ...alone.serverEnv, ...pool });
-    processes.push(one);
+    // Each server's /metrics on a port of its own, for its socket writes.
+    const metricsPort = new Map<Process, number>();
+    const start = async (env: Record<string, string>): Promise<Process> => {
+      const port = freePort();
+      const server = await startChatServer(ctx, { ...env, ...pool, METRICS_ADDR: `127.0.0.1:${port}` });
+      metricsPort.set(server, port);
+      processes.push(server);
+      return server;
+    };
+    const portsOf = (servers: Process[]) => servers.map((s) => metricsPort.get(s)!);
+    const servers: Process[] = [];
+    for (let i = 0; i < SERVERS; i++) servers.push(await start({}));
+    const one = await start(alone.serverEnv);
     const natsServers: Process[] = [];
     if (natsDb && natsUrl) {
-      for (let i = 0; i < SERVERS; i++) {
-        natsServers.push(await startChatServer(ctx, { ...natsDb.serverEnv, ...pool, NATS_URL: natsUrl }));
-      }
-      processes.push(...natsServers);
+      for (let i = 0; i < SERVERS; i++) natsServers.push(await start({ ...natsDb.serverEnv, NATS_URL: natsUrl }));
     }
 
     const names = usernames("clu", params.clients);
@@ -142,6 +149,7 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
         clients: clusterClients,
         pid: servers[0].pid,
         pids: servers.map((s) => s.pid),
+        metricsPorts: portsOf(servers),
         serverOf: (i) => i % SERVERS,
         backendPattern: ctx.db.backendPattern,
         label: "cluster (3 servers)",
@@ -151,6 +159,7 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
         mode: "server",
         clients: singleClients,
         pid: one.pid,
+        metricsPorts: portsOf([one]),
         backendPattern: alone.backendPattern,
         label: "one server",
       },
@@ -161,6 +170,7 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
           clients: natsClients,
           pid: natsServers[0].pid,
           pids: natsServers.map((s) => s.pid),
+          metricsPorts: portsOf(natsServers),
           serverOf: (i: number) => i % SERVERS,
           backendPattern: natsDb!.backendPattern,
           label: "cluster on NATS (3 servers)",
@@ -178,6 +188,7 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
           ratePerSec: rate,
           maxUnackedPerSender: 10 * params.window,
           pid: one.pid,
+          metricsPorts: portsOf([one]),
           backendPattern: alone.backendPattern,
           label,
         },
@@ -284,6 +295,8 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
           ratioText(natsPacedRatio),
         ] as Row]
         : []),
+      ...whereRows("", clustered, pacedNotify),
+      ...(onNats && pacedNats ? whereRows("NATS: ", onNats, pacedNats) : []),
       ...(onNats
         ? natsRows(onNats, clustered)
         : [["NATS bus", "not measured: no NATS server answered", "", ""] as Row]),
@@ -391,6 +404,32 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
 type Measured = Awaited<ReturnType<typeof measureInterleaved>>[number];
 
 /** The NATS arm against the three servers on NOTIFY (value, baseline, ratio). */
+/**
+ * Where the servers' extra CPU goes, against one server paced at the same rate: user and system
+ * time per message, and the socket writes (kernel work, mostly) per 1,000 deliveries.
+ */
+function whereRows(prefix: string, cluster: TrafficResult, one: TrafficResult): Row[] {
+  const ratio = (x: number | null, y: number | null) => ratioText(x !== null && y ? x / y : null);
+  const perMessage = (r: TrafficResult, cpuS: number) => {
+    const messages = r.messages_per_s * r.measured_s;
+    return messages > 0 ? (cpuS * 1e6) / messages : null;
+  };
+  const row = (what: string, a: number | null, b: number | null): Row => [
+    `${prefix}${what}, one server paced at the same rate`,
+    fmt(a),
+    fmt(b),
+    ratio(a, b),
+  ];
+  const user = (r: TrafficResult) => perMessage(r, r.cpu_s - r.system_cpu_s);
+  const system = (r: TrafficResult) => perMessage(r, r.system_cpu_s);
+  const writes = (r: TrafficResult) => r.socket_writes?.per_1000_deliveries ?? null;
+  return [
+    row("servers' user CPU µs per message", user(cluster), user(one)),
+    row("servers' system CPU µs per message", system(cluster), system(one)),
+    row("socket writes per 1,000 deliveries", writes(cluster), writes(one)),
+  ];
+}
+
 function natsRows(nats: Measured, notify: Measured): Row[] {
   const ratio = (a: number | null | undefined, b: number | null | undefined) =>
     ratioText(a !== null && a !== undefined && b ? a / b : null);

@@ -9,6 +9,7 @@ import { measureTraffic, type TrafficResult } from "../measure.ts";
 import { fmt, progress } from "../out.ts";
 import { sleep } from "../../tests/support/util.ts";
 import { round } from "../stats.ts";
+import { freePort } from "../server_metrics.ts";
 import {
   type BenchContext,
   closeAll,
@@ -35,14 +36,6 @@ interface Totals {
   outOfOrder: number;
   p99: (number | null)[];
   loadgenCores: number[];
-}
-
-/** A port free at the time of asking, for the server's HTTP_PORT. */
-function freePort(): number {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  return port;
 }
 
 export async function ws(ctx: BenchContext): Promise<ScenarioReport> {
