@@ -1,12 +1,12 @@
 // deno-lint-ignore-file no-console -- a measuring program: its report is its output
 // What three servers cost per delivery against one, by how many clients each message reaches.
-// Each server does a message's fixed work again (learns its rows from the bus or the database,
-// encodes its line, wakes its clients' writers), so at a small fan-out the three cost more per
-// delivery than one, and at a large one they cost what one does. Runs three servers on one
-// database (NOTIFY, or NATS with --nats) in a closed loop, then one server on a database of its own
-// paced at the rate the three reached, with the same clients and senders, and prints both servers'
-// CPU per 1,000 deliveries (PostgreSQL on DATABASE_URL or 127.0.0.1:5432; NATS on NATS_URL or
-// nats://127.0.0.1:4222).
+// Every server does work per message: the storing one commits smaller batches than one server
+// alone would, and the others learn its rows and encode its line. So at a small fan-out the three
+// cost more per delivery than one, and at a large one they cost what one does. Runs three servers
+// on one database (NOTIFY, or NATS with --nats) in a closed loop, then one server on a database of
+// its own paced at the rate the three reached, with the same clients and senders, and prints both
+// sides' CPU per 1,000 deliveries (PostgreSQL on DATABASE_URL or 127.0.0.1:5432; NATS on NATS_URL
+// or nats://127.0.0.1:4222).
 //
 //   deno run -A bench/floor/cluster_fanout.ts --clients 60 [--nats] [--seconds 8]
 
