@@ -3,6 +3,7 @@
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { sanitized } from "./support/client.ts";
 import { runServerCommand, spawnServer } from "./support/process.ts";
+import { freePort } from "./support/client_process.ts";
 
 Deno.test({
   name: "startup: an unreachable DATABASE_URL exits 1 with one line naming it, password hidden",
@@ -36,14 +37,6 @@ Deno.test({
     }
   },
 });
-
-/** A port free at the time of asking (the server binds it a moment later). */
-function freePort(): number {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  return port;
-}
 
 Deno.test({
   name: "startup: the web chat's URL is printed, and one per LAN address beside the TCP one",

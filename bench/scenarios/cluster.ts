@@ -26,7 +26,7 @@ import {
 } from "../measure.ts";
 import { fmt } from "../out.ts";
 import type { Process } from "../servers.ts";
-import { freePort } from "../server_metrics.ts";
+import { freePort } from "../../tests/support/client_process.ts";
 import { Histogram, round } from "../stats.ts";
 import type { LoadClient } from "../client.ts";
 import {

@@ -9,7 +9,7 @@ import { measureTraffic, type TrafficResult } from "../measure.ts";
 import { fmt, progress } from "../out.ts";
 import { sleep } from "../../tests/support/util.ts";
 import { round } from "../stats.ts";
-import { freePort } from "../server_metrics.ts";
+import { freePort } from "../../tests/support/client_process.ts";
 import {
   type BenchContext,
   closeAll,

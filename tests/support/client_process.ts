@@ -163,7 +163,7 @@ export class ClientProcess implements AsyncDisposable {
   }
 }
 
-/** A port that was free a moment ago, for servers that must come back on the same one. */
+/** A port that was free a moment ago, for a server to bind (or come back on) a moment later. */
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
