@@ -5,7 +5,7 @@
 
 import { assert, assertEquals, fail } from "./support/assert.ts";
 import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./support/helpers.ts";
-import { sleep } from "./support/util.ts";
+import { sleep, waitUntil } from "./support/util.ts";
 
 /** A logged-in client whose frames are read in the background: replies by request_id, pushes in order. */
 class Peer implements AsyncDisposable {
@@ -803,12 +803,15 @@ for (const backend of backends) {
           Object.fromEntries(
             ((await owner.ask({ type: "room_members", room })).members as Frame[]).map((m) => [m.username, m.online]),
           );
-        const deadline = Date.now() + 5_000;
-        let online = await onlineOf();
-        while (online[gone.name] !== false && Date.now() < deadline) {
-          await sleep(50);
-          online = await onlineOf();
-        }
+        let online: Record<string, unknown> = {};
+        await waitUntil(
+          async () => {
+            online = await onlineOf();
+            return online[gone.name] === false;
+          },
+          5_000,
+          "the member who left to show as offline",
+        );
         assertEquals(online[gone.name], false, "a member without a connection is online");
         assertEquals(Object.keys(online).sort(), everyone, "a member who went offline left the list");
         for (const peer of [owner, ...others.slice(1)]) assertEquals(online[peer.name], true, peer.name);
