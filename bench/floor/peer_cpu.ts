@@ -47,6 +47,10 @@ const { values } = parseArgs({
   options: { rounds: { type: "string", default: "2" }, scenario: { type: "string", default: "ingest,ingest1" } },
 });
 
+const scenarios = values.scenario.split(",");
+const unknown = scenarios.filter((name) => !(name in SCENARIOS));
+if (unknown.length > 0) throw new Error(`unknown scenario ${unknown.join(", ")}: ingest or ingest1`);
+
 type Kind = "ours" | "unindexed" | "peer";
 
 interface Share {
@@ -154,9 +158,14 @@ async function listening(port: number): Promise<void> {
   throw new Error(`nothing listens on ${port} after a minute`);
 }
 
+function totalUs(share: Share): number {
+  return share.serverUs + share.databaseUs + share.loadgenUs;
+}
+
 function row(label: string, share: Share): string {
-  const total = share.serverUs + share.databaseUs + share.loadgenUs;
-  const cells = [share.serverUs, share.databaseUs, share.loadgenUs, total].map((n) => n.toFixed(1).padStart(9));
+  const cells = [share.serverUs, share.databaseUs, share.loadgenUs, totalUs(share)].map((n) =>
+    n.toFixed(1).padStart(9)
+  );
   return `${label.padEnd(24)}${Math.round(share.rate).toString().padStart(8)}${cells.join("")}`;
 }
 
@@ -167,19 +176,18 @@ console.log(
   }  (CPU µs per message)`,
 );
 for (let round = 1; round <= Number(values.rounds); round++) {
-  for (const scenario of values.scenario.split(",")) {
+  for (const scenario of scenarios) {
     const ours = await measure("ours", scenario);
     const unindexed = await measure("unindexed", scenario);
     const peer = await measure("peer", scenario);
     console.log(row(`${scenario} ours`, ours));
     console.log(row(`${scenario} ours, no index`, unindexed));
     console.log(row(`${scenario} peer`, peer));
-    const total = (s: Share) => s.serverUs + s.databaseUs + s.loadgenUs;
     for (const [label, share] of [["ours", ours], ["ours, no index", unindexed]] as const) {
       const rate = (share.rate / peer.rate).toFixed(2);
       console.log(
         `${scenario}, ${label}: rate / peer's ×${rate}; peer's total CPU / this ×${
-          (total(peer) / total(share)).toFixed(2)
+          (totalUs(peer) / totalUs(share)).toFixed(2)
         }`,
       );
     }
