@@ -7,6 +7,7 @@ import type { Browser, Page } from "playwright-core";
 import { assert, assertEquals } from "./support/assert.ts";
 import { CHROMIUM, chromiumMissing, launchBrowser } from "./support/browser.ts";
 import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./support/helpers.ts";
+import { sleep } from "./support/util.ts";
 
 if (chromiumMissing) {
   // deno-lint-ignore no-console
@@ -63,7 +64,7 @@ async function waitForNoPending(page: Page, timeout = 10_000): Promise<void> {
   const deadline = Date.now() + timeout;
   while (await page.locator("#messages li.pending").count() > 0) {
     if (Date.now() > deadline) throw new Error("a send is still pending");
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
   }
 }
 
@@ -493,7 +494,7 @@ Deno.test({
       await say(page, `${second} is here`);
       await terminal.waitFor((f) => f.type === "new_message" && f.message === `${second} is here`);
       // Past the resend's time: the first user's words were sent by nobody.
-      await new Promise((resolve) => setTimeout(resolve, 2500));
+      await sleep(2500);
       const history = await terminal.request({ type: "get_history", limit: 50 });
       const texts = (history.messages as Frame[]).map((m) => m.message);
       assertEquals(texts.includes(secret), false, "the first user's message went out after they logged out");

@@ -6,6 +6,7 @@ import postgres from "postgres";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { sanitized } from "./support/client.ts";
 import { runDenoTask, runServerCommand, spawnServer } from "./support/process.ts";
+import { sleep } from "./support/util.ts";
 
 /** The seed's two tables and the v1.1 additions (exactly-once ids, presence, login throttling). */
 const SCHEMA_TABLES = [
@@ -172,7 +173,7 @@ async function waitForLog(
   const deadline = Date.now() + ms;
   while (!logs.some(predicate)) {
     if (Date.now() > deadline) throw new Error(`no such log line within ${ms} ms: ${JSON.stringify(logs)}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
   }
 }
 

@@ -6,6 +6,7 @@ import { assert, assertEquals, assertMatch, fail } from "./support/assert.ts";
 import { type Frame, sanitized, type TestClient, uniqueName } from "./support/client.ts";
 import { runServerCommand, type ServerProcess, spawnServer } from "./support/process.ts";
 import { CLIENT_MAIN, CLIENT_PASSWORD, ClientProcess, CONFIG, freePort, runClient } from "./support/client_process.ts";
+import { sleep } from "./support/util.ts";
 
 const TEST_DATABASE_URL = Deno.env.get("TEST_DATABASE_URL") || undefined;
 
@@ -295,7 +296,7 @@ class Tmux implements AsyncDisposable {
       const screen = await this.screen();
       if (pattern.test(screen)) return screen;
       if (Date.now() > deadline) fail(`timed out waiting for ${pattern} on the screen:\n${screen}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await sleep(100);
     }
   }
 

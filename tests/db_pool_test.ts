@@ -7,7 +7,7 @@ import { assert, assertEquals } from "./support/assert.ts";
 import { type Backend, postgresUrl, sanitized, startTestServer, testLog, uniqueName } from "./support/helpers.ts";
 import { DatabaseError, openDatabase } from "../lib/store/db.ts";
 import { typeFetchFailuresSetAside } from "../lib/store/pg_type_fetch_guard.ts";
-import { waitUntil } from "./support/util.ts";
+import { sleep, waitUntil } from "./support/util.ts";
 
 Deno.test({
   name: "db pool: a slow query times out alone, while logins, history reads and health probes all succeed",
@@ -28,7 +28,7 @@ Deno.test({
 
     // The slow query: cancelled at 1 s. Another user query is in flight when that happens.
     const slow = db.query("SELECT pg_sleep(3)", [], { timeoutMs: 1000 }).then(() => "answered", (err) => String(err));
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await sleep(500);
     const inFlight = db.query("SELECT pg_sleep(0.8) AS slept", []).then(() => "ok", (err) => `failed: ${err}`);
 
     const failures: string[] = [];

@@ -8,6 +8,7 @@ import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
 import { parseConfig } from "../lib/core/config.ts";
 import { WsTestClient } from "./support/ws_client.ts";
 import { parseMetrics, sample } from "./support/metrics.ts";
+import { sleep } from "./support/util.ts";
 
 function httpUrl(server: TestServer, path: string): string {
   return `http://127.0.0.1:${server.service.httpPort}${path}`;
@@ -62,7 +63,7 @@ Deno.test({
     const deadline = Date.now() + 15_000;
     while (status !== 200 && Date.now() < deadline) {
       status = (await get(server, "/healthz")).status;
-      if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 200));
+      if (status !== 200) await sleep(200);
     }
     assertEquals(status, 200);
     const metrics = parseMetrics((await getPrivate(server, "/metrics")).body);

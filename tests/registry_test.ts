@@ -10,6 +10,7 @@ import { LINES_PER_INTERVAL } from "../lib/net/refusal_log.ts";
 import { RecordingLogger } from "./support/recording_logger.ts";
 import type { CloseReason } from "../lib/chat/session.ts";
 import type { Connection } from "../lib/net/transport.ts";
+import { sleep } from "./support/util.ts";
 
 Deno.test({
   name: "registry: the coarse clock keeps ticking with LOGIN_IDLE_TIMEOUT_SEC=0",
@@ -17,7 +18,7 @@ Deno.test({
   async fn() {
     await using server = await startTestServer(backends[0], { LOGIN_IDLE_TIMEOUT_SEC: "0" });
     const start = server.service.registry.clock;
-    await new Promise((resolve) => setTimeout(resolve, 1200));
+    await sleep(1200);
     assert(server.service.registry.clock > start, "the clock did not move");
   },
 });

@@ -85,7 +85,7 @@ class Peer implements AsyncDisposable {
     const deadline = Date.now() + ms;
     while (!condition()) {
       if (Date.now() > deadline) fail(`${this.name}: timed out waiting for ${what}`);
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      await sleep(10);
     }
   }
 
@@ -108,7 +108,7 @@ function errorOf(reply: Frame): [unknown, unknown] {
 
 /** Waits a moment and asserts that `peer` got no push about `room`. */
 async function assertNothingFrom(peer: Peer, room: string): Promise<void> {
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  await sleep(200);
   assertEquals(peer.inRoom(room), [], `${peer.name} got pushes of ${room}`);
 }
 
@@ -315,7 +315,7 @@ for (const backend of backends) {
         (await owner.ask({ type: "send_message", room: pub, message: "after the kick" })).type,
         "new_message",
       );
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sleep(200);
       assertEquals(bob.inRoom(pub).length, seenByBob, "something reached bob after his kick");
       assertEquals(errorOf(await bob.ask({ type: "send_message", room: pub, message: "me?" })), [
         "error",
@@ -401,7 +401,7 @@ for (const backend of backends) {
       const pushedBefore = outsider.pushes.length;
       await outsider.tell({ type: "typing", room: priv, state: "start" });
       await outsider.tell({ type: "typing", room: "r_00000000000000000000", state: "start" });
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sleep(200);
       const [typingHidden, typingMissing] = outsider.pushes.slice(pushedBefore).filter((f) => f.type === "error");
       assertEquals(typingHidden, typingMissing);
       assertEquals(typingHidden?.code, "room_not_found");
@@ -576,7 +576,7 @@ for (const backend of backends) {
       await alice.tell({ type: "typing", room, state: "start" });
       await bob.until(() => bob.inRoom(room, "typing").length === 1, "the typing notice");
       assertEquals(bob.inRoom(room, "typing")[0], { type: "typing", room, user: alice.name, state: "start" });
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sleep(200);
       assertEquals(alice.inRoom(room, "typing"), [], "the typist was told of their own typing");
       assertEquals(eve.pushes.filter((f) => f.type === "typing"), [], "a non-member was told");
       // Throttled silently: 20 more starts within seconds are not sent again, 20 stops get a
@@ -586,7 +586,7 @@ for (const backend of backends) {
         Array(20).fill(JSON.stringify({ type: "typing", room, state })).join("\n") + "\n";
       await alice.client.send(frames("start") + frames("stop"));
       assertEquals((await alice.ask({ type: "ping" })).type, "pong");
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await sleep(300);
       const told = bob.inRoom(room, "typing");
       assert(told.filter((f) => f.state === "start").length <= 2, `${told.length} notices: starts not throttled`);
       const stops = told.filter((f) => f.state === "stop").length;

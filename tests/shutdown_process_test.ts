@@ -6,6 +6,7 @@ import { assert, assertEquals, fail } from "./support/assert.ts";
 import { type Frame, sanitized, type TestClient, uniqueName } from "./support/client.ts";
 import { type ServerProcess, spawnServer } from "./support/process.ts";
 import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
+import { sleep } from "./support/util.ts";
 
 const postgresUrl = Deno.env.get("TEST_DATABASE_URL") || undefined;
 
@@ -112,7 +113,7 @@ async function keepSending(client: TestClient, name: string): Promise<number> {
     while (sent < MAX_SENDS_PER_CLIENT && !client.ended) {
       await client.send({ type: "send_message", message: `${name} #${sent}` });
       sent++;
-      await new Promise((resolve) => setTimeout(resolve, 5));
+      await sleep(5);
     }
   } catch {
     // The server closed the connection under the write: that is the shutdown.
@@ -167,7 +168,7 @@ Deno.test({
     // A send stuck on a silent database: its commit (10 s) and the database's closing outlast 2 s.
     proxy.stall();
     await client.send({ type: "send_message", message: "held up", request_id: 1 });
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await sleep(200);
     const started = performance.now();
     const code = await stopWithin(server, "SIGTERM");
     const elapsed = performance.now() - started;

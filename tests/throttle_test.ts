@@ -5,6 +5,7 @@
 import { assert, assertEquals } from "./support/assert.ts";
 import { backends, type Frame, sanitized, startTestServer, uniqueName } from "./support/helpers.ts";
 import { NodeLineClient } from "./support/node_line_client.ts";
+import { sleep } from "./support/util.ts";
 
 for (const backend of backends) {
   Deno.test(
@@ -114,7 +115,7 @@ Deno.test("throttle: one address's queue of hashes does not hold up another addr
       order.push(`register:${reply.status}`);
     });
     // Let the flood queue up first.
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await sleep(200);
     order.push("login sent");
     const login = await bystander.request({ type: "login", username, password: "secret123" }, 30_000);
     order.push("login");
@@ -154,7 +155,7 @@ Deno.test(
         );
         order.push(`register:${reply.status}`);
       });
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await sleep(20);
       const pong = await bystander.request({ type: "ping" }, 30_000);
       order.push(pong.type as string);
       await Promise.all(registrations);

@@ -9,6 +9,7 @@ import { describeError, describeMembership, describeTyping, formatTime, formatUn
 import { Outbox } from "../web/outbox.js";
 import { ChatState, roomTitle } from "../web/state.js";
 import { START_EVERY_MS, TypingNotices, TypingSender } from "../web/typing.js";
+import { sleep } from "./support/util.ts";
 
 const message = (id: number, sender = "bob") => ({ id, sender, message: `m${id}`, timestamp: "2026-01-15T10:30:00" });
 
@@ -246,7 +247,7 @@ class FakeConnection {
   /** Answers the oldest request still waiting; then lets the outbox run. */
   async answer(reply: Record<string, unknown>): Promise<void> {
     this.#answers.shift()!(reply);
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    await sleep(0);
   }
 }
 

@@ -4,6 +4,7 @@
 import { assert, assertEquals } from "./support/assert.ts";
 import { backends, type Frame, sanitized, startTestServer, type TestServer, uniqueName } from "./support/helpers.ts";
 import { RawWsClient, WsTestClient } from "./support/ws_client.ts";
+import { sleep } from "./support/util.ts";
 
 function wsUrl(server: TestServer): string {
   return `ws://127.0.0.1:${server.service.httpPort}/ws`;
@@ -191,7 +192,7 @@ Deno.test({
     await first.close();
     const deadline = Date.now() + 5000;
     while (server.service.registry.connectionCount > 0 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await sleep(20);
     }
     await using second = await WsTestClient.connect(wsUrl(server));
     assertEquals(await second.request({ type: "ping" }), { type: "pong" });
