@@ -33,6 +33,7 @@ import {
   type BenchContext,
   closeAll,
   connectLoggedIn,
+  ratioOf,
   ratioText,
   registerUsers,
   type Row,
@@ -403,13 +404,11 @@ export async function cluster(ctx: BenchContext): Promise<ScenarioReport> {
 
 type Measured = Awaited<ReturnType<typeof measureInterleaved>>[number];
 
-/** The NATS arm against the three servers on NOTIFY (value, baseline, ratio). */
 /**
  * Where the servers' extra CPU goes, against one server paced at the same rate: user and system
  * time per message, and the socket writes (kernel work, mostly) per 1,000 deliveries.
  */
 function whereRows(prefix: string, cluster: TrafficResult, one: TrafficResult): Row[] {
-  const ratio = (x: number | null, y: number | null) => ratioText(x !== null && y ? x / y : null);
   const perMessage = (r: TrafficResult, cpuS: number) => {
     const messages = r.messages_per_s * r.measured_s;
     return messages > 0 ? (cpuS * 1e6) / messages : null;
@@ -418,7 +417,7 @@ function whereRows(prefix: string, cluster: TrafficResult, one: TrafficResult): 
     `${prefix}${what}, one server paced at the same rate`,
     fmt(a),
     fmt(b),
-    ratio(a, b),
+    ratioText(ratioOf(a, b)),
   ];
   const user = (r: TrafficResult) => perMessage(r, r.cpu_s - r.system_cpu_s);
   const system = (r: TrafficResult) => perMessage(r, r.system_cpu_s);
@@ -430,9 +429,9 @@ function whereRows(prefix: string, cluster: TrafficResult, one: TrafficResult): 
   ];
 }
 
+/** The NATS arm against the three servers on NOTIFY (value, baseline, ratio). */
 function natsRows(nats: Measured, notify: Measured): Row[] {
-  const ratio = (a: number | null | undefined, b: number | null | undefined) =>
-    ratioText(a !== null && a !== undefined && b ? a / b : null);
+  const ratio = (a: number | null | undefined, b: number | null | undefined) => ratioText(ratioOf(a, b));
   const cross = nats.cross_server_latency!;
   const notifyCross = notify.cross_server_latency!;
   return [

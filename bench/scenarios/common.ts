@@ -73,6 +73,11 @@ export function round3(value: number): number {
   return Math.round(value * 1000) / 1000;
 }
 
+/** a / b, or null when either is missing or b is 0. */
+export function ratioOf(a: number | null | undefined, b: number | null | undefined): number | null {
+  return a !== null && a !== undefined && b ? a / b : null;
+}
+
 export function ratioText(value: number | null | undefined): string {
   return value === null || value === undefined || !Number.isFinite(value) ? "-" : `${value.toFixed(2)}x`;
 }

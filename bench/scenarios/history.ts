@@ -16,6 +16,7 @@ import {
   loadgenCpu,
   loadgenProblem,
   PASSWORD,
+  ratioOf,
   ratioText,
   registerUsers,
   round3,
@@ -152,10 +153,6 @@ export async function history(ctx: BenchContext): Promise<ScenarioReport> {
       ["mean reply bytes", fmt(replyBytes / (params.requests * params.rounds)), "", ""],
     ],
   };
-}
-
-function ratioOf(a: number | null, b: number | null): number | null {
-  return a !== null && b ? a / b : null;
 }
 
 /** `requests` get_history spread over the clients, one in flight on each; latencies into `latency`. */

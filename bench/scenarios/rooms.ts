@@ -31,6 +31,7 @@ import {
   connectLoggedIn,
   type LoadgenCpu,
   loadgenProblem,
+  ratioOf,
   ratioText,
   registerUsers,
   type Row,
@@ -440,9 +441,6 @@ async function joinRoom(client: LoadClient, room: string): Promise<void> {
   if (reply.type !== "room_response") throw new Error(`room_join ${room}: ${JSON.stringify(reply)}`);
 }
 
-const ratio = (a: number | null | undefined, b: number | null | undefined) =>
-  a !== null && a !== undefined && b ? a / b : null;
-
 export async function rooms(ctx: BenchContext): Promise<ScenarioReport> {
   const n = ctx.quick ? 200 : 1000;
   const groups = n / ROOM_SIZE;
@@ -658,10 +656,10 @@ export async function rooms(ctx: BenchContext): Promise<ScenarioReport> {
     closeAll([lister]);
     sets.length = 0;
 
-    const cpuRatio = ratio(roomFan.server_cpu_ms_per_1000_deliveries, lobbyFan.server_cpu_ms_per_1000_deliveries);
-    const ingestRatio = ratio(roomIn.messages_per_s, lobbyIn.messages_per_s);
-    const dbRatio = ratio(roomIn.database_cpu_ms_per_message, lobbyIn.database_cpu_ms_per_message);
-    const followingRatio = ratio(lobbyFollowing.messages_per_s, lobbyIn.messages_per_s);
+    const cpuRatio = ratioOf(roomFan.server_cpu_ms_per_1000_deliveries, lobbyFan.server_cpu_ms_per_1000_deliveries);
+    const ingestRatio = ratioOf(roomIn.messages_per_s, lobbyIn.messages_per_s);
+    const dbRatio = ratioOf(roomIn.database_cpu_ms_per_message, lobbyIn.database_cpu_ms_per_message);
+    const followingRatio = ratioOf(lobbyFollowing.messages_per_s, lobbyIn.messages_per_s);
     const rc = roomFan.counts;
     const targets: Target[] = [
       {
@@ -711,13 +709,13 @@ export async function rooms(ctx: BenchContext): Promise<ScenarioReport> {
         "messages/s (acknowledged)",
         fmt(roomFan.messages_per_s),
         fmt(lobbyFan.messages_per_s),
-        ratioText(ratio(roomFan.messages_per_s, lobbyFan.messages_per_s)),
+        ratioText(ratioOf(roomFan.messages_per_s, lobbyFan.messages_per_s)),
       ],
       [
         "deliveries/s",
         fmt(roomFan.deliveries_per_s),
         fmt(lobbyFan.deliveries_per_s),
-        ratioText(ratio(roomFan.deliveries_per_s, lobbyFan.deliveries_per_s)),
+        ratioText(ratioOf(roomFan.deliveries_per_s, lobbyFan.deliveries_per_s)),
       ],
       ["deliveries per message", fmt(roomFan.deliveries_per_message), fmt(lobbyFan.deliveries_per_message), ""],
       [
@@ -730,7 +728,7 @@ export async function rooms(ctx: BenchContext): Promise<ScenarioReport> {
         "server CPU ms per message",
         fmt(roomFan.server_cpu_ms_per_message),
         fmt(lobbyFan.server_cpu_ms_per_message),
-        ratioText(ratio(roomFan.server_cpu_ms_per_message, lobbyFan.server_cpu_ms_per_message)),
+        ratioText(ratioOf(roomFan.server_cpu_ms_per_message, lobbyFan.server_cpu_ms_per_message)),
       ],
       [
         "database backends' CPU ms per message",
@@ -766,7 +764,7 @@ export async function rooms(ctx: BenchContext): Promise<ScenarioReport> {
         "server CPU ms per message",
         fmt(roomIn.server_cpu_ms_per_message),
         fmt(lobbyIn.server_cpu_ms_per_message),
-        ratioText(ratio(roomIn.server_cpu_ms_per_message, lobbyIn.server_cpu_ms_per_message)),
+        ratioText(ratioOf(roomIn.server_cpu_ms_per_message, lobbyIn.server_cpu_ms_per_message)),
       ],
       ["messages per database transaction", perBatch(batchesIn.rooms), perBatch(batchesIn.lobby), ""],
       ["ack latency p50 (ms)", fmt(roomIn.ack_latency.p50_ms), fmt(lobbyIn.ack_latency.p50_ms), ""],
@@ -781,13 +779,13 @@ export async function rooms(ctx: BenchContext): Promise<ScenarioReport> {
         `  info: over 100 rooms, ${INGEST_WINDOW} in a row per room: messages/s`,
         fmt(runIn.messages_per_s),
         fmt(lobbyIn.messages_per_s),
-        ratioText(ratio(runIn.messages_per_s, lobbyIn.messages_per_s)),
+        ratioText(ratioOf(runIn.messages_per_s, lobbyIn.messages_per_s)),
       ],
       [
         "  info: same, database backends' CPU ms per message",
         fmt(runIn.database_cpu_ms_per_message),
         fmt(lobbyIn.database_cpu_ms_per_message),
-        ratioText(ratio(runIn.database_cpu_ms_per_message, lobbyIn.database_cpu_ms_per_message)),
+        ratioText(ratioOf(runIn.database_cpu_ms_per_message, lobbyIn.database_cpu_ms_per_message)),
       ],
       [
         "  info: same, messages per database transaction",
@@ -815,7 +813,7 @@ export async function rooms(ctx: BenchContext): Promise<ScenarioReport> {
         "server CPU ms per message",
         fmt(lobbyFollowing.server_cpu_ms_per_message),
         fmt(lobbyIn.server_cpu_ms_per_message),
-        ratioText(ratio(lobbyFollowing.server_cpu_ms_per_message, lobbyIn.server_cpu_ms_per_message)),
+        ratioText(ratioOf(lobbyFollowing.server_cpu_ms_per_message, lobbyIn.server_cpu_ms_per_message)),
       ],
     ];
     return {

@@ -24,6 +24,7 @@ import {
   connectLoggedIn,
   loadgenCpu,
   PASSWORD,
+  ratioOf,
   ratioText,
   registerUsers,
   round3,
@@ -239,10 +240,6 @@ function summaryOf(h: Histogram): LatencySummary {
 
 function classSummaries(t: Timed): Record<string, LatencySummary> {
   return Object.fromEntries([["all", t.all.summary()], ...CLASSES.map((c) => [c, summaryOf(t.byClass.get(c)!)])]);
-}
-
-function ratioOf(a: number | null | undefined, b: number | null | undefined): number | null {
-  return a !== null && a !== undefined && b ? a / b : null;
 }
 
 export async function search(ctx: BenchContext): Promise<ScenarioReport> {
