@@ -29,12 +29,23 @@ export async function cpuSeconds(pid: number | "self"): Promise<number> {
 
 /** User and system CPU seconds used so far by a process, apart. */
 export async function cpuTimes(pid: number | "self"): Promise<{ userS: number; systemS: number }> {
-  const stat = await run("cat", [`/proc/${procPid(pid)}/stat`]);
-  // The command name (field 2) may hold spaces and parentheses: split after its last ")".
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // Fields 14 and 15 of stat (utime, stime) are 12 and 13 after the name.
-  return { userS: Number(fields[11]) / clockTicks, systemS: Number(fields[12]) / clockTicks };
+  const fields = statFields(await run("cat", [`/proc/${procPid(pid)}/stat`]));
+  return { userS: Number(fields[UTIME]) / clockTicks, systemS: Number(fields[STIME]) / clockTicks };
 }
+
+/**
+ * The fields of a /proc/<pid>/stat line after the command name, which may hold spaces and
+ * parentheses (so the line is split after its last ")"): field n of proc(5) is at index n - 3.
+ */
+export function statFields(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+}
+
+/** Indexes in statFields() of utime and stime (fields 14, 15), and of cutime and cstime (16, 17). */
+export const UTIME = 11;
+export const STIME = 12;
+export const CUTIME = 13;
+export const CSTIME = 14;
 
 /** VmRSS of a process, in KiB. */
 export async function rssKiB(pid: number | "self"): Promise<number> {
@@ -111,8 +122,8 @@ export async function cpuSecondsMatching(pattern: string): Promise<Map<number, n
   for (const stat of text.split("\n")) {
     if (!stat) continue;
     const pid = Number(stat.slice(0, stat.indexOf(" ")));
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    out.set(pid, (Number(fields[11]) + Number(fields[12])) / clockTicks);
+    const fields = statFields(stat);
+    out.set(pid, (Number(fields[UTIME]) + Number(fields[STIME])) / clockTicks);
   }
   return out;
 }

@@ -13,11 +13,11 @@
 
 import { parseArgs } from "node:util";
 import { type BenchDatabase, openBenchDatabase } from "../database.ts";
-import { clockTicksPerSecond, CpuMeter, GroupCpuMeter } from "../proc.ts";
+import { clockTicksPerSecond, CpuMeter, CSTIME, CUTIME, GroupCpuMeter, statFields } from "../proc.ts";
 import { SERVER_V8_FLAGS } from "../../lib/core/v8_flags.ts";
 import { SEARCH_INDEXES } from "../../lib/store/search.ts";
 import { freePort } from "../../tests/support/client_process.ts";
-import { sleep } from "../../tests/support/util.ts";
+import { sleep, waitUntil } from "../../tests/support/util.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 const PEERS = new URL("../../../shared/peers/", import.meta.url).pathname;
@@ -89,10 +89,9 @@ async function loadgen(port: number, pid: number, args: string[]): Promise<Recor
   const line = new TextDecoder().decode(out.stdout).split("\n").findLast((l) => l.startsWith("{"));
   const errors = new TextDecoder().decode(out.stderr).trim().split("\n");
   if (!line) throw new Error(`the load generator gave no report: ${errors.slice(-3).join(" ")}`);
-  const stat = errors.at(-1)!;
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const fields = statFields(errors.at(-1)!);
   const ticks = await clockTicksPerSecond();
-  return { ...JSON.parse(line), loadgen_cpu_total_s: (Number(fields[13]) + Number(fields[14])) / ticks };
+  return { ...JSON.parse(line), loadgen_cpu_total_s: (Number(fields[CUTIME]) + Number(fields[CSTIME])) / ticks };
 }
 
 async function measure(kind: Kind, scenario: string): Promise<Share> {
@@ -131,31 +130,28 @@ async function measure(kind: Kind, scenario: string): Promise<Share> {
 
 /** Waits for the server's background build of the search indexes, then drops them. */
 async function dropSearchIndexes(db: BenchDatabase): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    const [{ built }] = await db.query(
-      `SELECT count(*)::int AS built FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+  const built = async () => {
+    const [{ valid }] = await db.query(
+      `SELECT count(*)::int AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
         WHERE c.relname = ANY($1) AND i.indisvalid`,
       [SEARCH_INDEXES],
     );
-    if (built === SEARCH_INDEXES.length) {
-      for (const name of SEARCH_INDEXES) await db.query(`DROP INDEX ${name}`);
-      return;
-    }
-    await sleep(200);
-  }
-  throw new Error("the search indexes were not built within a minute");
+    return valid === SEARCH_INDEXES.length;
+  };
+  await waitUntil(built, 60_000, "the search indexes' build");
+  for (const name of SEARCH_INDEXES) await db.query(`DROP INDEX ${name}`);
 }
 
 async function listening(port: number): Promise<void> {
-  for (let i = 0; i < 300; i++) {
+  const accepts = async () => {
     try {
       (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
+      return true;
     } catch {
-      await sleep(200);
+      return false;
     }
-  }
-  throw new Error(`nothing listens on ${port} after a minute`);
+  };
+  await waitUntil(accepts, 60_000, `a listener on port ${port}`);
 }
 
 function totalUs(share: Share): number {
