@@ -20,7 +20,7 @@ import {
   type ScratchDatabase,
   type StoredMessage,
 } from "./support/reliability.ts";
-import { sleep, waitUntil } from "./support/util.ts";
+import { sleep, waitUntil, Wakeup } from "./support/util.ts";
 import { connect as connectNats } from "nats";
 import { type NatsServer, startNats, testBuses } from "./support/nats.ts";
 import { freePort } from "./support/client_process.ts";
@@ -77,7 +77,7 @@ class Peer implements AsyncDisposable {
   readonly acked = new Map<string, Frame>();
   readonly failed = new Map<string, string>();
   readonly #replies = new Map<string, Frame>();
-  #changed = Promise.withResolvers<void>();
+  readonly #changed = new Wakeup();
   #closing = false;
   readonly #pump: Promise<void>;
   #nextRequest = 0;
@@ -127,14 +127,9 @@ class Peer implements AsyncDisposable {
       } else if (requestId !== undefined) {
         this.#replies.set(requestId, frame);
       }
-      this.#wake();
+      this.#changed.wake();
     }
-    this.#wake();
-  }
-
-  #wake(): void {
-    this.#changed.resolve();
-    this.#changed = Promise.withResolvers<void>();
+    this.#changed.wake();
   }
 
   /** Waits until `condition` holds, re-checking on every frame; fails with `what` after `ms`. */
@@ -143,9 +138,7 @@ class Peer implements AsyncDisposable {
     while (!condition()) {
       const left = deadline - Date.now();
       if (left <= 0) fail(`${this.username}: timed out after ${ms} ms waiting for ${what}`);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([this.#changed.promise, new Promise((resolve) => timer = setTimeout(resolve, left))]);
-      clearTimeout(timer);
+      await this.#changed.wait(left);
     }
   }
 

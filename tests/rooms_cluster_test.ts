@@ -12,7 +12,7 @@ import { type Frame, sanitized, type TestClient, uniqueName } from "./support/cl
 import { type ServerProcess, spawnServer } from "./support/process.ts";
 import { proxiedUrl, startProxy, targetOf } from "./support/proxy.ts";
 import { createScratchDatabase, Prng, type ScratchDatabase, seedFromEnv } from "./support/reliability.ts";
-import { sleep } from "./support/util.ts";
+import { sleep, Wakeup } from "./support/util.ts";
 import { startNats, type TestBus, testBuses } from "./support/nats.ts";
 
 const postgresUrl = Deno.env.get("TEST_DATABASE_URL") || undefined;
@@ -54,7 +54,7 @@ class V2Peer implements AsyncDisposable {
   readonly reads: Frame[] = [];
   readonly problems: string[] = [];
   readonly #replies = new Map<string, Frame>();
-  #changed = Promise.withResolvers<void>();
+  readonly #changed = new Wakeup();
   #closing = false;
   readonly #pump: Promise<void>;
   #next = 0;
@@ -97,8 +97,7 @@ class V2Peer implements AsyncDisposable {
       if (frame.type === "typing") this.typing.push(frame);
       if (frame.type === "read") this.reads.push(frame);
       if (frame.request_id !== undefined) this.#replies.set(String(frame.request_id), frame);
-      this.#changed.resolve();
-      this.#changed = Promise.withResolvers<void>();
+      this.#changed.wake();
     }
   }
 
@@ -107,9 +106,7 @@ class V2Peer implements AsyncDisposable {
     while (!condition()) {
       const left = deadline - Date.now();
       if (left <= 0) fail(`${this.username}: timed out after ${ms} ms waiting for ${what}`);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([this.#changed.promise, new Promise((resolve) => timer = setTimeout(resolve, left))]);
-      clearTimeout(timer);
+      await this.#changed.wait(left);
     }
   }
 

@@ -23,27 +23,28 @@ export async function waitUntil(
   }
 }
 
-/** Lets a reader sleep until data arrives (wake) or its time runs out; every wait has a timeout. */
+/**
+ * Lets readers sleep until data arrives (wake) or their time runs out; every wait has a timeout.
+ * Several may wait at once (a test waiting for a reply while another waits for a broadcast).
+ */
 export class Wakeup {
-  #waiter: (() => void) | undefined;
+  readonly #waiters = new Set<() => void>();
 
-  /** Ends the wait in progress, if any. */
+  /** Ends every wait in progress. */
   wake(): void {
-    this.#waiter?.();
+    for (const done of this.#waiters) done();
   }
 
   /** Resolves on the next wake(), or after `ms`. */
   wait(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, Math.max(0, ms));
-      function done() {
+      const done = () => {
         clearTimeout(timer);
+        this.#waiters.delete(done);
         resolve();
-      }
-      this.#waiter = () => {
-        this.#waiter = undefined;
-        done();
       };
+      const timer = setTimeout(done, Math.max(0, ms));
+      this.#waiters.add(done);
     });
   }
 }
