@@ -102,6 +102,11 @@ async function createRoom(peer: Peer, visibility: "public" | "private", extra: F
   return reply.room as Frame;
 }
 
+/** `room` as `peer`'s room_list (joined) shows it, if it is there. */
+async function listedRoom(peer: Peer, room: string): Promise<Frame | undefined> {
+  return ((await peer.ask({ type: "room_list", scope: "joined" })).rooms as Frame[]).find((r) => r.id === room);
+}
+
 function errorOf(reply: Frame): [unknown, unknown] {
   return [reply.type, reply.code];
 }
@@ -542,9 +547,7 @@ for (const backend of backends) {
       const room = (await createRoom(alice, "public")).id as string;
       await bob.ask({ type: "room_join", room });
       for (let i = 0; i < 3; i++) await alice.ask({ type: "send_message", room, message: `u${i}` });
-      const unreadOf = async () =>
-        ((await bob.ask({ type: "room_list", scope: "joined" })).rooms as Frame[]).find((r) => r.id === room)!;
-      const before = await unreadOf();
+      const before = (await listedRoom(bob, room))!;
       assertEquals([before.unread, before.last_id], [3, 5]);
       const read = await bob.ask({ type: "mark_read", room, id: 4 });
       assertEquals([read.type, read.room, read.id, read.unread], ["read_response", room, 4, 1]);
@@ -554,7 +557,7 @@ for (const backend of backends) {
       assertEquals((await bob.ask({ type: "mark_read", room, id: 2 })).id, 4);
       // Sending moves the sender's marker to their message.
       await bob.ask({ type: "send_message", room, message: "mine" });
-      assertEquals((await unreadOf()).unread, 0);
+      assertEquals((await listedRoom(bob, room))?.unread, 0);
       assertEquals(errorOf(await bob.ask({ type: "mark_read", room, id: -1 })), ["error", "bad_request"]);
       // The lobby has a marker too.
       assertEquals((await bob.ask({ type: "mark_read", room: "lobby", id: 1 })).type, "read_response");
@@ -732,23 +735,17 @@ for (const backend of backends) {
       const replies = await Promise.all(ids.map((id) => alice.replyTo(id, 30_000)));
       assertEquals(replies.filter((r) => r.type !== "new_message"), []);
       assertEquals(replies.at(-1)!.id, 1007);
-      const listed = ((await bob.ask({ type: "room_list", scope: "joined" })).rooms as Frame[]).find((r) =>
-        r.id === room
-      )!;
+      const listed = (await listedRoom(bob, room))!;
       assertEquals([listed.last_id, listed.read_id, listed.unread], [1007, 2, 1000]);
       // 1004 above the marker, then exactly 1000, then 999.
       assertEquals((await bob.ask({ type: "mark_read", room, id: 3 })).unread, 1000);
       assertEquals((await bob.ask({ type: "mark_read", room, id: 7 })).unread, 1000);
       const below = await bob.ask({ type: "mark_read", room, id: 8 });
       assertEquals([below.id, below.unread], [8, 999]);
-      const relisted = ((await bob.ask({ type: "room_list", scope: "joined" })).rooms as Frame[]).find((r) =>
-        r.id === room
-      )!;
+      const relisted = (await listedRoom(bob, room))!;
       assertEquals([relisted.read_id, relisted.unread], [8, 999]);
       // The sender's own messages are not unread for her.
-      const own = ((await alice.ask({ type: "room_list", scope: "joined" })).rooms as Frame[]).find((r) =>
-        r.id === room
-      )!;
+      const own = (await listedRoom(alice, room))!;
       assertEquals(own.unread, 0);
     },
   );
@@ -949,9 +946,7 @@ for (const backend of backends) {
       const reopened = (await bob.ask({ type: "dm_open", user: alice.name })).room as Frame;
       assertEquals([reopened.id, reopened.peer, reopened.name], [dm, alice.name, alice.name]);
       for (const [me, other] of [[alice, bob], [bob, alice]]) {
-        const listed = ((await me.ask({ type: "room_list", scope: "joined" })).rooms as Frame[]).find((r) =>
-          r.id === dm
-        );
+        const listed = await listedRoom(me, dm);
         assertEquals([listed?.kind, listed?.peer], ["dm", other.name], me.name);
         const joined = (await me.ask({ type: "room_join", room: dm })).room as Frame;
         assertEquals(joined.peer, other.name, me.name);
