@@ -98,10 +98,14 @@ Deno.test({
         "chat_failed_logins_total",
         "chat_database_errors_total",
         "chat_event_loop_lag_seconds",
+        "process_resident_memory_bytes",
       ]
     ) {
       assert(before.has(name), `no ${name} in /metrics`);
     }
+    // This process's resident memory, which holds at least the server's heap.
+    const resident = sample(before, "process_resident_memory_bytes");
+    assert(resident >= Deno.memoryUsage().heapUsed / 2 && resident < 64 * 2 ** 30, `${resident} bytes resident`);
     assertEquals(before.get("chat_commit_seconds")?.type, "HISTOGRAM");
 
     await using tcp = await server.connect();

@@ -139,6 +139,8 @@ export class Metrics {
       this.catchUpReads,
       this.eventLoopLag,
       new Gauge("chat_event_loop_lag_last_seconds", "The latest event-loop lag sample", () => this.#lastLagSeconds),
+      // Prometheus's standard name, so that dashboards and alerts made for other servers apply.
+      new Gauge("process_resident_memory_bytes", "Resident memory of the server process", () => Deno.memoryUsage().rss),
     );
   }
 

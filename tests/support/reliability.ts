@@ -183,11 +183,6 @@ export function uniqueText(prefix: string): string {
   return `${prefix} ${crypto.randomUUID()}`;
 }
 
-/** Resident memory of this process (bytes). */
-export function rssBytes(): number {
-  return Deno.memoryUsage().rss;
-}
-
 /**
  * Reads frames from `client` until one matches `done`; returns every frame before it (and it).
  * For tests that must see every frame, not skip to one. `into` receives them as they come, so a
