@@ -57,8 +57,24 @@ export interface NatsServer extends AsyncDisposable {
   subjects(): Promise<string[]>;
 }
 
+/** Attempts at a first start: a port found free may be taken by another process before nats-server binds it. */
+const START_ATTEMPTS = 3;
+
 /** Starts a NATS server on a free port and waits until it accepts connections. */
 export async function startNats(options: NatsOptions = {}): Promise<NatsServer> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await startNatsOnce(options);
+    } catch (err) {
+      if (!(err instanceof NatsExited) || attempt === START_ATTEMPTS) throw err;
+    }
+  }
+}
+
+/** nats-server exited before it accepted connections (a port taken, say): its own words. */
+class NatsExited extends Error {}
+
+async function startNatsOnce(options: NatsOptions): Promise<NatsServer> {
   if (!natsServerPath) throw new Error(natsMissing);
   const port = freePort();
   const monitorPort = freePort();
@@ -76,14 +92,30 @@ export async function startNats(options: NatsOptions = {}): Promise<NatsServer> 
   }
   if (options.auth) args.push("--user", options.auth.user, "--pass", options.auth.pass);
   let child: Deno.ChildProcess | undefined;
+  /** The end of the running server's log (nats-server logs to stderr), for errors. */
+  let log = "";
+  let reading = Promise.resolve();
   const start = async () => {
-    child = new Deno.Command(natsServerPath, {
+    const running = new Deno.Command(natsServerPath, {
       args,
       stdin: "null",
       stdout: "null",
-      stderr: "null",
+      stderr: "piped",
     }).spawn();
-    await untilAccepting(port);
+    child = running;
+    log = "";
+    reading = (async () => {
+      for await (const text of running.stderr.pipeThrough(new TextDecoderStream())) log = (log + text).slice(-4096);
+    })();
+    let exitCode: number | undefined;
+    running.status.then((status) => exitCode = status.code);
+    const accepting = await untilAccepting(port, () => exitCode !== undefined);
+    if (exitCode !== undefined) {
+      child = undefined;
+      await reading;
+      throw new NatsExited(`nats-server exited (${exitCode}) before accepting connections: ${log.trim()}`);
+    }
+    if (!accepting) throw new Error(`nats-server did not accept connections on ${port} within 10 s: ${log.trim()}`);
   };
   const stop = async () => {
     if (!child) return;
@@ -95,6 +127,7 @@ export async function startNats(options: NatsOptions = {}): Promise<NatsServer> 
       // Exited already.
     }
     await running.status;
+    await reading;
   };
   const signal = (name: Deno.Signal) => {
     if (child) Deno.kill(child.pid, name);
@@ -104,7 +137,12 @@ export async function startNats(options: NatsOptions = {}): Promise<NatsServer> 
     await stop();
     if (configDir) await Deno.remove(configDir, { recursive: true });
   };
-  await start();
+  try {
+    await start();
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
   return {
     url: `nats://127.0.0.1:${port}`,
     start,
@@ -120,18 +158,19 @@ export async function startNats(options: NatsOptions = {}): Promise<NatsServer> 
   };
 }
 
-async function untilAccepting(port: number): Promise<void> {
+/** Waits until `port` accepts a connection (true), or for 10 s or until `exited()` (false). */
+async function untilAccepting(port: number, exited: () => boolean): Promise<boolean> {
   const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
+  while (Date.now() < deadline && !exited()) {
     try {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
       conn.close();
-      return;
+      return true;
     } catch {
       await sleep(20);
     }
   }
-  throw new Error(`nats-server did not accept connections on ${port} within 10 s`);
+  return false;
 }
 
 async function findNatsServer(): Promise<string | undefined> {
