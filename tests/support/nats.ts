@@ -77,7 +77,9 @@ class NatsExited extends Error {}
 async function startNatsOnce(options: NatsOptions): Promise<NatsServer> {
   if (!natsServerPath) throw new Error(natsMissing);
   const port = freePort();
-  const monitorPort = freePort();
+  let monitorPort = freePort();
+  // Each port was free when found, but the second search may find the first again.
+  while (monitorPort === port) monitorPort = freePort();
   const args = ["-a", "127.0.0.1", "-p", String(port), "-m", String(monitorPort)];
   let configDir: string | undefined;
   if (options.maxPendingBytes !== undefined) {
