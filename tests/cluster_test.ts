@@ -23,7 +23,6 @@ import {
 import { sleep, waitUntil, Wakeup } from "./support/util.ts";
 import { connect as connectNats } from "nats";
 import { type NatsServer, startNats, testBuses } from "./support/nats.ts";
-import { freePort } from "./support/client_process.ts";
 import { parseMetrics, sample } from "./support/metrics.ts";
 
 // These tests bring their own databases; the shared in-process PGlite is not needed.
@@ -1098,12 +1097,11 @@ Deno.test({
   async fn() {
     await using nats = await startNats();
     await using db = await createScratchDatabase(postgresUrl!);
-    const monitors = [freePort(), freePort()];
-    const spawn = (port: number) =>
-      spawnServer({ ...serverEnv(db.url), NATS_URL: nats.url, METRICS_ADDR: `127.0.0.1:${port}` });
-    await using a = await spawn(monitors[0]);
-    await using b = await spawn(monitors[1]);
+    const spawn = () => spawnServer({ ...serverEnv(db.url), NATS_URL: nats.url, METRICS_ADDR: "127.0.0.1:0" });
+    await using a = await spawn();
+    await using b = await spawn();
     const servers = [a, b];
+    const monitors = await Promise.all(servers.map((server) => server.metricsPort()));
     await onTheBus(servers, 1, 10_000, "both on the bus");
     /** Each server's /healthz comes to say `bus` (200 either way), and chat_bus_up agrees. */
     const busReported = async (bus: "degraded" | "nats", ms: number) => {

@@ -21,7 +21,6 @@ import {
 import { sleep, waitUntil } from "./support/util.ts";
 import { NodeLineClient } from "./support/node_line_client.ts";
 import { type ServerProcess, spawnServer } from "./support/process.ts";
-import { freePort } from "./support/client_process.ts";
 import { parseMetrics, sample } from "./support/metrics.ts";
 
 // Each test's server has a database of its own; the shared in-process PGlite would only trip the sanitizer.
@@ -47,11 +46,13 @@ interface AttackedServer extends AsyncDisposable {
 
 async function start(env: Record<string, string> = {}): Promise<AttackedServer> {
   const database = await store.open();
-  const metricsPort = freePort();
-  let server: ServerProcess;
+  let server: ServerProcess | undefined;
+  let metricsPort: number;
   try {
-    server = await spawnServer({ ...database.env, METRICS_ADDR: `127.0.0.1:${metricsPort}`, ...env });
+    server = await spawnServer({ ...database.env, METRICS_ADDR: "127.0.0.1:0", ...env });
+    metricsPort = await server.metricsPort();
   } catch (err) {
+    await server?.[Symbol.asyncDispose]();
     await database[Symbol.asyncDispose]();
     throw err;
   }

@@ -22,8 +22,8 @@ export async function* logEntries(stream: ReadableStream<Uint8Array>): AsyncGene
   }
 }
 
-/** The port of the server's "chat server listening" line, if `entry` is that line. */
-export function listeningPortOf(entry: LogEntry): number | undefined {
-  if (entry.msg !== "chat server listening" || typeof entry.address !== "string") return undefined;
+/** The port of the server's "chat server listening" line (or of the line `msg`), if `entry` is that line. */
+export function listeningPortOf(entry: LogEntry, msg = "chat server listening"): number | undefined {
+  if (entry.msg !== msg || typeof entry.address !== "string") return undefined;
   return Number(entry.address.split(":").pop());
 }

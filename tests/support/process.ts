@@ -4,6 +4,7 @@
 import { TestClient } from "./client.ts";
 import { SERVER_V8_FLAGS } from "../../lib/core/v8_flags.ts";
 import { listeningPortOf, logEntries } from "./log_lines.ts";
+import { waitUntil } from "./util.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const ROOT = new URL("../..", import.meta.url).pathname;
@@ -15,6 +16,11 @@ export interface ServerProcess extends AsyncDisposable {
   /** Every log line so far, parsed. */
   readonly logs: Record<string, unknown>[];
   connect(): Promise<TestClient>;
+  /**
+   * The port of METRICS_ADDR's listener, from the server's start-up line: with METRICS_ADDR on
+   * port 0 the system picks a free one, where a port the test found free could be taken meanwhile.
+   */
+  metricsPort(): Promise<number>;
   /** Sends a signal (default SIGTERM) and waits for the exit code. */
   stop(signal?: Deno.Signal): Promise<number>;
   /** The exit code, once it has exited. */
@@ -107,6 +113,13 @@ export async function spawnServer(
     logs,
     status,
     connect: () => TestClient.connect(port),
+    async metricsPort() {
+      // Logged right after "chat server listening", which spawnServer waited for.
+      const portIn = () =>
+        logs.map((entry) => listeningPortOf(entry, "metrics listening")).find((p) => p !== undefined);
+      await waitUntil(() => portIn() !== undefined, 5000, "the server's metrics listening line");
+      return portIn()!;
+    },
     stop,
     async [Symbol.asyncDispose]() {
       await stop("SIGKILL");
