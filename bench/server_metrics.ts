@@ -1,7 +1,7 @@
 // The counters of servers under test, read from their private /metrics listeners (METRICS_ADDR):
 // how many writes their client sockets took, against how many lines they delivered.
 
-import { parseMetrics, sample } from "../tests/support/metrics.ts";
+import { sample, scrapeMetrics } from "../tests/support/metrics.ts";
 
 export interface WriteCounts {
   writes: number;
@@ -11,7 +11,7 @@ export interface WriteCounts {
 /** The socket writes and deliveries of the servers whose metrics listen on `ports`, added up. */
 export async function writeCounts(ports: readonly number[]): Promise<WriteCounts> {
   const each = await Promise.all(ports.map(async (port) => {
-    const families = parseMetrics(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+    const families = await scrapeMetrics(port);
     return {
       writes: sample(families, "chat_socket_writes_total"),
       deliveries: sample(families, "chat_deliveries_total"),

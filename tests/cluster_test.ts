@@ -23,7 +23,7 @@ import {
 import { sleep, waitUntil, Wakeup } from "./support/util.ts";
 import { connect as connectNats } from "nats";
 import { type NatsServer, startNats, testBuses } from "./support/nats.ts";
-import { parseMetrics, sample } from "./support/metrics.ts";
+import { sample, scrapeMetrics } from "./support/metrics.ts";
 
 // These tests bring their own databases; the shared in-process PGlite is not needed.
 await closeSharedPglite();
@@ -1085,8 +1085,7 @@ async function healthz(port: number): Promise<{ status: number; body: Frame }> {
 
 /** One value of METRICS_ADDR's /metrics of a server (its port given). */
 async function metric(port: number, name: string): Promise<number> {
-  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
-  return sample(parseMetrics(await response.text()), name);
+  return sample(await scrapeMetrics(port), name);
 }
 
 Deno.test({

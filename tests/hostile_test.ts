@@ -21,7 +21,7 @@ import {
 import { sleep, waitUntil } from "./support/util.ts";
 import { NodeLineClient } from "./support/node_line_client.ts";
 import { type ServerProcess, spawnServer } from "./support/process.ts";
-import { parseMetrics, sample } from "./support/metrics.ts";
+import { sample, scrapeMetrics } from "./support/metrics.ts";
 
 // Each test's server has a database of its own; the shared in-process PGlite would only trip the sanitizer.
 await closeSharedPglite();
@@ -56,15 +56,14 @@ async function start(env: Record<string, string> = {}): Promise<AttackedServer> 
     await database[Symbol.asyncDispose]();
     throw err;
   }
-  const metrics = async () => parseMetrics(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text());
   return {
     port: server.port,
     connect: () => server.connect(),
     async connections() {
-      const family = (await metrics()).get("chat_connections");
+      const family = (await scrapeMetrics(metricsPort)).get("chat_connections");
       return (family?.metrics ?? []).reduce((sum, series) => sum + Number(series.value), 0);
     },
-    residentBytes: async () => sample(await metrics(), "process_resident_memory_bytes"),
+    residentBytes: async () => sample(await scrapeMetrics(metricsPort), "process_resident_memory_bytes"),
     async [Symbol.asyncDispose]() {
       await server[Symbol.asyncDispose]();
       await database[Symbol.asyncDispose]();

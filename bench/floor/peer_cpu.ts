@@ -16,7 +16,7 @@ import { type BenchDatabase, openBenchDatabase } from "../database.ts";
 import { clockTicksPerSecond, CpuMeter, CSTIME, CUTIME, GroupCpuMeter, statFields } from "../proc.ts";
 import { SERVER_V8_FLAGS } from "../../lib/core/v8_flags.ts";
 import { SEARCH_INDEXES } from "../../lib/store/search.ts";
-import { freePort } from "../../tests/support/client_process.ts";
+import { acceptsConnections, freePort } from "../../tests/support/client_process.ts";
 import { sleep, waitUntil } from "../../tests/support/util.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
@@ -143,15 +143,7 @@ async function dropSearchIndexes(db: BenchDatabase): Promise<void> {
 }
 
 async function listening(port: number): Promise<void> {
-  const accepts = async () => {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  await waitUntil(accepts, 60_000, `a listener on port ${port}`);
+  await waitUntil(() => acceptsConnections(port), 60_000, `a listener on port ${port}`);
 }
 
 function totalUs(share: Share): number {

@@ -163,6 +163,16 @@ export class ClientProcess implements AsyncDisposable {
   }
 }
 
+/** Whether something on 127.0.0.1:`port` accepts a connection now. */
+export async function acceptsConnections(port: number): Promise<boolean> {
+  try {
+    (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** A port that was free a moment ago, for a server to bind (or come back on) a moment later. */
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });

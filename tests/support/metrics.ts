@@ -26,3 +26,9 @@ export function sample(families: Map<string, ParsedFamily>, name: string, labels
   assert(metric, `no ${name} ${JSON.stringify(labels)}`);
   return Number(metric.value ?? metric.count);
 }
+
+/** The /metrics of a server's METRICS_ADDR listener on 127.0.0.1:`port`, parsed. */
+export async function scrapeMetrics(port: number): Promise<Map<string, ParsedFamily>> {
+  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
+  return parseMetrics(await response.text());
+}

@@ -3,7 +3,7 @@
 // that need it are skipped, with the reason, where no `nats-server` is installed (.ci/run installs
 // Debian's package).
 
-import { freePort } from "./client_process.ts";
+import { acceptsConnections, freePort } from "./client_process.ts";
 import { sleep } from "./util.ts";
 
 const CANDIDATES = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"];
@@ -164,13 +164,8 @@ async function startNatsOnce(options: NatsOptions): Promise<NatsServer> {
 async function untilAccepting(port: number, exited: () => boolean): Promise<boolean> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline && !exited()) {
-    try {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      conn.close();
-      return true;
-    } catch {
-      await sleep(20);
-    }
+    if (await acceptsConnections(port)) return true;
+    await sleep(20);
   }
   return false;
 }
