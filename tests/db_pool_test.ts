@@ -126,3 +126,41 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "db pool: a query on a connection that reconnected after dying mid-result gets its rows from the first",
+  ignore: postgresUrl === undefined,
+  ...sanitized,
+  async fn() {
+    const db = await openDatabase({ databaseUrl: postgresUrl!, poolSize: 1, dataDir: "unused", log: testLog });
+    const admin = await openDatabase({ databaseUrl: postgresUrl!, poolSize: 1, dataDir: "unused", log: testLog });
+    try {
+      const [{ pid }] = await db.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
+      // Its first row (20 kB, so PostgreSQL sends it at once) arrives; the second never does.
+      const dying = db.query(
+        `SELECT x, repeat('x', 20000) AS pad FROM generate_series(1, 2) AS x WHERE x = 1 OR pg_sleep(10) IS NULL`,
+        [],
+        { timeoutMs: 15_000 },
+      ).then(() => "answered", (err) => err);
+      await sleep(500);
+      await admin.query("SELECT pg_terminate_backend($1)", [pid]);
+      assert((await dying) instanceof DatabaseError, "the query whose connection was terminated");
+      // postgres.js counts a result's rows per connection and did not reset the count when the
+      // connection died mid-result: the next result's first row went to index 1, behind a hole.
+      let rows: { one: number }[] | undefined;
+      await waitUntil(
+        async () => {
+          rows = await db.query<{ one: number }>("SELECT 1 AS one").catch(() => undefined);
+          return rows !== undefined;
+        },
+        10_000,
+        "the reconnected connection to answer",
+      );
+      assertEquals(rows!.length, 1);
+      assertEquals(rows![0], { one: 1 });
+    } finally {
+      await db.close();
+      await admin.close();
+    }
+  },
+});

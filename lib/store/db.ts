@@ -72,6 +72,18 @@ export interface Transaction {
 }
 
 /** A driver error at the boundary: `sqlState` is PostgreSQL's code when the server gave one. */
+/**
+ * postgres.js (3.4.9) counts a result's rows on the connection and does not reset that count when
+ * the connection dies mid-result: once it has reconnected, the next result's rows start at the old
+ * count, behind holes (a batch's outcome read as missing). Moves them back to the front, in place,
+ * so that the result keeps its other fields.
+ */
+function withoutLeadingHoles<T>(rows: T[]): T[] {
+  if (rows.length === 0 || 0 in rows) return rows;
+  rows.splice(0, rows.findIndex((row) => row !== undefined));
+  return rows;
+}
+
 export class DatabaseError extends Error {
   override readonly name = "DatabaseError";
   readonly sqlState: string | undefined;
@@ -229,8 +241,9 @@ function openPostgres(url: string, poolSize: number, log: Logger, quiet: boolean
           // Serialises servers that start at once: CREATE … IF NOT EXISTS and migrations can race otherwise.
           await tx.unsafe("SELECT pg_advisory_xact_lock($1)", [SCHEMA_LOCK_KEY]);
           return await guarded({
-            // deno-lint-ignore no-explicit-any
-            query: <R extends Row>(text: string, params: unknown[] = []) => tx.unsafe<R[]>(text, params as any[]),
+            query: async <R extends Row>(text: string, params: unknown[] = []) =>
+              // deno-lint-ignore no-explicit-any
+              withoutLeadingHoles(await tx.unsafe<R[]>(text, params as any[])),
             exec: async (text: string) => void await tx.unsafe(text).simple(),
           });
         }) as Promise<T>);
@@ -337,7 +350,7 @@ class Pool {
           reject(new DatabaseError(`query timed out after ${timeoutMs} ms`, undefined, undefined));
         }, timeoutMs);
       });
-      return await Promise.race([pending, timedOut]);
+      return withoutLeadingHoles(await Promise.race([pending, timedOut]));
     } catch (err) {
       throw translate(err);
     } finally {
