@@ -84,6 +84,16 @@ function withoutLeadingHoles<T>(rows: T[]): T[] {
   return rows;
 }
 
+/**
+ * postgres.js (3.4.9) keeps a FATAL error that ended a connection (PostgreSQL terminating it) and
+ * fails the first query given to the reconnected connection with it, before that query is sent. A
+ * FATAL error never reaches a query that was sent: its connection's close fails that one with
+ * CONNECTION_CLOSED. The other FATAL errors come at connection startup, before the query is sent too.
+ */
+function neverSent(err: unknown): boolean {
+  return typeof err === "object" && err !== null && "severity" in err && err.severity === "FATAL";
+}
+
 export class DatabaseError extends Error {
   override readonly name = "DatabaseError";
   readonly sqlState: string | undefined;
@@ -332,7 +342,15 @@ class Pool {
       this.#release(driver);
     };
     // deno-lint-ignore no-explicit-any
-    const pending = driver.sql.unsafe<T[]>(text, params as any[], { prepare: true });
+    const issue = () => driver.sql.unsafe<T[]>(text, params as any[], { prepare: true });
+    let current = issue();
+    // Pooled queries are independent, so one never sent is sent again; the writer's batches are
+    // answered in order, so its failure stands (the batch's senders are told unavailable).
+    const pending = this.#slots === undefined ? current : current.catch((err) => {
+      if (!neverSent(err)) throw err;
+      current = issue();
+      return current;
+    });
     // The connection is free again once the query has settled, whoever still waits for it.
     pending.then(() => {
       if (driver === this.#driver) this.#timeoutsInARow = 0;
@@ -346,7 +364,7 @@ class Pool {
           if (driver === this.#driver && ++this.#timeoutsInARow >= limit) {
             this.#replace(`${this.#timeoutsInARow} queries in a row timed out`);
           }
-          this.#cancel(driver, pending, release);
+          this.#cancel(driver, pending, current, release);
           reject(new DatabaseError(`query timed out after ${timeoutMs} ms`, undefined, undefined));
         }, timeoutMs);
       });
@@ -359,7 +377,7 @@ class Pool {
   }
 
   /** Cancels a timed-out query; replaces the instance if neither it nor the cancel comes back. */
-  #cancel(driver: Driver, pending: Promise<unknown> & { cancel(): unknown }, release: () => void): void {
+  #cancel(driver: Driver, pending: Promise<unknown>, current: { cancel(): unknown }, release: () => void): void {
     pending.catch(() => {}); // Settles later, if ever, after nobody waits for it.
     const grace = setTimeout(() => {
       this.#graceTimers.delete(grace);
@@ -372,7 +390,7 @@ class Pool {
       this.#graceTimers.delete(grace);
     };
     pending.then(settled, settled);
-    const query = pending as unknown as { active?: boolean; state?: unknown };
+    const query = current as unknown as { active?: boolean; state?: unknown };
     if (query.active) {
       // Running: PostgreSQL stops that statement. A cancel that fails is this query's timeout, told already.
       const pid = (query.state as { pid?: number } | undefined)?.pid;
@@ -389,7 +407,7 @@ class Pool {
     }
     try {
       // Not given to a connection yet: postgres.js drops it from its queue, nothing is sent.
-      pending.cancel();
+      current.cancel();
     } catch {
       // Settled meanwhile.
     }
