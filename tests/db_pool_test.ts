@@ -158,7 +158,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "db pool: the first query after PostgreSQL terminated a connection in use is answered, not failed",
+  name:
+    "db pool: the first query after PostgreSQL terminated a connection in use is answered, not failed, pooled and on the writer",
   ignore: postgresUrl === undefined,
   ...sanitized,
   async fn() {
@@ -179,6 +180,14 @@ Deno.test({
         const [{ other }] = await db.query<{ other: number }>("SELECT pg_backend_pid() AS other", [], { lane });
         assert(other !== pid, `the ${lane ?? "pooled"} query ran on a new connection`);
       }
+      // The writer's queries are never sent twice: a probe takes the stale error instead.
+      const [{ pid }] = await db.ordered<{ pid: number }>("SELECT pg_backend_pid() AS pid");
+      const dying = db.ordered("SELECT pg_sleep(10)", [], { timeoutMs: 15_000 }).then(() => "answered", (err) => err);
+      await sleep(300);
+      await admin.query("SELECT pg_terminate_backend($1)", [pid]);
+      assert((await dying) instanceof DatabaseError, "the writer's query whose connection was terminated");
+      const [{ other }] = await db.ordered<{ other: number }>("SELECT pg_backend_pid() AS other");
+      assert(other !== pid, "the writer's query ran on a new connection");
     } finally {
       await db.close();
       await admin.close();

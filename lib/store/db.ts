@@ -168,6 +168,7 @@ function openPostgres(url: string, poolSize: number, log: Logger, quiet: boolean
    */
   const connect = (max: number, role?: string): Driver => {
     let ended = false;
+    let closes = 0;
     // Deno's own TCP for plain connections (far cheaper per write); node:net for TLS and the rest.
     const socket = target
       ? {
@@ -194,6 +195,7 @@ function openPostgres(url: string, poolSize: number, log: Logger, quiet: boolean
       backoff: (retries: number) => Math.min(0.05 * 2 ** retries, MAX_RECONNECT_DELAY_MS / 1000),
       // postgres.js reconnects on the next query after a connection is lost; nothing to do here.
       onnotice: (notice) => log.debug("database notice", { message: notice.message }),
+      onclose: () => void closes++,
       connection: {
         application_name: role ? `chat-server/${role}` : "chat-server",
         ...(quiet ? { "chat.quiet": "on" } : {}),
@@ -201,6 +203,11 @@ function openPostgres(url: string, poolSize: number, log: Logger, quiet: boolean
     });
     return {
       sql,
+      closesSinceAsked() {
+        const count = closes;
+        closes = 0;
+        return count;
+      },
       end(timeout: number) {
         ended = true;
         return sql.end({ timeout });
@@ -276,6 +283,8 @@ function openPostgres(url: string, poolSize: number, log: Logger, quiet: boolean
 /** A postgres.js instance, and the way to end it for good. */
 interface Driver {
   readonly sql: postgres.Sql;
+  /** How many of its connections have closed since the last call. */
+  closesSinceAsked(): number;
   end(timeoutSeconds: number): Promise<void>;
 }
 
@@ -341,11 +350,17 @@ class Pool {
       released = true;
       this.#release(driver);
     };
+    if (this.#slots === undefined && driver.closesSinceAsked() > 0) {
+      // The writer's connection closed: the first query given to it again may meet the stale error
+      // of neverSent(). A probe takes it, so that no batch does; the batches queue behind it.
+      driver.sql.unsafe("SELECT 1").catch(() => {});
+    }
     // deno-lint-ignore no-explicit-any
     const issue = () => driver.sql.unsafe<T[]>(text, params as any[], { prepare: true });
     let current = issue();
-    // Pooled queries are independent, so one never sent is sent again; the writer's batches are
-    // answered in order, so its failure stands (the batch's senders are told unavailable).
+    // Pooled queries are independent, so one never sent is sent again (on any of the pool's
+    // connections, so no probe can take the stale error for it); the writer's are answered in
+    // order, so they are never sent twice.
     const pending = this.#slots === undefined ? current : current.catch((err) => {
       if (!neverSent(err)) throw err;
       current = issue();
