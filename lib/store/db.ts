@@ -352,7 +352,9 @@ class Pool {
     };
     if (this.#slots === undefined && driver.closesSinceAsked() > 0) {
       // The writer's connection closed: the first query given to it again may meet the stale error
-      // of neverSent(). A probe takes it, so that no batch does; the batches queue behind it.
+      // of neverSent(). A probe takes it, so that no batch does; the batches queue behind it. (If
+      // the database refuses that reconnect, restarting, the error waits for the next connection
+      // that starts, and the query then first in line meets it: answered unavailable, never lost.)
       driver.sql.unsafe("SELECT 1").catch(() => {});
     }
     // deno-lint-ignore no-explicit-any
