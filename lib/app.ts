@@ -25,7 +25,7 @@ import { settledWithin } from "./core/settled_within.ts";
 import { Presence } from "./chat/presence.ts";
 import { RoomStore } from "./store/rooms.ts";
 import { applySchema } from "./store/schema.ts";
-import { SEARCH_INDEXES, SearchStore } from "./store/search.ts";
+import { SEARCH_WORD_INDEXES, SearchStore } from "./store/search.ts";
 import { NatsBus } from "./store/nats_bus.ts";
 import { NotifyBus } from "./store/notify_bus.ts";
 import { Signals } from "./store/signals.ts";
@@ -100,7 +100,7 @@ export async function startChatService(config: Config, log: Logger, options: Sta
   const search = new SearchService(searchStore, roomStore, rooms, log, config);
   const roomCommands = new RoomCommands(hub, rooms, signals, search, () => presence.usernames());
   const maintenance = new Maintenance(db, throttle, log);
-  const searchUpkeep = new SearchIndexUpkeep(db, log, SEARCH_INDEXES, () => metrics.messagesCommitted.value);
+  const searchUpkeep = new SearchIndexUpkeep(db, log, SEARCH_WORD_INDEXES, () => metrics.messagesCommitted.value);
   const auth = new AuthService(db, throttle, log, { bcryptCost: config.bcryptCost, metrics });
   let registry: ConnectionRegistry | undefined;
   let indexing: Promise<void> = Promise.resolve();

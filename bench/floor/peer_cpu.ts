@@ -15,7 +15,9 @@ import { parseArgs } from "node:util";
 import { type BenchDatabase, openBenchDatabase } from "../database.ts";
 import { clockTicksPerSecond, CpuMeter, CSTIME, CUTIME, GroupCpuMeter, statFields } from "../proc.ts";
 import { SERVER_V8_FLAGS } from "../../lib/core/v8_flags.ts";
-import { SEARCH_INDEXES } from "../../lib/store/search.ts";
+import { SEARCH_INDEX_DEFINITIONS } from "../../lib/store/search.ts";
+
+const SEARCH_INDEXES = SEARCH_INDEX_DEFINITIONS.map((index) => index.name);
 import { acceptsConnections, freePort } from "../../tests/support/client_process.ts";
 import { sleep, waitUntil } from "../../tests/support/util.ts";
 

@@ -12,6 +12,7 @@
 // batches of realistic texts, serial), in three phases of one run: indexes present, dropped,
 // re-created (the re-creation timed too), each phase after a VACUUM of messages.
 
+import { SEARCH_INDEX_DEFINITIONS, SEARCH_SQL } from "../../lib/store/search.ts";
 import { LoadClient } from "../client.ts";
 import type { BenchDatabase } from "../database.ts";
 import { measureTraffic, trafficProblems, type TrafficResult } from "../measure.ts";
@@ -46,35 +47,8 @@ const TARGET_P99_MS = 50;
 const TARGET_SPEEDUP = 100;
 const TARGET_INGEST_COST = 0.1;
 
-/** The server's search indexes (lib/store/search.ts, INDEXES), copied so the bench builds them alike. */
-const INDEXES: { name: string; sql: string }[] = [
-  { name: "messages_text_search", sql: `ON messages USING gin (to_tsvector('simple', message_text))` },
-  {
-    name: "chat_room_events_text_search",
-    sql: `ON chat_room_events USING gin (to_tsvector('simple', body)) WHERE kind = 'message'`,
-  },
-];
-
-/** The server's search query (lib/store/search.ts, SEARCH_SQL), copied so the SQL arm runs the same. */
-const QUERY = `WITH q AS (SELECT websearch_to_tsquery('simple', $1::text) AS q)`;
-const AFTER_CURSOR = `($2::bigint IS NULL OR (micros, room_key, id) < ($2::bigint, $3::text, $4::bigint))`;
-const LOBBY_HITS = `SELECT 'lobby' AS room, '' AS room_key, m.id::bigint AS id, m.sender_username AS sender,
-    m.message_text AS message, to_char(m.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp,
-    (extract(epoch FROM m.timestamp) * 1000000)::bigint AS micros
-  FROM messages m, q WHERE $6::boolean AND to_tsvector('simple', m.message_text) @@ q.q`;
-const ROOM_HITS = `SELECT e.room_id AS room, e.room_id AS room_key, e.id, e.username AS sender, e.body AS message,
-    to_char(e.created_at, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp,
-    (extract(epoch FROM e.created_at) * 1000000)::bigint AS micros
-  FROM chat_room_events e JOIN unnest($7::text[], $8::bigint[]) AS s(room, from_id) ON e.room_id = s.room, q
-  WHERE e.kind = 'message' AND e.id >= s.from_id AND to_tsvector('simple', e.body) @@ q.q`;
-const SEARCH_SQL = `${QUERY}
-  SELECT room, id, sender, message, timestamp, micros::text FROM (
-    (SELECT * FROM (${LOBBY_HITS}) l WHERE ${AFTER_CURSOR} ORDER BY micros DESC, id DESC LIMIT $5)
-    UNION ALL
-    (SELECT * FROM (${ROOM_HITS}) r WHERE ${AFTER_CURSOR} ORDER BY micros DESC, room_key DESC, id DESC LIMIT $5)
-  ) hits, q
-  WHERE numnode(q.q) > 0 AND querytree(q.q) <> 'T'
-  ORDER BY micros DESC, room_key DESC, id DESC LIMIT $5`;
+/** The server's search indexes, built alike, and its search query, for the SQL arm. */
+const INDEXES = SEARCH_INDEX_DEFINITIONS;
 
 const SCAN_ONE_SQL = `SELECT id, message_text FROM messages WHERE message_text ILIKE $1 ORDER BY id DESC LIMIT $2`;
 const SCAN_TWO_SQL = `SELECT id, message_text FROM messages WHERE message_text ILIKE $1 AND message_text ILIKE $2
