@@ -5,7 +5,7 @@
 
 import { assert, assertEquals } from "./support/assert.ts";
 import { type Backend, postgresUrl, sanitized, startTestServer, testLog, uniqueName } from "./support/helpers.ts";
-import { DatabaseError, openDatabase } from "../lib/store/db.ts";
+import { type Database, DatabaseError, openDatabase } from "../lib/store/db.ts";
 import { typeFetchFailuresSetAside } from "../lib/store/pg_type_fetch_guard.ts";
 import { sleep, waitUntil } from "./support/util.ts";
 
@@ -127,14 +127,24 @@ Deno.test({
   },
 });
 
+/** A database of one pooled connection (and one writer, one control), and another to terminate its connections from. */
+async function withPoolOfOne(work: (db: Database, admin: Database) => Promise<void>): Promise<void> {
+  const db = await openDatabase({ databaseUrl: postgresUrl!, poolSize: 1, dataDir: "unused", log: testLog });
+  const admin = await openDatabase({ databaseUrl: postgresUrl!, poolSize: 1, dataDir: "unused", log: testLog });
+  try {
+    await work(db, admin);
+  } finally {
+    await db.close();
+    await admin.close();
+  }
+}
+
 Deno.test({
   name: "db pool: a query on a connection that reconnected after dying mid-result gets its rows from the first",
   ignore: postgresUrl === undefined,
   ...sanitized,
   async fn() {
-    const db = await openDatabase({ databaseUrl: postgresUrl!, poolSize: 1, dataDir: "unused", log: testLog });
-    const admin = await openDatabase({ databaseUrl: postgresUrl!, poolSize: 1, dataDir: "unused", log: testLog });
-    try {
+    await withPoolOfOne(async (db, admin) => {
       const [{ pid }] = await db.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
       // Its first row (20 kB, so PostgreSQL sends it at once) arrives; the second never does.
       const dying = db.query(
@@ -150,10 +160,7 @@ Deno.test({
       const rows = await db.query<{ one: number }>("SELECT 1 AS one");
       assertEquals(rows.length, 1);
       assertEquals(rows[0], { one: 1 });
-    } finally {
-      await db.close();
-      await admin.close();
-    }
+    });
   },
 });
 
@@ -163,9 +170,7 @@ Deno.test({
   ignore: postgresUrl === undefined,
   ...sanitized,
   async fn() {
-    const db = await openDatabase({ databaseUrl: postgresUrl!, poolSize: 1, dataDir: "unused", log: testLog });
-    const admin = await openDatabase({ databaseUrl: postgresUrl!, poolSize: 1, dataDir: "unused", log: testLog });
-    try {
+    await withPoolOfOne(async (db, admin) => {
       for (const lane of [undefined, "control"] as const) {
         const [{ pid }] = await db.query<{ pid: number }>("SELECT pg_backend_pid() AS pid", [], { lane });
         const dying = db.query("SELECT pg_sleep(10)", [], { lane, timeoutMs: 15_000 }).then(
@@ -188,9 +193,6 @@ Deno.test({
       assert((await dying) instanceof DatabaseError, "the writer's query whose connection was terminated");
       const [{ other }] = await db.ordered<{ other: number }>("SELECT pg_backend_pid() AS other");
       assert(other !== pid, "the writer's query ran on a new connection");
-    } finally {
-      await db.close();
-      await admin.close();
-    }
+    });
   },
 });
