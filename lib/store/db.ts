@@ -360,11 +360,12 @@ class Pool {
     // deno-lint-ignore no-explicit-any
     const issue = () => driver.sql.unsafe<T[]>(text, params as any[], { prepare: true });
     let current = issue();
+    let toldTimedOut = false;
     // Pooled queries are independent, so one never sent is sent again (on any of the pool's
-    // connections, so no probe can take the stale error for it); the writer's are answered in
-    // order, so they are never sent twice.
+    // connections, so no probe can take the stale error for it), unless its caller has been told
+    // it timed out; the writer's are answered in order, so they are never sent twice.
     const pending = this.#slots === undefined ? current : current.catch((err) => {
-      if (!neverSent(err)) throw err;
+      if (!neverSent(err) || toldTimedOut) throw err;
       current = issue();
       return current;
     });
@@ -377,6 +378,7 @@ class Pool {
     try {
       const timedOut = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
+          toldTimedOut = true;
           const limit = this.#slots === undefined ? 1 : MAX_TIMEOUTS_IN_A_ROW;
           if (driver === this.#driver && ++this.#timeoutsInARow >= limit) {
             this.#replace(`${this.#timeoutsInARow} queries in a row timed out`);
