@@ -63,16 +63,19 @@ const BUILD_TIMEOUT_MS = 6 * 3600_000;
 // Each part (the lobby, the rooms) first walks its newest WALK_ROWS messages after the cursor, in
 // that order, on a B-tree of the order's columns, and tests each one. The matches found there are
 // the part's first matches overall (a prefix of the order, filtered, is a prefix of the matches),
-// so the part is done when the walk found a page or walked the whole part. Only then does the GIN
-// index look up the rest: a common word ends in the walk (the index would have fetched and sorted
-// every one of its matches: 150–190 ms for the commonest word of 1,000,000 messages), a rare one
-// in the index, where it has few matches. Only the rows kept are formatted.
+// so the part is done when the walk found a page or walked the whole part. Otherwise the GIN
+// index looks up the part's matches: a common word ends in the walk (the index would have fetched
+// and sorted every one of its matches: 150–190 ms for the commonest word of 1,000,000 messages), a
+// rare one in the index, where it has few matches; a word with no match in the walk's first
+// WALK_HEAD rows goes to the index without the rest of the walk. Only the rows kept are formatted.
 const QUERY = `WITH q AS (SELECT websearch_to_tsquery('simple', $1::text) AS q)`;
 /** The cursor's time ($2, microseconds since the epoch) as a stored timestamp; no cursor: after everything. */
 const CURSOR_AT = `CASE WHEN $2::bigint IS NULL THEN 'infinity'::timestamp
     ELSE 'epoch'::timestamp + $2::bigint * interval '1 microsecond' END`;
 /** How many of a part's newest messages are tested one by one before its index is used. */
 const WALK_ROWS = 500;
+/** How many of them are tested before the walk is given up for the index when none matches. */
+const WALK_HEAD = 100;
 /**
  * The lobby's rows after the cursor, newest first: those with no timestamp first (they sort first
  * descending; only on the first page, as they have no cursor), then a range of the B-tree. A lobby
@@ -85,49 +88,65 @@ const LOBBY_AFTER_CURSOR = `(
     (SELECT m.* FROM messages m WHERE $6::boolean AND (m.timestamp, m.id) < (${CURSOR_AT},
         CASE WHEN $2::bigint IS NULL THEN 0 WHEN $3::text = '' THEN $4::bigint ELSE ${Number.MAX_SAFE_INTEGER} END)
       ORDER BY m.timestamp DESC, m.id DESC LIMIT ${WALK_ROWS}))`;
-const LOBBY_WALK = `SELECT m.id, m.sender_username, m.message_text, m.timestamp,
+/** The lobby's walk: rows `from`…`from + rows` after the cursor, each with whether it matches. */
+const lobbyWalk = (from: number, rows: number) =>
+  `SELECT m.id, m.sender_username, m.message_text, m.timestamp,
     to_tsvector('simple', m.message_text) @@ q.q AS hit
-  FROM (SELECT * FROM ${LOBBY_AFTER_CURSOR} m ORDER BY m.timestamp DESC, m.id DESC LIMIT ${WALK_ROWS}) m, q`;
+  FROM (SELECT * FROM ${LOBBY_AFTER_CURSOR} m ORDER BY m.timestamp DESC, m.id DESC OFFSET ${from} LIMIT ${rows}) m, q`;
 /** Every room's messages after the cursor, newest first; `hit` only for the rooms in scope. */
-const ROOM_WALK = `SELECT e.room_id, e.id, e.username, e.body, e.created_at,
+const roomWalk = (from: number, rows: number) =>
+  `SELECT e.room_id, e.id, e.username, e.body, e.created_at,
     s.room IS NOT NULL AND to_tsvector('simple', e.body) @@ q.q AS hit
   FROM (SELECT e.* FROM chat_room_events e
       WHERE cardinality($7::text[]) > 0 AND e.kind = 'message'
         AND (e.created_at, e.room_id, e.id) < (${CURSOR_AT}, coalesce($3::text, ''), coalesce($4::bigint, 0))
-      ORDER BY e.created_at DESC, e.room_id DESC, e.id DESC LIMIT ${WALK_ROWS}) e
+      ORDER BY e.created_at DESC, e.room_id DESC, e.id DESC OFFSET ${from} LIMIT ${rows}) e
     LEFT JOIN unnest($7::text[], $8::bigint[]) AS s(room, from_id) ON s.room = e.room_id AND e.id >= s.from_id, q`;
-/** Whether a part's walk settled it: a page found, or nothing left to walk. */
-const SETTLED = (walk: string) => `(SELECT count(*) < ${WALK_ROWS} OR count(*) FILTER (WHERE hit) >= $5 FROM ${walk})`;
+/**
+ * Whether a part's walk settled it (a page found, or nothing left to walk). The walk's first
+ * WALK_HEAD rows decide whether to go on: with no match among them the word is rare, and the index
+ * answers it at once; the rest of the walk is read only when needed (a one-time filter).
+ */
+const headSettled = (part: string) =>
+  `(SELECT count(*) < ${WALK_HEAD} OR count(*) FILTER (WHERE hit) >= $5 FROM ${part}_head)`;
+const settled = (part: string) =>
+  `(${headSettled(part)} OR ((SELECT count(*) FILTER (WHERE hit) > 0 FROM ${part}_head)
+    AND (SELECT count(*) < ${WALK_ROWS - WALK_HEAD} OR count(*) FILTER (WHERE hit)
+      + (SELECT count(*) FILTER (WHERE hit) FROM ${part}_head) >= $5 FROM ${part}_tail)))`;
+/** The walk's matches of a part it settled. */
+const walkHits = (part: string, columns: string) =>
+  `(SELECT ${columns} FROM ${part}_head WHERE hit AND ${settled(part)})
+    UNION ALL (SELECT ${columns} FROM ${part}_tail WHERE hit AND NOT ${headSettled(part)} AND ${settled(part)})`;
 /**
  * The index's matches of a part its walk did not settle. The matches are found first (OFFSET 0
  * keeps the planner from walking the B-tree in order instead, testing every row), then sorted.
  */
 const LOBBY_INDEXED = `SELECT * FROM (
     SELECT m.id, m.sender_username, m.message_text, m.timestamp FROM messages m, q
-    WHERE $6::boolean AND NOT ${SETTLED("lobby_walk")} AND to_tsvector('simple', m.message_text) @@ q.q
+    WHERE $6::boolean AND NOT ${settled("lobby")} AND to_tsvector('simple', m.message_text) @@ q.q
       AND ($2::bigint IS NULL OR (m.timestamp, '', m.id) < (${CURSOR_AT}, $3::text, $4::bigint))
     OFFSET 0) m
   ORDER BY m.timestamp DESC, m.id DESC LIMIT $5`;
 const ROOMS_INDEXED = `SELECT * FROM (
     SELECT e.room_id, e.id, e.username, e.body, e.created_at
     FROM chat_room_events e JOIN unnest($7::text[], $8::bigint[]) AS s(room, from_id) ON e.room_id = s.room, q
-    WHERE NOT ${SETTLED("room_walk")} AND e.kind = 'message' AND e.id >= s.from_id
+    WHERE NOT ${settled("room")} AND e.kind = 'message' AND e.id >= s.from_id
       AND to_tsvector('simple', e.body) @@ q.q
       AND ($2::bigint IS NULL OR (e.created_at, e.room_id, e.id) < (${CURSOR_AT}, $3::text, $4::bigint))
     OFFSET 0) e
   ORDER BY e.created_at DESC, e.room_id DESC, e.id DESC LIMIT $5`;
 const LOBBY_HITS = `SELECT 'lobby'::text AS room, ''::text AS room_key, m.id::bigint AS id,
     m.sender_username::text AS sender, m.message_text AS message, m.timestamp AS at
-  FROM ((SELECT id, sender_username, message_text, timestamp FROM lobby_walk WHERE hit AND ${SETTLED("lobby_walk")})
-    UNION ALL (${LOBBY_INDEXED})) m`;
+  FROM (${walkHits("lobby", "id, sender_username, message_text, timestamp")} UNION ALL (${LOBBY_INDEXED})) m`;
 const ROOM_HITS = `SELECT e.room_id AS room, e.room_id AS room_key, e.id, e.username AS sender, e.body AS message,
     e.created_at AS at
-  FROM ((SELECT room_id, id, username, body, created_at FROM room_walk WHERE hit AND ${SETTLED("room_walk")})
-    UNION ALL (${ROOMS_INDEXED})) e`;
+  FROM (${walkHits("room", "room_id, id, username, body, created_at")} UNION ALL (${ROOMS_INDEXED})) e`;
 /** The search (exported for the bench's SQL arm): $1 query … $8 the rooms' first ids. */
 export const SEARCH_SQL = `${QUERY},
-  lobby_walk AS MATERIALIZED (${LOBBY_WALK}),
-  room_walk AS MATERIALIZED (${ROOM_WALK})
+  lobby_head AS MATERIALIZED (${lobbyWalk(0, WALK_HEAD)}),
+  lobby_tail AS MATERIALIZED (${lobbyWalk(WALK_HEAD, WALK_ROWS - WALK_HEAD)}),
+  room_head AS MATERIALIZED (${roomWalk(0, WALK_HEAD)}),
+  room_tail AS MATERIALIZED (${roomWalk(WALK_HEAD, WALK_ROWS - WALK_HEAD)})
   SELECT room, id, sender, message, to_char(at, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp,
     (extract(epoch FROM at) * 1000000)::bigint::text AS micros
   FROM ((${LOBBY_HITS}) UNION ALL (${ROOM_HITS})) hits, q
