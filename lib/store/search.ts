@@ -103,20 +103,22 @@ const roomWalk = (from: number, rows: number) =>
       ORDER BY e.created_at DESC, e.room_id DESC, e.id DESC OFFSET ${from} LIMIT ${rows}) e
     LEFT JOIN unnest($7::text[], $8::bigint[]) AS s(room, from_id) ON s.room = e.room_id AND e.id >= s.from_id, q`;
 /**
- * Whether a part's walk settled it (a page found, or nothing left to walk). The walk's first
- * WALK_HEAD rows decide whether to go on: with no match among them the word is rare, and the index
- * answers it at once; the rest of the walk is read only when needed (a one-time filter).
+ * Whether a part's walk settled it (a page found, or nothing left to walk), computed once per part.
+ * The walk's first WALK_HEAD rows decide whether to go on: with no match among them the word is
+ * rare, and the index answers it at once; the rest of the walk is read only when needed.
  */
-const headSettled = (part: string) =>
-  `(SELECT count(*) < ${WALK_HEAD} OR count(*) FILTER (WHERE hit) >= $5 FROM ${part}_head)`;
-const settled = (part: string) =>
-  `(${headSettled(part)} OR ((SELECT count(*) FILTER (WHERE hit) > 0 FROM ${part}_head)
-    AND (SELECT count(*) < ${WALK_ROWS - WALK_HEAD} OR count(*) FILTER (WHERE hit)
-      + (SELECT count(*) FILTER (WHERE hit) FROM ${part}_head) >= $5 FROM ${part}_tail)))`;
-/** The walk's matches of a part it settled. */
+const walked = (part: string) =>
+  `SELECT head_settled, head_settled OR (head_hits > 0
+      AND (SELECT count(*) < ${WALK_ROWS - WALK_HEAD} OR count(*) FILTER (WHERE hit) + head_hits >= $5
+        FROM ${part}_tail)) AS settled
+  FROM (SELECT count(*) < ${WALK_HEAD} OR count(*) FILTER (WHERE hit) >= $5 AS head_settled,
+      count(*) FILTER (WHERE hit) AS head_hits FROM ${part}_head) head`;
+const settled = (part: string) => `(SELECT settled FROM ${part}_walked)`;
+/** The walk's matches of a part it settled (a one-time filter: a part it did not settle reads none). */
 const walkHits = (part: string, columns: string) =>
   `(SELECT ${columns} FROM ${part}_head WHERE hit AND ${settled(part)})
-    UNION ALL (SELECT ${columns} FROM ${part}_tail WHERE hit AND NOT ${headSettled(part)} AND ${settled(part)})`;
+    UNION ALL (SELECT ${columns} FROM ${part}_tail
+      WHERE hit AND ${settled(part)} AND NOT (SELECT head_settled FROM ${part}_walked))`;
 /**
  * The index's matches of a part its walk did not settle. The matches are found first (OFFSET 0
  * keeps the planner from walking the B-tree in order instead, testing every row), then sorted.
@@ -146,7 +148,9 @@ export const SEARCH_SQL = `${QUERY},
   lobby_head AS MATERIALIZED (${lobbyWalk(0, WALK_HEAD)}),
   lobby_tail AS MATERIALIZED (${lobbyWalk(WALK_HEAD, WALK_ROWS - WALK_HEAD)}),
   room_head AS MATERIALIZED (${roomWalk(0, WALK_HEAD)}),
-  room_tail AS MATERIALIZED (${roomWalk(WALK_HEAD, WALK_ROWS - WALK_HEAD)})
+  room_tail AS MATERIALIZED (${roomWalk(WALK_HEAD, WALK_ROWS - WALK_HEAD)}),
+  lobby_walked AS MATERIALIZED (${walked("lobby")}),
+  room_walked AS MATERIALIZED (${walked("room")})
   SELECT room, id, sender, message, to_char(at, 'YYYY-MM-DD"T"HH24:MI:SS') AS timestamp,
     (extract(epoch FROM at) * 1000000)::bigint::text AS micros
   FROM ((${LOBBY_HITS}) UNION ALL (${ROOM_HITS})) hits, q
