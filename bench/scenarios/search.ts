@@ -47,9 +47,6 @@ const TARGET_P99_MS = 50;
 const TARGET_SPEEDUP = 100;
 const TARGET_INGEST_COST = 0.1;
 
-/** The server's search indexes, built alike, and its search query, for the SQL arm. */
-const INDEXES = SEARCH_INDEX_DEFINITIONS;
-
 const SCAN_ONE_SQL = `SELECT id, message_text FROM messages WHERE message_text ILIKE $1 ORDER BY id DESC LIMIT $2`;
 const SCAN_TWO_SQL = `SELECT id, message_text FROM messages WHERE message_text ILIKE $1 AND message_text ILIKE $2
   ORDER BY id DESC LIMIT $3`;
@@ -180,13 +177,13 @@ async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
 }
 
 async function dropIndexes(db: BenchDatabase): Promise<void> {
-  await db.query(`DROP INDEX IF EXISTS ${INDEXES.map((i) => i.name).join(", ")}`);
+  await db.query(`DROP INDEX IF EXISTS ${SEARCH_INDEX_DEFINITIONS.map((i) => i.name).join(", ")}`);
 }
 
 /** Builds the search indexes as the server does on PostgreSQL; seconds per index. */
 async function buildIndexes(db: BenchDatabase): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
-  for (const index of INDEXES) {
+  for (const index of SEARCH_INDEX_DEFINITIONS) {
     progress(`  building ${index.name}`);
     const [, s] = await timed(() => db.query(`CREATE INDEX CONCURRENTLY IF NOT EXISTS ${index.name} ${index.sql}`));
     out[index.name] = round3(s);
@@ -198,7 +195,7 @@ async function indexSizes(db: BenchDatabase): Promise<Record<string, string>> {
   const rows = await db.query(
     `SELECT c.relname AS name, pg_size_pretty(pg_relation_size(c.oid)) AS size FROM pg_class c
      WHERE c.relname = ANY($1::text[]) OR c.relname IN ('messages', 'chat_room_events') ORDER BY c.relname`,
-    [INDEXES.map((i) => i.name)],
+    [SEARCH_INDEX_DEFINITIONS.map((i) => i.name)],
   );
   return Object.fromEntries(rows.map((r) => [String(r.name), String(r.size)]));
 }
@@ -543,7 +540,9 @@ export async function search(ctx: BenchContext): Promise<ScenarioReport> {
     ["fill: messages (lobby + rooms)", `${fill.lobby_rows} + ${fill.room_rows}`, "", ""],
     ["fill: insert seconds", fmt(lobbyS + roomsS), "", ""],
     ["fill: index build seconds (CONCURRENTLY, both)", fmt(buildS), "", ""],
-    ...INDEXES.map((i): Row => [`  ${i.name} build s / size`, fmt(buildTimes[i.name]), sizes[i.name] ?? "", ""]),
+    ...SEARCH_INDEX_DEFINITIONS.map((
+      i,
+    ): Row => [`  ${i.name} build s / size`, fmt(buildTimes[i.name]), sizes[i.name] ?? "", ""]),
     ["fill: VACUUM ANALYZE seconds", fmt(vacuumS), "", ""],
   ];
   rows.push(["(all: rare, medium, common, two-word; not absent)", "", "", ""]);

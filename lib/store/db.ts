@@ -71,7 +71,6 @@ export interface Transaction {
   exec(text: string): Promise<void>;
 }
 
-/** A driver error at the boundary: `sqlState` is PostgreSQL's code when the server gave one. */
 /**
  * postgres.js (3.4.9) counts a result's rows on the connection and does not reset that count when
  * the connection dies mid-result: once it has reconnected, the next result's rows start at the old
@@ -94,6 +93,7 @@ function neverSent(err: unknown): boolean {
   return typeof err === "object" && err !== null && "severity" in err && err.severity === "FATAL";
 }
 
+/** A driver error at the boundary: `sqlState` is PostgreSQL's code when the server gave one. */
 export class DatabaseError extends Error {
   override readonly name = "DatabaseError";
   readonly sqlState: string | undefined;
