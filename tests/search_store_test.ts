@@ -109,15 +109,24 @@ function expected(rows: Row[], words: string[], without: string[], scope: Search
     .map((row) => `${row.room}:${row.id}`);
 }
 
-/** Every page the store gives, PAGE at a time, as the chat layer asks for them (one more than shown). */
-async function allPages(store: SearchStore, query: string, scope: SearchScope): Promise<string[]> {
+/**
+ * The pages the store gives, `size` at a time, as the chat layer asks for them (one more than
+ * shown), up to `upTo` results.
+ */
+async function allPages(
+  store: SearchStore,
+  query: string,
+  scope: SearchScope,
+  size = PAGE,
+  upTo = Infinity,
+): Promise<string[]> {
   const seen: string[] = [];
   let cursor: SearchCursor | undefined;
   for (let page = 0; page < 200; page++) {
-    const hits = await store.search(query, scope, PAGE + 1, cursor);
-    const shown = hits.slice(0, PAGE);
+    const hits = await store.search(query, scope, size + 1, cursor);
+    const shown = hits.slice(0, size);
     seen.push(...shown.map((hit) => `${hit.room}:${hit.id}`));
-    if (hits.length <= PAGE) return seen;
+    if (hits.length <= size || seen.length >= upTo) return seen;
     const last = shown.at(-1)!;
     cursor = { micros: last.micros, room: last.room, id: last.id };
   }
@@ -158,6 +167,19 @@ for (const backend of scratchBackends) {
             );
           }
         }
+        // One result a page: pages end on the rows with no time too (the newest), and go on after them.
+        for (const [label, scope] of scopes.slice(0, 2)) {
+          assertEquals(
+            await allPages(store, "every", scope, 1, 45),
+            expected(rows, ["every"], [], scope).slice(0, 45),
+            `every, one a page, in ${label}`,
+          );
+        }
+        // A word too rare for the walk, after a cursor on a row with no time: the index's part.
+        assertEquals(
+          await allPages(store, "n1395 or n1360 or n3 or n5", scopes[0][1], 1),
+          ["lobby:1395", "lobby:1360", "lobby:5", "lobby:3"],
+        );
       });
     },
   });

@@ -121,12 +121,52 @@ for (const backend of backends) {
           { query: word, limit: 1.5 },
           { query: word, before: "nonsense" },
           { query: word, before: 12 },
+          // A time past the database's bigint, and no time outside the lobby.
+          { query: word, before: "99999999999999999999:lobby:1" },
+          { query: word, before: `:${room}:1` },
         ]
       ) {
         const reply = await ask(client, { type: "search", ...bad });
         assertEquals([reply.type, reply.code], ["error", "bad_request"], JSON.stringify(bad));
       }
       assertEquals((await ask(client, { type: "search", query: "x".repeat(200) })).type, "search_response");
+      // Before 1970 is a time like any other.
+      assertEquals((await ask(client, { type: "search", query: word, before: "-5:lobby:1" })).results, []);
+    },
+  );
+
+  Deno.test(
+    `search: lobby messages with no timestamp (the seed's schema allows them) come first, and pages go on past them [${backend.name}]`,
+    sanitized,
+    async () => {
+      await using server = await startTestServer(backend);
+      const { client, name } = await v2Client(server);
+      await using _ = client;
+      const word = `notime${crypto.randomUUID().slice(0, 8).replace(/[0-9]/g, "z")}`;
+      await ask(client, { type: "send_message", message: `${word} with a time` });
+      for (const n of [1, 2, 3]) {
+        await server.service.db.query(
+          `INSERT INTO messages (sender_id, sender_username, message_text, timestamp)
+            SELECT id, username, $2, NULL FROM users WHERE username = $1`,
+          [name, `${word} no time ${n}`],
+        );
+      }
+      const seen: Frame[] = [];
+      let before: unknown;
+      for (let page = 0; page < 10; page++) {
+        const reply = await ask(client, { type: "search", query: word, limit: 1, ...(before ? { before } : {}) });
+        assertEquals(reply.type, "search_response", JSON.stringify(reply));
+        seen.push(...(reply.results as Frame[]));
+        before = reply.next;
+        if (!before) break;
+      }
+      assertEquals(seen.map((r) => [r.message, r.timestamp]), [
+        [`${word} no time 3`, null],
+        [`${word} no time 2`, null],
+        [`${word} no time 1`, null],
+        [`${word} with a time`, seen[3]?.timestamp],
+      ]);
+      assert(typeof seen[3].timestamp === "string");
     },
   );
 

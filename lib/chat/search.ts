@@ -22,8 +22,10 @@ export interface SearchLimits {
 const MAX_QUERY_LENGTH = 200;
 const DEFAULT_LIMIT = 20;
 const MAX_LIMIT = 100;
-/** A cursor: the last result's time (µs since the epoch), room and id. */
-const CURSOR_PATTERN = /^(\d{1,20}):(lobby|[rd]_[a-z0-9]{20}):(\d{1,18})$/;
+/** A cursor: the last result's time (µs since the epoch; empty for a lobby message with no time), room and id. */
+const CURSOR_PATTERN = /^(-?\d{1,19})?:(lobby|[rd]_[a-z0-9]{20}):(\d{1,18})$/;
+const MIN_MICROS = -(2n ** 63n);
+const MAX_MICROS = 2n ** 63n - 1n;
 
 export class SearchService {
   readonly #store: SearchStore;
@@ -69,7 +71,7 @@ export class SearchService {
       })),
     };
     const last = shown.at(-1);
-    if (hits.length > limit && last) reply.next = `${last.micros}:${last.room}:${last.id}`;
+    if (hits.length > limit && last) reply.next = `${last.micros ?? ""}:${last.room}:${last.id}`;
     return reply;
   }
 
@@ -119,6 +121,11 @@ function cursorOf(frame: Frame): SearchCursor | undefined {
   const value = field(frame, "before");
   if (value === undefined || value === null) return undefined;
   const match = typeof value === "string" ? CURSOR_PATTERN.exec(value) : null;
-  if (!match) throw new ChatError("bad_request", "before must be a search_response's next");
-  return { micros: match[1], room: match[2], id: Number(match[3]) };
+  const micros = match?.[1] ?? null;
+  // Only a lobby message can have no time; a time must fit the database's bigint.
+  const timeValid = micros === null
+    ? match?.[2] === LOBBY
+    : BigInt(micros) >= MIN_MICROS && BigInt(micros) <= MAX_MICROS;
+  if (!match || !timeValid) throw new ChatError("bad_request", "before must be a search_response's next");
+  return { micros, room: match[2], id: Number(match[3]) };
 }

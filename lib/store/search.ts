@@ -15,8 +15,8 @@ export interface SearchHit extends Record<string, unknown> {
   sender: string;
   message: string;
   timestamp: string;
-  /** The message's time in microseconds since the epoch: the order key, with room and id. */
-  micros: string;
+  /** The message's time in microseconds since the epoch: the order key, with room and id; null: a lobby row with no time. */
+  micros: string | null;
 }
 
 /** Where a search looks: the lobby, and rooms each from an id on (history:"joined" rooms from the latest join). */
@@ -27,7 +27,8 @@ export interface SearchScope {
 
 /** Where a page starts: the last hit of the page before (results are newest first). */
 export interface SearchCursor {
-  micros: string;
+  /** Null: a lobby row with no time (those sort first, by id). */
+  micros: string | null;
   room: string;
   id: number;
 }
@@ -76,13 +77,16 @@ const CURSOR_AT = `CASE WHEN $2::bigint IS NULL THEN 'infinity'::timestamp
 const WALK_ROWS = 500;
 /** How many of them are tested before the walk is given up for the index when none matches. */
 const WALK_HEAD = 100;
+/** After no cursor, or after a lobby row with no time: a row with no time needs only an id below the cursor's. */
+const BELOW_CURSOR_ID = `m.id < coalesce($4::bigint, ${Number.MAX_SAFE_INTEGER})`;
 /**
  * The lobby's rows after the cursor, newest first: those with no timestamp first (they sort first
- * descending; only on the first page, as they have no cursor), then a range of the B-tree. A lobby
+ * descending, by id; only while the cursor is not past them), then a range of the B-tree. A lobby
  * row after a room's hit at the same time comes after it, since the lobby's room key "" is lowest.
  */
 const LOBBY_AFTER_CURSOR = `(
     (SELECT m.* FROM messages m WHERE $6::boolean AND $2::bigint IS NULL AND m.timestamp IS NULL
+        AND ${BELOW_CURSOR_ID}
       ORDER BY m.id DESC LIMIT ${WALK_ROWS})
     UNION ALL
     (SELECT m.* FROM messages m WHERE $6::boolean AND (m.timestamp, m.id) < (${CURSOR_AT},
@@ -126,7 +130,8 @@ const walkHits = (part: string, columns: string) =>
 const LOBBY_INDEXED = `SELECT * FROM (
     SELECT m.id, m.sender_username, m.message_text, m.timestamp FROM messages m, q
     WHERE $6::boolean AND NOT ${settled("lobby")} AND to_tsvector('simple', m.message_text) @@ q.q
-      AND ($2::bigint IS NULL OR (m.timestamp, '', m.id) < (${CURSOR_AT}, $3::text, $4::bigint))
+      AND ($2::bigint IS NULL AND (m.timestamp IS NOT NULL OR ${BELOW_CURSOR_ID})
+        OR (m.timestamp, '', m.id) < (${CURSOR_AT}, $3::text, $4::bigint))
     OFFSET 0) m
   ORDER BY m.timestamp DESC, m.id DESC LIMIT $5`;
 const ROOMS_INDEXED = `SELECT * FROM (
