@@ -14,8 +14,9 @@ export interface SearchHit extends Record<string, unknown> {
   id: number;
   sender: string;
   message: string;
-  timestamp: string;
-  /** The message's time in microseconds since the epoch: the order key, with room and id; null: a lobby row with no time. */
+  /** Null for a lobby row with no time (the seed's schema allows it), as in get_history. */
+  timestamp: string | null;
+  /** The message's time in microseconds since the epoch (null: no time): the order key, with room and id. */
   micros: string | null;
 }
 
@@ -77,7 +78,7 @@ const CURSOR_AT = `CASE WHEN $2::bigint IS NULL THEN 'infinity'::timestamp
 const WALK_ROWS = 500;
 /** How many of them are tested before the walk is given up for the index when none matches. */
 const WALK_HEAD = 100;
-/** After no cursor, or after a lobby row with no time: a row with no time needs only an id below the cursor's. */
+/** After no cursor, or a cursor on a lobby row with no time: a row with no time needs an id below the cursor's. */
 const BELOW_CURSOR_ID = `m.id < coalesce($4::bigint, ${Number.MAX_SAFE_INTEGER})`;
 /**
  * The lobby's rows after the cursor, newest first: those with no timestamp first (they sort first
