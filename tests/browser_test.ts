@@ -7,7 +7,7 @@ import type { Browser, Page } from "playwright-core";
 import { assert, assertEquals } from "./support/assert.ts";
 import { CHROMIUM, chromiumMissing, launchBrowser } from "./support/browser.ts";
 import { backends, type Frame, sanitized, startTestServer, type TestClient, uniqueName } from "./support/helpers.ts";
-import { sleep } from "./support/util.ts";
+import { sleep, uniqueWord } from "./support/util.ts";
 
 if (chromiumMissing) {
   // deno-lint-ignore no-console
@@ -519,7 +519,7 @@ Deno.test({
     const browser = await launchBrowser();
     try {
       const alice = await openAndRegister(browser, url, uniqueName("alice"));
-      const tag = crypto.randomUUID().replace(/[^a-f]/g, "").slice(0, 8);
+      const tag = uniqueWord();
       const roomName = uniqueName("archive");
       await alice.page.click("#create-details summary");
       await alice.page.fill("#room-name", roomName);

@@ -13,7 +13,7 @@ import {
   uniqueName,
 } from "./support/helpers.ts";
 import { createScratchDatabase } from "./support/reliability.ts";
-import { sleep, waitUntil } from "./support/util.ts";
+import { sleep, uniqueWord, waitUntil } from "./support/util.ts";
 
 let nextRequest = 0;
 
@@ -49,7 +49,7 @@ for (const backend of backends) {
       await using server = await startTestServer(backend);
       const { client } = await v2Client(server);
       await using _ = client;
-      const tag = crypto.randomUUID().slice(0, 8).replace(/[0-9]/g, "x");
+      const tag = uniqueWord();
       const sent = [
         `Zebra${tag} crosses the road`,
         `the ZEBRA${tag} and the lion${tag}`,
@@ -90,7 +90,7 @@ for (const backend of backends) {
       await using server = await startTestServer(backend);
       const { client } = await v2Client(server);
       await using _ = client;
-      const word = `page${crypto.randomUUID().slice(0, 8).replace(/[0-9]/g, "y")}`;
+      const word = uniqueWord("page");
       const room = await createRoom(client, "private");
       const sent: string[] = [];
       for (let i = 0; i < 7; i++) {
@@ -142,7 +142,7 @@ for (const backend of backends) {
       await using server = await startTestServer(backend);
       const { client, name } = await v2Client(server);
       await using _ = client;
-      const word = `notime${crypto.randomUUID().slice(0, 8).replace(/[0-9]/g, "z")}`;
+      const word = uniqueWord("notime");
       await ask(client, { type: "send_message", message: `${word} with a time` });
       for (const n of [1, 2, 3]) {
         await server.service.db.query(
@@ -179,7 +179,7 @@ for (const backend of backends) {
       const { client: other, name: otherName } = await v2Client(server);
       await using _a = owner;
       await using _b = other;
-      const word = `acc${crypto.randomUUID().slice(0, 8).replace(/[0-9]/g, "z")}`;
+      const word = uniqueWord("acc");
       const publicRoom = await createRoom(owner, "public");
       const privateRoom = await createRoom(owner, "private");
       const joinedRoom = await createRoom(owner, "public", "joined");
@@ -220,7 +220,7 @@ for (const backend of backends) {
     await using server = await startTestServer(backend, { RATE_LIMIT_PER_SEC: "0" });
     const { client } = await v2Client(server);
     await using _ = client;
-    const word = `lim${crypto.randomUUID().slice(0, 8).replace(/[0-9]/g, "q")}`;
+    const word = uniqueWord("lim");
     for (let i = 0; i < 25; i++) await ask(client, { type: "send_message", message: `${word} ${i}` });
     const byDefault = await ask(client, { type: "search", query: word });
     assertEquals(texts(byDefault).length, 20);

@@ -1,10 +1,21 @@
-// Small helpers every kind of test uses: sanitizer options, sleeping, polling until a condition holds.
+// Small helpers every kind of test uses: sanitizer options, sleeping, polling until a condition holds,
+// words no other run has used.
 // No database and no network, so unit tests beside the source (lib/, client/) import it too.
 
 import { fail } from "./assert.ts";
 
 /** Sanitizers on (Deno 2.8+ turns them off by default). */
 export const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
+
+/**
+ * A word no other run has used (12 random letters): a search for it finds only this test's
+ * messages, also in a database kept between runs. Letters only, so that the search's parser keeps
+ * it one word.
+ */
+export function uniqueWord(prefix = ""): string {
+  const letters = crypto.getRandomValues(new Uint8Array(12));
+  return prefix + Array.from(letters, (n) => String.fromCharCode(97 + (n % 26))).join("");
+}
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
