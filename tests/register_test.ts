@@ -4,13 +4,11 @@
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { backends, type Frame, sanitized, startTestServer, type TestServer, uniqueName } from "./support/helpers.ts";
 import { keysOf, storedCount } from "./support/wire.ts";
+import { randomString } from "./support/util.ts";
 
 const USERNAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-";
 
-function randomName(length: number): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(length));
-  return [...bytes].map((b) => USERNAME_CHARS[b % USERNAME_CHARS.length]).join("");
-}
+const randomName = (length: number) => randomString(USERNAME_CHARS, length);
 
 async function usersNamed(server: TestServer, username: string): Promise<Record<string, unknown>[]> {
   return [...await server.service.db.query("SELECT * FROM users WHERE lower(username) = lower($1::text)", [username])];

@@ -7,14 +7,19 @@ import { fail } from "./assert.ts";
 /** Sanitizers on (Deno 2.8+ turns them off by default). */
 export const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true } as const;
 
+/** `length` characters drawn at random from `alphabet`. */
+export function randomString(alphabet: string, length: number): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(length));
+  return Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("");
+}
+
 /**
  * A word no other run has used (12 random letters): a search for it finds only this test's
  * messages, also in a database kept between runs. Letters only, so that the search's parser keeps
  * it one word.
  */
 export function uniqueWord(prefix = ""): string {
-  const letters = crypto.getRandomValues(new Uint8Array(12));
-  return prefix + Array.from(letters, (n) => String.fromCharCode(97 + (n % 26))).join("");
+  return prefix + randomString("abcdefghijklmnopqrstuvwxyz", 12);
 }
 
 export function sleep(ms: number): Promise<void> {
